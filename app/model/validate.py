@@ -87,7 +87,8 @@ def check_array(
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"The '{name}' parameter must be numeric. Got {value!r} instead.") from None
+        msg = f"The '{name}' parameter must be numeric. Got {value!r} instead."
+        raise ValueError(msg) from None
     if shape is not None:
         ok = arr.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, arr.shape))
         if not ok:
