@@ -1,0 +1,136 @@
+"""Router runs on the synthetic environment: whole runs for the harness, stepwise for the app.
+
+Both paths build the stream and the router the same way from a :class:`~app.model.Scenario`,
+so a curve animated in the browser equals the harness's numbers for the same seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import PLAN_NAMES, Scenario
+from ..model.validate import check_choice, check_float, check_int
+from .environment import FEATURES, Drift, Stream, make_stream
+from .regret import best_fixed_arm, regret_report
+from .simulate import make_router
+
+__all__ = ["LEARNERS", "router_params", "scenario_stream", "run_routers", "LiveRun"]
+
+#: Routers a user can pick; the oracle and fixed plans are computed from the losses directly.
+LEARNERS = (
+    "linucb",
+    "lints",
+    "sw-linucb",
+    "restart-linucb",
+    "experts-hedge",
+    "experts-exp3",
+    "threshold",
+)
+DEFAULT_ALPHA = 0.1  # losses are ~0.1 with noise 0.01: a wide bonus (α≈1) over-explores
+
+
+def router_params(name: str, s: Scenario, alpha: float = DEFAULT_ALPHA) -> dict:
+    """Constructor parameters of ``name`` for scenario ``s`` (horizon ``s.horizon``)."""
+    check_choice("router", name, LEARNERS)
+    alpha = check_float("alpha", alpha, 0.0, 100.0)
+    window = max(s.horizon // 8, 100)
+    return {
+        "linucb": {"alpha": alpha},
+        "lints": {"v": alpha},
+        "sw-linucb": {"alpha": alpha, "window": window},
+        "restart-linucb": {"alpha": alpha, "period": window},
+        "experts-hedge": {"horizon": s.horizon},
+        "experts-exp3": {"horizon": s.horizon},
+        "threshold": {"tau": s.tau},
+    }[name]
+
+
+def scenario_stream(s: Scenario, drift: Drift | None = None, latency=None) -> Stream:
+    """The stream of ``s.horizon`` steps drawn from ``Generator(PCG64(s.seed))``."""
+    rng = np.random.Generator(np.random.PCG64(s.seed))
+    return make_stream(s, s.horizon, rng, drift=drift, latency=latency)
+
+
+def run_routers(s: Scenario, routers=LEARNERS, stream=None, alpha=DEFAULT_ALPHA, progress=None):
+    """Run each router over the same stream; return ``(stream, {name: (arms, RegretReport)})``.
+
+    ``progress(name, t, T)`` is called as each run advances.
+    """
+    stream = stream if stream is not None else scenario_stream(s)
+    out = {}
+    for name in routers:
+        run = LiveRun(s, name, alpha=alpha, stream=stream)
+        step = max(s.horizon // 100, 1)
+        while not run.done:
+            run.advance(step)
+            if progress is not None:
+                progress(name, run.t, s.horizon)
+        out[name] = (run.arms, regret_report(stream.expected, run.arms))
+    return stream, out
+
+
+class LiveRun:
+    """One router learning over one stream, advanced a chunk at a time (the app's play button).
+
+    The router's seed is the scenario's seed, so the same seed gives the same curve.
+    """
+
+    def __init__(self, s: Scenario, router="linucb", alpha=DEFAULT_ALPHA, drift=None, stream=None):
+        self.scenario = s
+        self.name = router
+        self.params = router_params(router, s, alpha)
+        self.stream = stream if stream is not None else scenario_stream(s, drift)
+        self._oracle = self.stream.expected.min(axis=1)
+        self._rows = self.stream.observed.tolist()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to step 0 with a fresh router."""
+        n_arms, dim = len(PLAN_NAMES), len(FEATURES)
+        self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **self.params)
+        self.t = 0
+        self.arms = np.zeros(0, dtype=np.int64)
+        self._regret = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.stream.steps
+
+    def advance(self, n: int) -> dict:
+        """Run up to ``n`` more steps; return the new ``step`` (1-based), cumulative
+        ``dynamic_regret`` and ``arm`` arrays (empty when the run is done)."""
+        n = check_int("n", n, 1, 10_000_000)
+        start, stop = self.t, min(self.t + n, self.stream.steps)
+        X, observed = self.stream.X, self.stream.observed
+        select, update = self.router.select, self.router.update
+        arms = np.empty(stop - start, dtype=np.int64)
+        for i, t in enumerate(range(start, stop)):
+            x = X[t]
+            a = select(x)
+            update(x, a, self._rows[t][a], losses=observed[t])
+            arms[i] = a
+        idx = np.arange(start, stop)
+        excess = self.stream.expected[idx, arms] - self._oracle[start:stop]
+        curve = self._regret + np.cumsum(excess)
+        self._regret = float(curve[-1]) if len(curve) else self._regret
+        self.arms = np.concatenate([self.arms, arms])
+        self.t = stop
+        return {"step": idx + 1, "dynamic_regret": curve, "arm": arms}
+
+    def summary(self) -> dict:
+        """JSON-ready regret numbers of the steps run so far (regret against the oracle)."""
+        if self.t == 0:
+            return {"router": self.name, "steps": 0, "dynamic_regret": 0.0}
+        report = regret_report(self.stream.expected[: self.t], self.arms).to_dict(curves=False)
+        return {"router": self.name, "steps": self.t, **report}
+
+    def reference_curves(self) -> dict:
+        """Cumulative regret over the whole horizon of always-dense and of the best fixed plan."""
+        expected = self.stream.expected
+        best = best_fixed_arm(expected)
+        return {
+            "step": np.arange(1, self.stream.steps + 1),
+            "always_dense": np.cumsum(expected[:, 0] - self._oracle),
+            "best_fixed": np.cumsum(expected[:, best] - self._oracle),
+            "best_fixed_plan": PLAN_NAMES[best],
+        }
