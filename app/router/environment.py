@@ -92,21 +92,28 @@ def model_latency(s: Scenario) -> LatencyFn:
 
 @dataclass(frozen=True)
 class Drift:
-    """Piecewise-stationary drift: the horizon is cut into ``segments`` equal parts and each part
-    cycles through ``lam`` (latency weight) and ``slowdown`` (a co-tenant stretching every
-    latency) values. Both move the loss's linear parameters, so the variation budget is the sum
-    over change points of ``max_a ‖θ_a,new − θ_a,old‖``."""
+    """Piecewise-stationary drift: at the change points (fractions of the horizon) the latency
+    weight λ and a co-tenant ``slowdown`` of every latency step through the listed values
+    (cycling). Both move the loss's linear parameters, so the variation budget is the sum over
+    change points of ``max_a ‖θ_a,new − θ_a,old‖``. The default points are irregular so that no
+    restart period lines up with them by luck."""
 
-    segments: int = 4
-    lam: tuple = (0.1, 0.5)
-    slowdown: tuple = (1.0, 3.0)
+    change_points: tuple = (0.22, 0.47, 0.71)
+    lam: tuple = (0.6, 0.02)
+    slowdown: tuple = (1.0, 1.0)
 
     def __post_init__(self):
-        check_int("segments", self.segments, 1, 10_000)
+        points = [check_float("change_points", c, 0.0, 1.0, True, True) for c in self.change_points]
+        if points != sorted(set(points)):
+            raise ValueError("The 'change_points' parameter must be strictly increasing.")
         for v in self.lam:
             check_float("lam", v, 0.0, 1.0)
         for v in self.slowdown:
             check_float("slowdown", v, 0.0, 1e3, lo_open=True)
+
+    @property
+    def segments(self) -> int:
+        return len(self.change_points) + 1
 
 
 @dataclass(frozen=True)
@@ -234,7 +241,8 @@ def make_stream(
 def _segments(steps: int, drift: Drift | None) -> np.ndarray:
     if drift is None:
         return np.zeros(steps, dtype=np.int64)
-    return np.minimum(np.arange(steps) * drift.segments // steps, drift.segments - 1)
+    bounds = np.floor(np.asarray(drift.change_points) * steps)
+    return np.searchsorted(bounds, np.arange(steps), side="right")
 
 
 def _fit_theta(X, expected, segment):
