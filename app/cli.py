@@ -1,0 +1,179 @@
+"""``llmqp``: the command line. ``bench``, ``explain``, ``serve``, ``export``, ``backend``.
+
+Bad arguments print one line (``llmqp: error: ...``) and exit with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line instead of usage + message
+        raise SystemExit(_fail(f"{self.prog}: error: {message}"))
+
+
+def _fail(line: str) -> int:
+    print(line, file=sys.stderr)
+    return 2
+
+
+def _progress_printer(stream=sys.stderr):
+    last = {}
+
+    def show(stage, done, total):
+        pct = int(100 * done / max(total, 1))
+        if last.get(stage) != pct:
+            last[stage] = pct
+            end = "\n" if done >= total else ""
+            print(f"\r  {stage:<22} {pct:3d}%  ({done}/{total} steps)", end=end, file=stream)
+
+    return show
+
+
+def _cmd_bench(args) -> int:
+    from .harness import run_bench
+
+    progress = None if args.quiet else _progress_printer()
+    summary = run_bench(args.seed, args.steps, args.out, progress=progress)
+    lin = summary["routers"]["linucb"]
+    print(
+        f"wrote {args.out}/{{crossover.csv, amortization.csv, regret.csv, summary.json}}\n"
+        f"LinUCB: loss {lin['total_loss']:.2f} vs oracle {lin['oracle_loss']:.2f} "
+        f"({lin['regret_pct']:.2f}% above), best fixed plan {summary['fixed']['best_fixed_plan']} "
+        f"{summary['fixed']['best_fixed_loss']:.2f}, always-dense "
+        f"{summary['fixed']['always_dense_loss']:.2f}; regret slope {lin['slope']:.2f}"
+    )
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .model import Scenario, explain_dict, explain_text
+
+    fields = ("d", "vocab", "k", "hardware", "batch", "dtype", "layers", "context", "tau", "eps")
+    given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    given["error_budget"] = args.error_budget
+    s = Scenario.from_model(args.model, **given) if args.model else Scenario(**given)
+    print(json.dumps(explain_dict(s), indent=2) if args.json else explain_text(s))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    main_py = Path(__file__).with_name("main.py")
+    env = dict(os.environ)
+    if args.backend:
+        env["LLMQP_BACKEND_URL"] = args.backend
+    origin = f"{args.address}:{args.port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        str(main_py),
+        "--address",
+        args.address,
+        "--port",
+        str(args.port),
+        "--allow-websocket-origin",
+        origin,
+        "--allow-websocket-origin",
+        f"localhost:{args.port}",
+    ]
+    if args.show:
+        cmd.append("--show")
+    print(f"serving LLM-QP on http://{origin}/main  (Ctrl-C stops)", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_export(args) -> int:
+    from .widgets.export import export_figures
+
+    for path in export_figures(args.out):
+        print(path)
+    return 0
+
+
+def _int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="llmqp", description="LLM-QP: query planning for constrained decoding.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    b = sub.add_parser("bench", help="write the paper's three results (CSV + summary.json)")
+    b.add_argument("--seed", type=_int, default=0)
+    b.add_argument("--steps", type=_int, default=20_000)
+    b.add_argument("--out", default="out/bench")
+    b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.set_defaults(func=_cmd_bench)
+
+    e = sub.add_parser(
+        "explain",
+        help="print the plan tree with estimated costs",
+        description="Unset options take the default scenario (Llama-3-8B on an H100).",
+    )
+    e.add_argument("--d", type=_int)
+    e.add_argument("--vocab", type=_int)
+    e.add_argument("--k", type=_int)
+    e.add_argument("--hardware")
+    e.add_argument("--batch", type=_int)
+    e.add_argument("--dtype")
+    e.add_argument("--layers", type=_int)
+    e.add_argument("--context", type=_int)
+    e.add_argument("--tau", type=float)
+    e.add_argument("--eps", type=float)
+    e.add_argument("--error-budget", type=float, default=0.0)
+    e.add_argument("--model", default=None, help="body shape preset: llama-3-8b, gpt2-small")
+    e.add_argument("--json", action="store_true", help="stable JSON instead of text")
+    e.set_defaults(func=_cmd_explain)
+
+    s = sub.add_parser("serve", help="serve the Panel app on 127.0.0.1 (server mode)")
+    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--port", type=_int, default=5006)
+    s.add_argument("--backend", default=None, help="measurement backend URL (default: in-process)")
+    s.add_argument("--show", action="store_true", help="open a browser")
+    s.set_defaults(func=_cmd_serve)
+
+    x = sub.add_parser("export", help="write each figure as standalone HTML and Bokeh JSON")
+    x.add_argument("--out", default="out/figures")
+    x.set_defaults(func=_cmd_export)
+
+    try:
+        from .backend.cli import add_backend_command
+    except ImportError:  # the backend is optional (and absent from the browser build)
+        pass
+    else:
+        add_backend_command(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    except ValueError as exc:  # validation errors name the parameter, value and range
+        return _fail(f"llmqp: error: {exc}")
+    except OSError as exc:
+        return _fail(f"llmqp: error: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
