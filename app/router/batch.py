@@ -3,11 +3,11 @@
 Exactness rests on running, per stream, the very same floating-point operations as
 :meth:`LinUCB.select` / :meth:`LinUCB.update`:
 
-* ``P @ x`` with ``P`` of shape ``(n_arms, dim + 1, dim)`` and ``R[:, 1:] @ x`` are matrix-vector
-  products; the stacked ``P (S, n, dim+1, dim) @ x (S, 1, dim, 1)`` runs the same matrix-vector
-  kernel on the same ``(dim + 1, dim)`` blocks, so each block gives the same bits (checked by
-  ``tests/test_router_batch.py``; a product with different block shapes, e.g. ``einsum`` or a
-  reshaped GEMM, is not guaranteed to);
+* the two matrix-vector products per decision, ``R = P.reshape(n*(d+1), d) x`` and
+  ``var = R[:, 1:] x``, run here as stacked products ``(S, n*(d+1), d) @ (S, d, 1)`` and
+  ``(S, n, d) @ (S, d, 1)``: the same BLAS gemv on blocks of the same shape and strides, so each
+  stream gets the same bits (checked by ``tests/test_router_batch.py``; a product with other
+  block shapes, e.g. ``einsum`` or one big GEMM over all streams, is not guaranteed to);
 * everything else is elementwise (``sqrt``, ``*``, ``-``, ``/``), exact in IEEE arithmetic
   whatever the array shape, and ``argmin`` keeps the first minimum in both paths.
 
@@ -57,13 +57,15 @@ def linucb_batch(X, observed, alpha=1.0, reg=1.0, return_state=False):
 
     P = np.zeros((S, n, d + 1, d))
     P[:, :, 1:] = np.eye(d) / reg
-    Pf = P.reshape(S * n, d + 1, d)  # view: row s * n + a is stream s, arm a
+    Pf = P.reshape(S * n, d + 1, d)  # view: block s * n + a is stream s, arm a
+    Ps = P.reshape(S, n * (d + 1), d)  # view: one gemv per stream
     srange = np.arange(S)
     arms = np.empty((S, T), dtype=np.int64)
     for t in range(T):
         x = X[:, t]  # (S, d)
-        R = (P @ x[:, None, :, None])[..., 0]  # (S, n, d + 1), per block as R = P @ x
-        var = (R[..., 1:] @ x[:, :, None])[..., 0]  # (S, n), per block as R[:, 1:] @ x
+        xc = x[:, :, None]  # (S, d, 1)
+        R = (Ps @ xc).reshape(S, n, d + 1)  # per stream as LinUCB.select's R
+        var = (R[..., 1:] @ xc)[..., 0]  # (S, n), per stream as R[:, 1:] x
         a = (R[..., 0] - alpha * np.sqrt(var)).argmin(axis=1)  # (S,)
         idx = srange * n + a
         r = R.reshape(S * n, d + 1)[idx]  # (S, d + 1)

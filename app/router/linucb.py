@@ -3,8 +3,9 @@
 Per arm ``a`` the ridge statistics are ``A_a = reg*I + sum x x^T`` and ``b_a = sum loss*x``;
 the router keeps only ``A_a^-1`` and ``theta_a = A_a^-1 b_a``, packed in one array
 ``P`` of shape ``(n_arms, dim + 1, dim)``: row 0 of ``P[a]`` is ``theta_a``, rows ``1..dim`` are
-``A_a^-1``. Then ``R = P @ x`` gives, in one matmul, ``R[:, 0] = theta_a^T x`` and
-``R[:, 1:] = A_a^-1 x`` for every arm.
+``A_a^-1``. One matrix-vector product of the ``(n_arms * (dim + 1), dim)`` view with ``x`` gives
+``R`` of shape ``(n_arms, dim + 1)`` with ``R[:, 0] = theta_a^T x`` and ``R[:, 1:] = A_a^-1 x``
+for every arm, and ``var = R[:, 1:] x`` is the second and last product per decision.
 
 Rank-one update (Sherman-Morrison), with ``u = A^-1 x``, ``v = x^T u`` and ``k = 1 / (1 + v)``::
 
@@ -98,6 +99,8 @@ class LinUCB(Router):
         P[:, 1:] = np.eye(self.dim) / self.reg
         self.P_ = P
         self._rows = list(P)  # per-arm views: a list lookup is cheaper than P[a] on the hot path
+        self._flat = P.reshape(-1, self.dim)  # (n_arms * (dim + 1), dim) view: one gemv per select
+        self._Rshape = (self.n_arms, self.dim + 1)
         self._cache = None
 
     @property
@@ -120,8 +123,9 @@ class LinUCB(Router):
         """Return the arm of least lower confidence bound for ``x`` (shape ``(dim,)``)."""
         if type(x) is not np.ndarray or x.shape != self._shape:
             x = self._check_x(x)
-        R = self.P_ @ x  # (n_arms, dim + 1)
-        var = R[:, 1:] @ x  # (n_arms,) x^T A_a^-1 x
+        # np.dot runs the same BLAS gemv as `@` with half the call overhead.
+        R = np.dot(self._flat, x).reshape(self._Rshape)  # (n_arms, dim + 1)
+        var = np.dot(R[:, 1:], x)  # (n_arms,) x^T A_a^-1 x
         a = int((R[:, 0] - self.alpha * np.sqrt(var)).argmin())
         v = var.item(a)
         # A non-finite x makes every var non-finite (A^-1 has a positive diagonal), so this one

@@ -53,8 +53,8 @@ class LinTS(LinUCB):
         """Return the arm of least sampled loss for ``x`` (shape ``(dim,)``)."""
         if type(x) is not np.ndarray or x.shape != self._shape:
             x = self._check_x(x)
-        R = self.P_ @ x  # (n_arms, dim + 1)
-        var = R[:, 1:] @ x  # (n_arms,)
+        R = np.dot(self._flat, x).reshape(self._Rshape)  # (n_arms, dim + 1), as in LinUCB
+        var = np.dot(R[:, 1:], x)  # (n_arms,)
         z = self.rng.standard_normal(self.n_arms)
         a = int((R[:, 0] + self.v * np.sqrt(var) * z).argmin())
         v = var.item(a)
