@@ -91,6 +91,7 @@ def dense_masked_sample(logits, mask, u, temperature=1.0) -> int:
     logits = _logits("logits", logits)
     mask = _mask(mask, len(logits))
     u, t = _check_u(u), check_float("temperature", temperature, 0.0, None, lo_open=True)
+    logits = logits.astype(np.float64)  # float16 sums would round u·total up to the total
     top = logits[mask].max()
     if not np.isfinite(top):
         raise ValueError("No legal token has a finite score; sampling is undefined.")
@@ -104,7 +105,7 @@ def sparse_sample(scores, ids, u, temperature=1.0) -> int:
     ids = _ids(ids, len(scores))
     u, t = _check_u(u), check_float("temperature", temperature, 0.0, None, lo_open=True)
     order = np.argsort(ids, kind="stable")
-    scores, ids = scores[order], ids[order]
+    scores, ids = scores[order].astype(np.float64), ids[order]
     top = scores.max()
     if not np.isfinite(top):
         raise ValueError("No legal token has a finite score; sampling is undefined.")

@@ -16,6 +16,7 @@ Physical plans (arm order used by the routers):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .amortization import decision_error_rate, refine_probability
@@ -100,7 +101,7 @@ def _leaf_cost(op: Operator, s: Scenario) -> Cost:
     if op.op == "Prefill":
         return prefill_cost(s.shape, s.context + 1, 0, *args)
     if op.op == "Rerank":
-        one_layer = s.shape.__class__(s.d, 1, s.vocab, s.ffn, s.kv_dim, s.mlp_matrices)
+        one_layer = dataclasses.replace(s.shape, layers=1)
         r = min(s.rerank_r, s.k)
         return decode_step_cost(one_layer, s.context, *args) + sparse_head_cost(
             s.d, s.vocab, r, *args

@@ -24,6 +24,8 @@ SCENARIO_LIMITS = {
     "eps": (0.005, 0.5),
     "margin_a": (0.3, 10.0),
     "margin_b": (0.3, 20.0),
+    "ffn_mult": (0.5, 16.0),
+    "kv_share": (0.01, 1.0),
     "rerank_factor": (0.0, 1.0),
     "rerank_r": (1, 1024),
     "warmup_steps": (0, 1024),
@@ -39,6 +41,7 @@ class Scenario:
     """Inputs of one decode step and of one router run.
 
     Widths and counts are elements, ``context`` is the decode position (KV-cache length),
+    the MLP is ``ffn_mult·d`` wide and keys/values ``kv_share·d`` (grouped-query attention),
     ``tau`` and margins are normalised to [0, 1], ``eps`` bounds the amortized logit error,
     ``lam`` weighs latency against quality in the router's loss, ``rerank_factor`` is the share of
     amortized errors a rerank leaves, ``warmup_steps`` full steps fit the amortizer.
@@ -49,8 +52,8 @@ class Scenario:
     vocab: int = 128_256
     k: int = 64
     layers: int = 32
-    ffn: int | None = 14_336
-    kv_dim: int | None = 1024
+    ffn_mult: float = 3.5
+    kv_share: float = 0.25
     mlp_matrices: int = 3
     batch: int = 1
     dtype: str = "bfloat16"
@@ -76,13 +79,21 @@ class Scenario:
         check_int("k", self.k, 1, self.vocab)
         check_choice("dtype", self.dtype, DTYPES)
         get_hardware(self.hardware)
-        _ = self.shape  # validates ffn, kv_dim, mlp_matrices against d
+        check_int("mlp_matrices", self.mlp_matrices, 2, 3)
 
     @property
     def shape(self) -> TransformerShape:
         return TransformerShape(
             self.d, self.layers, self.vocab, self.ffn, self.kv_dim, self.mlp_matrices
         )
+
+    @property
+    def ffn(self) -> int:
+        return max(1, round(self.ffn_mult * self.d))
+
+    @property
+    def kv_dim(self) -> int:
+        return max(1, round(self.kv_share * self.d))
 
     @property
     def hw(self) -> Hardware:
@@ -108,5 +119,7 @@ class Scenario:
     def from_model(cls, model: str, **changes) -> Scenario:
         """Scenario on a named body shape (``'llama-3-8b'``, ``'gpt2-small'``)."""
         s = SHAPES[check_choice("model", model, SHAPES)]
-        base = dict(d=s.d, layers=s.layers, vocab=s.vocab, ffn=s.ffn, kv_dim=s.kv_dim)
+        ffn_mult = (s.ffn or 4 * s.d) / s.d
+        kv_share = (s.kv_dim or s.d) / s.d
+        base = dict(d=s.d, layers=s.layers, vocab=s.vocab, ffn_mult=ffn_mult, kv_share=kv_share)
         return cls(**{**base, "mlp_matrices": s.mlp_matrices, **changes})

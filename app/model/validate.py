@@ -104,7 +104,9 @@ def check_array(
     if integer:
         bad |= arr != np.round(arr)
     if bad.any():
-        first = arr.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        first = arr.reshape(-1)[int(np.argmax(bad.reshape(-1)))].item()
+        if float(first).is_integer():
+            first = int(first)
         kind = "integers" if integer else "finite numbers"
         raise ValueError(
             f"The '{name}' parameter must contain {kind} in {interval(lo, hi)}. "

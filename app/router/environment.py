@@ -20,6 +20,7 @@ Context features (``FEATURES``), each scaled to about [-1, 1]:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,6 @@ from ..model import (
     prefill_cost,
     sparse_head_cost,
 )
-from ..model.transformer import TransformerShape
 from ..model.validate import check_float, check_int
 
 __all__ = ["FEATURES", "Drift", "Stream", "model_latency", "make_stream"]
@@ -61,7 +61,7 @@ def model_latency(s: Scenario) -> LatencyFn:
     refine decision is the router's own (it picks an exact plan instead).
     """
     args = (s.batch, s.dtype, s.hw)
-    one_layer = TransformerShape(s.d, 1, s.vocab, s.ffn, s.kv_dim, s.mlp_matrices)
+    one_layer = dataclasses.replace(s.shape, layers=1)
     dense_head = float(dense_head_cost(s.d, s.vocab, *args).seconds)
     amortized = float(amortized_update_cost(s.shape, *args).seconds)
 

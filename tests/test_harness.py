@@ -1,0 +1,79 @@
+"""The benchmark harness and the CLI: determinism, the paper's claims, clean errors."""
+
+import json
+
+import pytest
+
+from app.cli import main
+from app.harness import BENCH_FILES, run_bench
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    run_bench(5, 1500, tmp_path / "a")
+    run_bench(5, 1500, tmp_path / "b")
+    run_bench(6, 1500, tmp_path / "c")
+    for name in BENCH_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "regret.csv").read_bytes() != (
+        tmp_path / "c" / "regret.csv"
+    ).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    return run_bench(0, 20_000, tmp_path_factory.mktemp("bench"))
+
+
+def test_linucb_near_oracle_and_beats_fixed_policies(summary):
+    lin = summary["routers"]["linucb"]
+    assert lin["regret_pct"] < 5.0
+    assert lin["total_loss"] < summary["fixed"]["best_fixed_loss"]
+    assert lin["total_loss"] < summary["fixed"]["always_dense_loss"]
+    assert lin["shares_last_half"]["DenseHead"] < 0.02
+    assert lin["slope"] < 0.8
+
+
+def test_adaptive_routers_win_under_drift(summary):
+    drift = summary["drift"]["routers"]
+    assert drift["sw-linucb"]["dynamic_regret"] < drift["linucb"]["dynamic_regret"]
+    assert drift["restart-linucb"]["dynamic_regret"] < drift["linucb"]["dynamic_regret"]
+    assert summary["drift"]["variation_budget"] > 0
+
+
+def test_experts_within_small_factor_of_bound(summary):
+    assert 0 <= summary["experts"]["experts-hedge"]["ratio"] < 2.0
+    assert summary["experts"]["experts-exp3"]["ratio"] < 2.0
+
+
+def test_summary_has_crossovers_and_n_star(summary):
+    one = summary["crossover"]["1"]
+    assert one["k_flop"] == 128_256 and one["k_roofline"] < one["k_flop"]
+    assert summary["amortization"]["n_star"] > 0
+    assert summary["versions"]["numpy"]
+
+
+def test_cli_bench_and_explain(tmp_path, capsys):
+    assert main(["bench", "--seed", "1", "--steps", "300", "--out", str(tmp_path), "--quiet"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["seed"] == 1
+    capsys.readouterr()
+    assert main(["explain", "--k", "10", "--vocab", "1000", "--d", "256", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scenario"]["k"] == 10 and out["chosen"]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["bench", "--steps", "5"], "'steps' parameter must be an integer in [10,"),
+        (["bench", "--steps", "many"], "argument --steps: must be an integer"),
+        (["explain", "--k", "0"], "'k' parameter must be an integer in [1, 128256]"),
+        (["explain", "--hardware", "tpu"], "'hardware' parameter must be one of"),
+        (["explain", "--tau", "-0.5"], "'tau' parameter must be a finite number in [0, 1]"),
+        (["explain", "--model", "gpt9"], "'model' parameter must be one of"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err
