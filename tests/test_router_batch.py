@@ -1,9 +1,10 @@
-"""The vectorised LinUCB path is bit-for-bit the step-by-step router, stream by stream."""
+"""Drivers: ``simulate`` step by step, ``run_router`` by name, and the vectorised ``linucb_batch``,
+which is bit-for-bit the step-by-step router, stream by stream."""
 
 import numpy as np
 import pytest
 
-from app.router import LinUCB, linucb_batch, simulate
+from app.router import ROUTERS, LinUCB, ThresholdExperts, linucb_batch, run_router, simulate
 
 
 def streams(S, T, n, d, seed):
@@ -65,3 +66,43 @@ def test_batch_returns_arms_only_by_default():
 def test_batch_validation(X, observed, kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}'"):
         linucb_batch(X, observed, **kwargs)
+
+
+def test_every_named_router_runs():
+    X, L = streams(1, 120, 5, 6, 10)
+    X, L = X[0], L[0]
+    extra = {"fixed": {"arm": 0}, "threshold": {"tau": 0.5}, "oracle": {"expected_losses": L}}
+    for name in ROUTERS:
+        arms = run_router(name, 5, 6, X, L, seed=0, **extra.get(name, {}))
+        assert arms.shape == (120,) and arms.dtype == np.int64
+        assert ((0 <= arms) & (arms < 5)).all()
+
+
+def test_simulate_progress_every_percent():
+    X, L = streams(1, 1050, 5, 6, 11)
+    seen = []
+    simulate(LinUCB(5, 6), X[0], L[0], progress=lambda t, T: seen.append((t, T)))
+    assert seen[0] == (10, 1050) and seen[-1] == (1050, 1050)
+    assert len(seen) == 105  # every 10 steps; the last one is the end
+
+
+def test_simulate_passes_full_rows_to_full_information_learners():
+    # Hedge learns from the `losses` rows only, so zero bandit feedback changes nothing.
+    rng = np.random.default_rng(2)
+    X = np.column_stack([np.ones(400), np.zeros((400, 2)), rng.random(400)])
+    L = rng.random((400, 3))
+    a1 = simulate(ThresholdExperts(3, 4, feedback="full", seed=1), X, L)
+    a2 = simulate(ThresholdExperts(3, 4, feedback="full", seed=1), X, 0 * L, losses_full=L)
+    assert np.array_equal(a1, a2)
+
+
+def test_simulate_validates_inputs():
+    r = LinUCB(5, 6)
+    with pytest.raises(ValueError, match="'X'"):
+        simulate(r, np.zeros((10, 5)), np.zeros((10, 5)))
+    with pytest.raises(ValueError, match="'observed'"):
+        simulate(r, np.zeros((10, 6)), np.zeros((9, 5)))
+    with pytest.raises(ValueError, match="'losses_full'"):
+        simulate(r, np.zeros((10, 6)), np.zeros((10, 5)), losses_full=np.zeros((10, 4)))
+    with pytest.raises(ValueError, match="'progress'"):
+        simulate(r, np.zeros((10, 6)), np.zeros((10, 5)), progress=3)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from app.router import (
-    ROUTERS,
     FixedPlan,
     LinTS,
     LinUCB,
@@ -250,30 +249,6 @@ def test_oracle_follows_argmin_with_zero_regret():
         oracle.select(X[1])
 
 
-def test_every_named_router_runs():
-    X, E, L = linear_stream(120, seed=10)
-    extra = {"fixed": {"arm": 0}, "threshold": {"tau": 0.5}, "oracle": {"expected_losses": E}}
-    for name in ROUTERS:
-        arms = run_router(name, 5, 6, X, L, seed=0, **extra.get(name, {}))
-        assert arms.shape == (120,) and arms.dtype == np.int64
-        assert ((0 <= arms) & (arms < 5)).all()
-
-
-def test_simulate_progress_every_percent():
-    X, _, L = linear_stream(1050, seed=11)
-    seen = []
-    simulate(LinUCB(5, 6), X, L, progress=lambda t, T: seen.append((t, T)))
-    assert seen[0] == (10, 1050) and seen[-1] == (1050, 1050)
-    assert len(seen) == 105  # every 10 steps; the last one is the end
-
-
-def test_simulate_passes_full_rows_to_full_information_learners():
-    X, L = margin_problem(400, 2)
-    a1 = simulate(ThresholdExperts(3, 4, feedback="full", seed=1), X, L)
-    a2 = simulate(ThresholdExperts(3, 4, feedback="full", seed=1), X, L + 0.0, losses_full=L)
-    assert np.array_equal(a1, a2)
-
-
 # --- Validation ---------------------------------------------------------------------------
 
 
@@ -365,13 +340,3 @@ def test_hedge_requires_losses():
         r.update(x, r.select(x), 0.1)
     with pytest.raises(ValueError, match="'losses'"):
         r.update(x, r.select(x), 0.1, losses=np.zeros(4))
-
-
-def test_simulate_validates_inputs():
-    r = LinUCB(5, 6)
-    with pytest.raises(ValueError, match="'X'"):
-        simulate(r, np.zeros((10, 5)), np.zeros((10, 5)))
-    with pytest.raises(ValueError, match="'observed'"):
-        simulate(r, np.zeros((10, 6)), np.zeros((9, 5)))
-    with pytest.raises(ValueError, match="'progress'"):
-        simulate(r, np.zeros((10, 6)), np.zeros((10, 5)), progress=3)
