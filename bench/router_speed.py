@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -147,6 +148,9 @@ def main(argv=None):
         "regret": {"ours": ours.to_dict(curves=False)},
     }
     rows = [("ours online (select+update)", ours_rate), ("ours vectorised (batch)", batch_rate)]
+    if not args.no_mabwiser and importlib.util.find_spec("mabwiser") is None:
+        print('MABWiser is not installed (pip install -e ".[bench]"); skipping it.')
+        args.no_mabwiser = True
     if not args.no_mabwiser:
         mab_arms, mab_rate, mab_rates = median_rate(
             lambda: run_mabwiser(X, observed, args.alpha, args.reg, args.seed), T, args.mab_repeats
