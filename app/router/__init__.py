@@ -6,6 +6,8 @@ Contract shared by every router: ``Name(n_arms, dim, ..., seed=None)``, ``select
 
 from .baselines import FixedPlan, Oracle, Router, ThresholdRouter, make_rng
 from .batch import linucb_batch
+from .environment import FEATURES, Drift, Stream, make_stream, model_latency
+from .experiment import LEARNERS, LiveRun, router_params, run_routers, scenario_stream
 from .experts import ThresholdExperts
 from .linucb import LinUCB
 from .nonstationary import RestartLinUCB, SlidingWindowLinUCB
@@ -50,6 +52,14 @@ __all__ = [
     "regret_percent",
     "plan_shares",
     "loglog_slope",
+    "FEATURES",
+    "Drift",
+    "Stream",
+    "make_stream",
+    "model_latency",
+    "LEARNERS",
+    "LiveRun",
+    "router_params",
+    "run_routers",
+    "scenario_stream",
 ]
-
-# Environment exports (app/router/environment.py) are appended below by its owner.
