@@ -1,0 +1,125 @@
+"""The page and the worker: Panel's pre-rendered HTML, rewritten to use this site's files.
+
+``panel convert`` machinery runs the app once in CPython and embeds the resulting Bokeh
+document in the page, so the figures show before Python starts in the browser. We keep that,
+swap Panel's worker hand-off for ours (``templates/handler.js``), write our own worker
+(``templates/worker.js``), and point every CDN URL at a local folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.web.fetch import BuildError
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# Absolute URLs that may stay: XML namespaces and similar identifiers, never fetched.
+HARMLESS_URL = re.compile(
+    r"https?://(www\.w3\.org/(1999/xhtml|2000/svg|1999/xlink|1998/Math/MathML|XML/1998/namespace"
+    r"|2000/xmlns/))"
+)
+ANY_URL = re.compile(r"https?://[^\s\"'<>`)\\]+")
+
+
+@dataclass(frozen=True)
+class Page:
+    html: str
+    worker: str
+    bundled: frozenset[str]  # Panel ``dist/bundled/<name>`` folders the page refers to
+
+
+def _handler_template(config: dict):
+    from jinja2 import Template
+
+    text = (TEMPLATES / "handler.js").read_text().replace("__CONFIG__", json.dumps(config))
+    return Template("{% raw %}" + text + "{% endraw %}")
+
+
+@contextlib.contextmanager
+def _our_handler(config: dict):
+    """Let ``script_to_html`` write our main-thread handler instead of Panel's."""
+    from panel.io import convert
+
+    saved = convert.WORKER_HANDLER_TEMPLATE
+    convert.WORKER_HANDLER_TEMPLATE = _handler_template(config)
+    try:
+        yield convert
+    finally:
+        convert.WORKER_HANDLER_TEMPLATE = saved
+
+
+STATUS_STYLE = """
+<style>
+#llmqp-status{position:fixed;left:0;right:0;bottom:0;z-index:1000;padding:4px 10px;
+font:13px system-ui,sans-serif;background:#f3f4f6;color:#111;border-top:1px solid #d1d5db}
+#llmqp-status[data-state=ready]{display:none}
+#llmqp-status[data-state=error]{background:#fee2e2;color:#7f1d1d}
+</style>
+"""
+
+
+def prerender(app: Path, handler_config: dict) -> tuple[str, str]:
+    """Run ``app`` in CPython; return (page HTML with pre-rendered figures, app source)."""
+    try:
+        with _our_handler(handler_config) as convert:
+            html, _worker = convert.script_to_html(
+                str(app),
+                requirements=[],
+                runtime="pyodide-worker",
+                prerender=True,
+                panel_version="auto",
+            )
+    except Exception as exc:  # noqa: BLE001 - report the app's own error on one line
+        raise BuildError(f"running {app} to pre-render it failed: {exc!r}") from exc
+    source = app.read_text(encoding="utf-8")
+    return html, source
+
+
+def worker_code(source: str) -> str:
+    """The Python the worker runs: Panel's pyodide prologue, the app, the epilogue."""
+    from panel.io.convert import POST, PRE
+
+    return "\n".join([PRE, source, POST])
+
+
+def rewrite_urls(text: str, prefixes: dict[str, str]) -> str:
+    for old, new in prefixes.items():
+        text = text.replace(old, new)
+    return text
+
+
+def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
+    """Page and worker for ``app``; ``prefixes`` maps CDN URL prefixes to local ones."""
+    html, source = prerender(
+        app, {"worker": config["worker"], "loading_spinner": config["loading_spinner"]}
+    )
+    html = rewrite_urls(html, prefixes)
+    html = re.sub(
+        r"(<body[^>]*>)",
+        lambda m: (
+            m.group(1) + '\n<div id="llmqp-status" role="status" aria-live="polite" '
+            'data-state="loading">Loading the page\u2026</div>'
+        ),
+        html,
+        count=1,
+    )
+    html = html.replace("</head>", STATUS_STYLE + "</head>", 1)
+    worker = (TEMPLATES / "worker.js").read_text()
+    worker = worker.replace("__CONFIG__", json.dumps(config["worker_config"], indent=1))
+    worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
+    bundled = frozenset(re.findall(r"dist/bundled/([^/\"']+)/", html))
+    return Page(html=html, worker=worker, bundled=bundled)
+
+
+def remote_urls(text: str) -> list[str]:
+    """Absolute http(s) URLs in ``text`` that a browser might fetch (namespaces excluded)."""
+    found = []
+    for match in ANY_URL.finditer(text):
+        if not HARMLESS_URL.match(match.group(0)):
+            found.append(match.group(0))
+    return found

@@ -1,0 +1,157 @@
+// Main-thread side of the Pyodide worker: progress line, rendering, two-way sync.
+// Adapted from Panel's pyodide_handler.js (BSD-3-Clause). build.py fills in CONFIG.
+"use strict";
+const LLMQP_CONFIG = __CONFIG__;
+const llmqp = (window.llmqp = {
+  state: "loading",
+  timings: {},
+  statusLog: [],
+  _evals: new Map(),
+  _nextEval: 1,
+});
+const statusEl = document.getElementById("llmqp-status");
+
+function setState(state, text) {
+  llmqp.state = state;
+  document.documentElement.dataset.llmqp = state;
+  if (text != null && statusEl) {
+    statusEl.textContent = text;
+  }
+  if (statusEl) {
+    statusEl.dataset.state = state;
+  }
+}
+
+function mark(name) {
+  if (!(name in llmqp.timings)) {
+    llmqp.timings[name] = Math.round(performance.now());
+  }
+}
+
+// Pre-rendered figures: mark when Bokeh has finished drawing them.
+(function watchPrerender() {
+  const done = () =>
+    window.Bokeh && Bokeh.index && Bokeh.index.roots.length > 0 &&
+    Bokeh.index.roots.every((v) => v.has_finished());
+  const poll = () => (done() ? mark("prerendered") : requestAnimationFrame(poll));
+  requestAnimationFrame(poll);
+})();
+
+if (location.protocol === "file:") {
+  setState(
+    "static",
+    "Static preview: browsers do not run Python from a file:// page. Serve the folder " +
+      "(python -m http.server -d static) and open localhost:8000 for live figures."
+  );
+} else {
+  startWorker();
+}
+
+function startWorker() {
+  const worker = new Worker(LLMQP_CONFIG.worker);
+  llmqp.worker = worker;
+  worker.busy = false;
+  worker.queue = [];
+  let patching = 0;
+
+  llmqp.eval = (code) =>
+    new Promise((resolve, reject) => {
+      const id = llmqp._nextEval++;
+      llmqp._evals.set(id, {resolve, reject});
+      worker.postMessage({type: "eval", id, code});
+    });
+
+  function sendChange(jsdoc, event) {
+    if ((event.setter_id != null && event.setter_id == "py") || patching > 0) {
+      return;
+    } else if (worker.busy && event.model && event.attr) {
+      worker.queue = worker.queue.filter(
+        (old) => !(old.model === event.model && old.attr === event.attr)
+      );
+      worker.queue.push(event);
+      return;
+    }
+    const patch = jsdoc.create_json_patch([event]);
+    worker.busy = true;
+    worker.postMessage({type: "patch", patch: patch});
+  }
+
+  worker.onerror = (e) => {
+    setState("error", "Error: the Python worker failed to start (" + (e.message || e) + ")");
+  };
+
+  worker.onmessage = async (event) => {
+    const msg = event.data;
+    if (msg.type === "idle") {
+      if (worker.queue.length) {
+        const patch = worker.jsdoc.create_json_patch(worker.queue);
+        worker.queue = [];
+        worker.postMessage({type: "patch", patch: patch});
+      } else {
+        worker.busy = false;
+        mark("first_idle");
+      }
+    } else if (msg.type === "status") {
+      mark(msg.phase);
+      llmqp.statusLog.push([Math.round(performance.now()), msg.msg]);
+      setState("loading", msg.msg + "\u2026");
+    } else if (msg.type === "error") {
+      console.error(msg.detail);
+      setState("error", "Error (" + msg.where + "): " + msg.msg);
+    } else if (msg.type === "eval-result") {
+      const pending = llmqp._evals.get(msg.id);
+      llmqp._evals.delete(msg.id);
+      if (msg.error != null) {
+        pending.reject(new Error(msg.error));
+      } else {
+        pending.resolve(JSON.parse(msg.result));
+      }
+    } else if (msg.type === "render") {
+      await render(msg);
+    } else if (msg.type === "linked") {
+      mark("interactive");
+      setState("ready", "");
+    } else if (msg.type === "patch") {
+      try {
+        patching += 1;
+        worker.jsdoc.apply_json_patch(msg.patch, msg.buffers);
+      } finally {
+        patching -= 1;
+      }
+    }
+  };
+
+  async function render(msg) {
+    const docs_json = JSON.parse(msg.docs_json);
+    const render_items = JSON.parse(msg.render_items);
+    const root_ids = JSON.parse(msg.root_ids);
+    // Map the worker's roots onto the pre-rendered elements, in root-id order.
+    const data_roots = [];
+    for (const el of document.querySelectorAll("[data-root-id]")) {
+      data_roots.push([el.getAttribute("data-root-id"), el.id]);
+    }
+    data_roots.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    const roots = {};
+    for (let i = 0; i < data_roots.length; i++) {
+      roots[root_ids[i]] = data_roots[i][1];
+    }
+    render_items[0].roots = roots;
+    render_items[0].root_ids = root_ids;
+    for (const view of Bokeh.index.roots) {
+      view.remove();
+    }
+    for (const el of document.querySelectorAll("[data-root-id]")) {
+      el.innerHTML = "";
+    }
+    const [views] = await Bokeh.embed.embed_items(docs_json, render_items);
+    document.body.classList.remove("pn-loading", LLMQP_CONFIG.loading_spinner);
+    for (const el of [...document.getElementsByClassName("pn-loading-msg")]) {
+      el.remove();
+    }
+    mark("rendered");
+    worker.jsdoc = [...views.roots.values()][0].model.document;
+    worker.jsdoc.on_change(sendChange.bind(null, worker.jsdoc), false);
+    worker.postMessage({type: "rendered"});
+    worker.postMessage({type: "location", location: JSON.stringify(window.location)});
+  }
+}
