@@ -1,0 +1,169 @@
+"""The app: state → figures wiring and a thin Panel layout.
+
+One :class:`~app.widgets.state.ScenarioState` drives everything. Each view subscribes to the
+parameters it reads: the model views (Figures 1–2, the plan table) to
+:data:`~app.widgets.state.MODEL_PARAMS`, the router view to
+:data:`~app.widgets.state.ROUTER_PARAMS`. Views refill their Bokeh sources in place, so a slider
+move patches data instead of re-rendering the page, in the server and in Pyodide alike.
+
+Server mode (``panel serve``, not Pyodide) adds the measurement panel of :mod:`.measured`;
+the browser build never imports it (nor ``app.backend``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import panel as pn
+
+from .amortization import AmortizationFigure
+from .controls import Player, hooked, model_controls, router_controls
+from .crossover import CrossoverFigure
+from .explain import ExplainTable
+from .plotting import set_output_backend
+from .router import RouterFigure
+from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
+
+__all__ = ["LLMQPApp", "build_app", "sync_url", "IN_BROWSER"]
+
+IN_BROWSER = sys.platform == "emscripten"
+log = logging.getLogger(__name__)
+
+_INTRO = (
+    "<h1 style='margin:0'>LLM-QP</h1><p style='margin:4px 0 0 0;max-width:60em'>Query planning "
+    "for constrained decoding: when does scoring only the K legal tokens beat the dense head, "
+    "when does an amortized decoder state pay, and can a bandit router learn the cheapest plan "
+    "per step? Every number is recomputed from the cost model as you move a slider; the router "
+    "in Figure 3 learns live against the per-step oracle (same seed, same curve).</p>"
+)
+
+
+class LLMQPApp:
+    """The three figures, the plan table and their controls for one ``ScenarioState``.
+
+    Parameters
+    ----------
+    state : ScenarioState, optional
+        Shared state (a fresh default one if omitted).
+    server : bool, optional
+        Add the measurement-backend panel; defaults to "not running in Pyodide".
+    client : object, optional
+        Backend client for the server panel (tests pass a fake one).
+    """
+
+    def __init__(self, state: ScenarioState | None = None, server: bool | None = None, client=None):
+        self.state = state or ScenarioState()
+        self.crossover = CrossoverFigure()
+        self.amortization = AmortizationFigure()
+        self.router = RouterFigure()
+        self.explain = ExplainTable()
+        self.player = Player(self.router)
+        self.latency = None  # measured per-plan latency function (server mode)
+        self.svg = hooked(pn.widgets.Checkbox, "svg_toggle", name="SVG output (save as SVG)")
+        self.svg.param.watch(
+            lambda e: set_output_backend(self.figures, "svg" if e.new else "canvas"), "value"
+        )
+        self.model_widgets = model_controls(self.state)
+        self.router_widgets = router_controls(self.state)
+        self.state.param.watch(self.update_model, list(MODEL_PARAMS))
+        self.state.param.watch(self.update_router, list(ROUTER_PARAMS))
+        self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
+        self.update_model()
+        self.update_router()
+        server = (not IN_BROWSER) if server is None else server
+        self.measured = None
+        if server:
+            from .measured import MeasuredPanel  # server only: may import app.backend
+
+            self.measured = MeasuredPanel(self, client=client)
+
+    @property
+    def figures(self) -> list:
+        """Every Bokeh figure (the SVG switch flips them all)."""
+        return [*self.crossover.figures, *self.amortization.figures, *self.router.figures]
+
+    def update_model(self, *events) -> None:
+        """Refill Figures 1–2 and the plan table from the current scenario."""
+        s = self.state.scenario
+        self.crossover.update(s)
+        self.amortization.update(s)
+        self.explain.update(s)
+
+    def update_router(self, *events) -> None:
+        """Restart the router run(s) on a fresh stream of the current scenario."""
+        st = self.state
+        latency = self.latency if st.measured_latency else None
+        self.router.reset(st.scenario, st.router, st.compare, st.alpha, st.drift, latency)
+
+    def view(self) -> pn.viewable.Viewable:
+        """The page: controls on the left, figures on the right."""
+        mw, rw = self.model_widgets, self.router_widgets
+        h = _heading
+        sidebar = [
+            h("Scenario"),
+            mw["d"],
+            mw["vocab"],
+            mw["k"],
+            mw["batch"],
+            mw["hardware_select"],
+            mw["dtype_select"],
+            h("Amortization"),
+            mw["tau_slider"],
+            mw["eps_slider"],
+            mw["decode_length"],
+            h("Router"),
+            rw["router_select"],
+            rw["compare_select"],
+            rw["alpha_slider"],
+            rw["lam_slider"],
+            rw["horizon"],
+            rw["seed_input"],
+            rw["drift_toggle"],
+            h("Figures"),
+            self.svg,
+        ]
+        if self.measured is not None:
+            sidebar += [h("Measurements"), self.measured]
+        main = pn.Column(
+            pn.pane.Bokeh(self.crossover.layout, sizing_mode="stretch_width"),
+            _heading("Plan tree (EXPLAIN) at the current scenario"),
+            pn.pane.Bokeh(self.explain.layout, sizing_mode="stretch_width"),
+            pn.pane.Bokeh(self.amortization.layout, sizing_mode="stretch_width"),
+            self.player,
+            pn.pane.Bokeh(self.router.layout, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(
+            pn.pane.HTML(_INTRO, sizing_mode="stretch_width"),
+            pn.Row(pn.Column(*sidebar, width=300), main, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+
+def _heading(text: str):
+    return pn.pane.HTML(f"<h3 style='margin:8px 0 0 0'>{text}</h3>", margin=(0, 10))
+
+
+def sync_url(state: ScenarioState, location) -> None:
+    """Keep ``location``'s query string and ``state`` in step (:data:`URL_PARAMS`).
+
+    A bad value in a shared link (``?K=abc``) is skipped; the rest of the link still applies.
+    """
+
+    def lenient(values):
+        rejected = state.apply_query(values)
+        if rejected:
+            log.warning("ignored URL parameters %s", rejected)
+
+    location.sync(state, URL_PARAMS, on_error=lenient)
+
+
+def build_app(state: ScenarioState | None = None, server: bool | None = None, client=None):
+    """Build the app for the current session; sync its state with the page URL when there is
+    one. Returns the Panel layout (call ``.servable()`` on it)."""
+    state = state or ScenarioState()
+    location = pn.state.location
+    if location is not None:
+        sync_url(state, location)  # before the first draw, so a shared link draws once
+    return LLMQPApp(state, server=server, client=client).view()

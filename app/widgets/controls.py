@@ -1,0 +1,221 @@
+"""Panel widgets bound to :class:`~app.widgets.state.ScenarioState`, and the play loop.
+
+Every widget carries a *hook*: its Bokeh model's ``name`` and a CSS class, both equal to the hook
+(``k_slider``, ``tau_slider``, ``play_button`` …), so browser tests can find it with
+``Bokeh.documents[0].get_model_by_name(hook)`` or the CSS selector ``.hook``. Panel itself uses a
+widget's ``name`` as its visible label, so the hook is a separate parameter mapped onto the
+Bokeh ``name`` property.
+
+Widths, vocabulary sizes, K, decode lengths and horizons span several decades, so their sliders
+move over ``log10`` of the value (the handle's label shows the integer) and an exact-entry box
+sits beside each.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import panel as pn
+import param
+from bokeh.models import CustomJSTickFormatter
+
+from .state import ScenarioState
+
+__all__ = ["hooked", "LogSlider", "Player", "model_controls", "router_controls"]
+
+
+@functools.cache
+def _hooked_class(cls):
+    class Hooked(cls):
+        hook = param.String(default=None, allow_None=True, doc="Bokeh model name (test hook).")
+        _rename = {"hook": "name"}
+
+    Hooked.__name__ = Hooked.__qualname__ = f"Hooked{cls.__name__}"
+    return Hooked
+
+
+def hooked(cls, hook: str, *, param_ref=None, **params):
+    """Widget of type ``cls`` whose Bokeh model is named ``hook`` and has CSS class ``hook``.
+
+    With ``param_ref`` (a ``state.param.x``) the widget is built by ``from_param`` and stays
+    linked both ways.
+    """
+    params["css_classes"] = [*params.get("css_classes", []), hook]
+    klass = _hooked_class(cls)
+    if param_ref is not None:
+        return klass.from_param(param_ref, hook=hook, **params)
+    return klass(hook=hook, **params)
+
+
+_INT_FORMAT = CustomJSTickFormatter(code="return Math.round(10 ** tick).toLocaleString()")
+
+
+class LogSlider(pn.viewable.Viewer):
+    """A slider over ``log10`` of an integer state parameter plus an exact-entry box.
+
+    Hooks ``<hook>_slider`` (value is ``log10`` of the parameter) and ``<hook>_input`` (value is
+    the parameter itself).
+    """
+
+    def __init__(self, state: ScenarioState, name: str, hook: str, step: float = 0.005):
+        super().__init__()
+        self.state, self.pname = state, name
+        p = state.param[name]
+        lo, hi = p.bounds
+        soft_lo, soft_hi = p.softbounds or (lo, hi)
+        self._syncing = False
+        self.slider = hooked(
+            pn.widgets.FloatSlider,
+            f"{hook}_slider",
+            name=p.label,
+            start=math.log10(soft_lo),
+            end=math.log10(soft_hi),
+            step=step,
+            value=self._log(getattr(state, name)),
+            format=_INT_FORMAT,
+            sizing_mode="stretch_width",
+            margin=(5, 10, 0, 10),
+        )
+        self.input = hooked(
+            pn.widgets.IntInput,
+            f"{hook}_input",
+            start=lo,
+            end=hi,
+            value=getattr(state, name),
+            width=110,
+            margin=(0, 10, 5, 10),
+        )
+        self.slider.param.watch(self._from_slider, "value")
+        self.input.param.watch(self._from_input, "value")
+        state.param.watch(self._from_state, name)
+
+    def _log(self, value: int) -> float:
+        lo, hi = math.log10(self._soft()[0]), math.log10(self._soft()[1])
+        return min(max(math.log10(value), lo), hi)
+
+    def _soft(self):
+        p = self.state.param[self.pname]
+        return p.softbounds or p.bounds
+
+    def _from_slider(self, event) -> None:
+        if not self._syncing:
+            self._set(round(10**event.new))
+
+    def _from_input(self, event) -> None:
+        if not self._syncing and event.new is not None:
+            self._set(int(event.new))
+
+    def _set(self, value: int) -> None:
+        lo, hi = self.state.param[self.pname].bounds
+        setattr(self.state, self.pname, min(max(value, lo), hi))
+        if getattr(self.state, self.pname) != value:  # clamped (e.g. K above |V|): show it
+            self._from_state()
+
+    def _from_state(self, *events) -> None:
+        value = getattr(self.state, self.pname)
+        self._syncing = True
+        try:
+            if round(10**self.slider.value) != value:
+                self.slider.value = self._log(value)
+            self.input.value = value
+        finally:
+            self._syncing = False
+
+    def set_upper(self, hi: int) -> None:
+        """Move the slider's and the box's upper end (K follows |V|)."""
+        self.slider.end = math.log10(max(hi, 2))
+        self.input.end = hi
+        self._from_state()
+
+    def __panel__(self):
+        return pn.Column(self.slider, self.input, sizing_mode="stretch_width", margin=0)
+
+
+def model_controls(state: ScenarioState) -> dict:
+    """Widgets of the model inputs (Figures 1–2 and the plan table), keyed by hook."""
+    p = state.param
+    w = {
+        "d": LogSlider(state, "d", "d"),
+        "vocab": LogSlider(state, "vocab", "vocab"),
+        "k": LogSlider(state, "k", "k"),
+        "batch": LogSlider(state, "batch", "batch"),
+        "hardware_select": hooked(pn.widgets.Select, "hardware_select", param_ref=p.hardware),
+        "dtype_select": hooked(pn.widgets.Select, "dtype_select", param_ref=p.dtype),
+        "tau_slider": hooked(pn.widgets.FloatSlider, "tau_slider", param_ref=p.tau, step=0.01),
+        "eps_slider": hooked(pn.widgets.FloatSlider, "eps_slider", param_ref=p.eps, step=0.005),
+        "decode_length": LogSlider(state, "decode_length", "decode_length"),
+    }
+    w["k"].set_upper(state.vocab)
+    state.param.watch(lambda e: w["k"].set_upper(e.new), "vocab")
+    return w
+
+
+def router_controls(state: ScenarioState) -> dict:
+    """Widgets of the router run (Figure 3), keyed by hook."""
+    p = state.param
+    return {
+        "router_select": hooked(pn.widgets.Select, "router_select", param_ref=p.router),
+        "compare_select": hooked(pn.widgets.MultiChoice, "compare_select", param_ref=p.compare),
+        "alpha_slider": hooked(
+            pn.widgets.FloatSlider, "alpha_slider", param_ref=p.alpha, step=0.01
+        ),
+        "lam_slider": hooked(pn.widgets.FloatSlider, "lam_slider", param_ref=p.lam, step=0.01),
+        "horizon": LogSlider(state, "horizon", "horizon", step=0.01),
+        "seed_input": hooked(pn.widgets.IntInput, "seed_input", param_ref=p.seed),
+        "drift_toggle": hooked(pn.widgets.Checkbox, "drift_toggle", param_ref=p.drift),
+    }
+
+
+class Player(pn.viewable.Viewer):
+    """Play / pause / step / reset for a :class:`~app.widgets.router.RouterFigure`.
+
+    Playing advances the runs by ``chunk`` steps every ``period`` ms through
+    ``pn.state.add_periodic_callback`` (a session callback under ``panel serve``, an asyncio task
+    in Pyodide). ``tick()`` is one such step, callable directly (tests, the step button).
+    """
+
+    def __init__(self, figure, period: int = 100, chunk=None):
+        super().__init__()
+        self.figure, self.period, self._chunk = figure, period, chunk
+        self._callback = None
+        self.play = hooked(
+            pn.widgets.Toggle, "play_button", name="▶ Play", button_type="primary", width=90
+        )
+        self.step = hooked(pn.widgets.Button, "step_button", name="Step", width=70)
+        self.reset = hooked(pn.widgets.Button, "reset_button", name="Reset", width=70)
+        self.play.param.watch(self._on_play, "value")
+        self.step.on_click(lambda e: self.tick())
+        self.reset.on_click(lambda e: self.restart())
+
+    @property
+    def chunk(self) -> int:
+        """Steps per tick: the whole horizon in about 200 ticks (20 s at 100 ms)."""
+        if self._chunk:
+            return self._chunk
+        return max(10, self.figure.stream.steps // 200) if self.figure.stream else 10
+
+    def tick(self) -> bool:
+        """Advance one chunk; stop playing when the run is complete. Returns ``done``."""
+        done = self.figure.advance(self.chunk)
+        if done and self.play.value:
+            self.play.value = False
+        return done
+
+    def restart(self) -> None:
+        """Back to step 0 with fresh routers on the same stream (keeps playing if it was)."""
+        self.figure.rewind()
+
+    def _on_play(self, event) -> None:
+        self.play.name = "⏸ Pause" if event.new else "▶ Play"
+        if event.new:
+            if self.figure.done:
+                self.restart()
+            if self._callback is None:
+                self._callback = pn.state.add_periodic_callback(self.tick, self.period)
+        elif self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+
+    def __panel__(self):
+        return pn.Row(self.play, self.step, self.reset, margin=0)

@@ -1,0 +1,211 @@
+"""Figure 1: dense and sparse head time over K, with the FLOP-only and roofline crossovers.
+
+Pure Bokeh (no Panel): :class:`CrossoverFigure` owns its sources and models and
+:meth:`CrossoverFigure.update` refills them from :func:`app.model.crossover_curve`, so the same
+object serves the live app and the static export.
+
+Bokeh model names (test hooks): sources ``crossover_dense_source``, ``crossover_sparse_source``;
+line renderers ``crossover_dense``, ``crossover_sparse``; the label ``crossover_label`` (text
+contains ``K*``); spans ``crossover_kstar_span``, ``crossover_flop_span``, ``k_marker``; the
+regime readout Div ``crossover_readout``; measured scatter ``crossover_measured_dense`` /
+``crossover_measured_sparse`` (sources with ``_source`` appended).
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, Div, Label, Span
+
+from app.model import (
+    Scenario,
+    crossover_curve,
+    dense_head_cost,
+    k_grid,
+    plan_costs,
+    sparse_head_cost,
+)
+from app.model.explain import format_seconds
+
+from .plotting import COLORS, add_hover, new_figure
+
+__all__ = ["CrossoverFigure"]
+
+_COLUMNS = ("k", "seconds", "flops", "bytes", "regime")
+
+
+def _source(name: str, columns=_COLUMNS) -> ColumnDataSource:
+    return ColumnDataSource({c: [] for c in columns}, name=name)
+
+
+class CrossoverFigure:
+    """Figure 1 and its readout; ``figures`` lists the Bokeh figures, ``layout`` the whole."""
+
+    def __init__(self):
+        self.dense_source = _source("crossover_dense_source")
+        self.sparse_source = _source("crossover_sparse_source")
+        self.current_source = _source("crossover_current_source", ("k", "seconds", "plan"))
+        self.measured = {
+            plan: _source(f"crossover_measured_{plan}_source", ("k", "seconds"))
+            for plan in ("dense", "sparse")
+        }
+        fig = new_figure(
+            "crossover_figure",
+            "Figure 1 · Head time per decode step over the legal-set size K",
+            x_axis_type="log",
+            y_axis_type="log",
+            x_axis_label="K (legal tokens)",
+            y_axis_label="seconds per step",
+        )
+        lines = []
+        for plan, src in (("DenseHead", self.dense_source), ("SparseHead", self.sparse_source)):
+            short = plan[:-4].lower()
+            lines.append(
+                fig.line(
+                    "k",
+                    "seconds",
+                    source=src,
+                    name=f"crossover_{short}",
+                    color=COLORS[plan],
+                    line_width=2,
+                    legend_label=f"{plan} (model)",
+                )
+            )
+            fig.scatter(
+                "k",
+                "seconds",
+                source=self.measured[short],
+                name=f"crossover_measured_{short}",
+                color=COLORS[plan],
+                size=8,
+                marker="circle" if short == "dense" else "square",
+                fill_alpha=0.5,
+                legend_label=f"{plan} (measured)",
+            )
+        current = fig.scatter(
+            "k",
+            "seconds",
+            source=self.current_source,
+            color=COLORS["marker"],
+            size=9,
+            marker="diamond",
+            name="crossover_current",
+        )
+        self.flop_span = Span(
+            dimension="height", line_dash="dashed", line_color="black", name="crossover_flop_span"
+        )
+        self.kstar_span = Span(
+            dimension="height",
+            line_dash="dotdash",
+            line_width=2,
+            line_color=COLORS["SparseHead"],
+            name="crossover_kstar_span",
+        )
+        self.k_span = Span(
+            dimension="height", line_color=COLORS["marker"], line_alpha=0.6, name="k_marker"
+        )
+        self.flop_label = Label(
+            x=1,
+            y=22,
+            y_units="screen",
+            x_offset=-4,
+            text_align="right",
+            text_font_size="9pt",
+            name="crossover_flop_label",
+        )
+        self.label = Label(
+            x=1,
+            y=42,
+            y_units="screen",
+            x_offset=-4,
+            text_align="right",
+            text_font_size="10pt",
+            text_font_style="bold",
+            text_color=COLORS["SparseHead"],
+            name="crossover_label",
+        )
+        for model in (self.flop_span, self.kstar_span, self.k_span, self.flop_label, self.label):
+            fig.add_layout(model)
+        fig.legend.location = "top_left"
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "8pt"
+        tips = [
+            ("K", "@k{0,0}"),
+            ("time", "@seconds{0.000e0} s"),
+            ("FLOPs", "@flops{0.00a}"),
+            ("bytes", "@bytes{0.00a}"),
+            ("regime", "@regime"),
+        ]
+        add_hover(fig, lines, tips, mode="vline")
+        add_hover(
+            fig, [current], [("plan", "@plan"), ("K", "@k{0,0}"), ("time", "@seconds{0.000e0} s")]
+        )
+        self.readout = Div(name="crossover_readout", sizing_mode="stretch_width")
+        self.figure = fig
+        self.figures = [fig]
+        self.layout = column(fig, self.readout, sizing_mode="stretch_width")
+        self.crossover = None
+
+    def update(self, s: Scenario) -> dict:
+        """Refill every model from the model's curves for ``s``; returns the curve dict."""
+        ks = np.union1d(k_grid(s.vocab), [s.k])  # the grid plus the current K exactly
+        c = crossover_curve(s.d, s.vocab, s.batch, s.dtype, s.hw, ks=ks)
+        for src, plan in ((self.dense_source, "dense"), (self.sparse_source, "sparse")):
+            src.data = {
+                "k": c["k"],
+                "seconds": c[f"{plan}_s"],
+                "flops": c[f"{plan}_flops"],
+                "bytes": c[f"{plan}_bytes"],
+                "regime": [str(r) for r in c[f"{plan}_regime"]],
+            }
+        cross = c["crossover"]
+        self.crossover = cross
+        self.flop_span.location = cross.k_flop
+        self.flop_label.x = cross.k_flop
+        self.flop_label.text = f"FLOP-only crossover: K = |V| = {cross.k_flop:,}"
+        self.label.x = cross.k_roofline or cross.k_flop
+        self.kstar_span.visible = cross.k_roofline is not None
+        if cross.k_roofline is not None:
+            self.kstar_span.location = cross.k_roofline
+            head = f"roofline crossover K* = {cross.k_roofline:,}"
+        else:
+            head = "K* = none: the sparse head is slower at every K"
+        self.label.text = f"{head}\n{self._update_current(s)}"
+        return c
+
+    def _update_current(self, s: Scenario) -> str:
+        """Marker, readout and a one-line verdict at the current K."""
+        args = (s.batch, s.dtype, s.hw)
+        dense = dense_head_cost(s.d, s.vocab, *args)
+        sparse = sparse_head_cost(s.d, s.vocab, s.k, *args)
+        d_s, s_s = float(dense.seconds), float(sparse.seconds)
+        self.k_span.location = s.k
+        self.current_source.data = {
+            "k": [s.k, s.k],
+            "seconds": [d_s, s_s],
+            "plan": ["DenseHead", "SparseHead"],
+        }
+        faster = "sparse" if s_s <= d_s else "dense"
+        ratio = max(d_s, s_s) / min(d_s, s_s)
+        verdict = f"at K = {s.k:,} the {faster} head is {ratio:.3g}× faster"
+        plans = " · ".join(f"{p.name} {p.regime}" for p in plan_costs(s))
+        self.readout.text = (
+            f"<b>At K = {s.k:,}</b>: DenseHead is {html.escape(str(dense.regime))} "
+            f"({format_seconds(d_s)}), SparseHead is {html.escape(str(sparse.regime))} "
+            f"({format_seconds(s_s)}); the {faster} head is {ratio:.3g}× faster."
+            f"<br><small>Whole plans: {html.escape(plans)}</small>"
+        )
+        return verdict
+
+    def set_measured(self, points: dict | None) -> None:
+        """Show measured head times: ``{"k": …, "dense_s": …, "sparse_s": …}`` (None clears)."""
+        for plan, src in self.measured.items():
+            if not points or f"{plan}_s" not in points:
+                src.data = {"k": [], "seconds": []}
+                continue
+            k = np.asarray(points["k"], dtype=np.float64)
+            y = np.asarray(points[f"{plan}_s"], dtype=np.float64)
+            keep = np.isfinite(y) & (y > 0)
+            src.data = {"k": k[keep], "seconds": y[keep]}

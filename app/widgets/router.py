@@ -1,0 +1,295 @@
+"""Figure 3: routers learning live against the per-step oracle.
+
+:class:`RouterFigure` holds one :class:`~app.router.experiment.LiveRun` per shown router, all on
+one shared stream, and streams their cumulative dynamic regret into Bokeh sources a chunk at a
+time (:meth:`RouterFigure.advance`). Pure Bokeh: the play/pause loop lives in the Panel layer.
+The two fixed policies (always DenseHead, best fixed plan in hindsight) are drawn over the whole
+horizon for scale; the oracle is the zero line.
+
+Bokeh model names (test hooks): one line per router ``regret_<name>`` (``regret_linucb``, …;
+sources ``regret_<name>_source``; hidden unless shown), ``regret_always_dense``,
+``regret_best_fixed``, ``regret_oracle`` (source ``regret_reference_source``), the bar chart
+``plan_shares`` (source ``plan_shares_source``), the Div ``regret_readout`` whose text is the JSON
+of the chosen router's :meth:`LiveRun.summary`, and the Div ``regret_summary`` (prose).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, Div, FactorRange
+
+from app.model import PLAN_NAMES, Scenario
+from app.router.environment import Drift
+from app.router.experiment import LEARNERS, LiveRun, scenario_stream
+
+from .plotting import COLORS, add_hover, new_figure
+
+__all__ = ["RouterFigure", "ROUTER_COLORS", "ROUTER_LABELS", "MAX_POINTS"]
+
+#: At most this many points per curve on screen (every ``horizon // MAX_POINTS``-th step).
+MAX_POINTS = 1500
+
+ROUTER_LABELS = {
+    "linucb": "LinUCB",
+    "lints": "linear Thompson",
+    "sw-linucb": "sliding-window LinUCB",
+    "restart-linucb": "restart LinUCB",
+    "experts-hedge": "experts (Hedge)",
+    "experts-exp3": "experts (Exp3)",
+    "threshold": "threshold m < τ",
+}
+ROUTER_COLORS = dict(
+    zip(LEARNERS, ("#0072B2", "#009E73", "#56B4E9", "#CC79A7", "#E69F00", "#D55E00", "#000000"))
+)
+
+
+class RouterFigure:
+    """Figure 3: regret curves, plan-choice shares and the readouts."""
+
+    def __init__(self):
+        self.sources = {
+            name: ColumnDataSource({"step": [], "regret": []}, name=f"regret_{name}_source")
+            for name in LEARNERS
+        }
+        self.reference_source = ColumnDataSource(
+            {c: [] for c in ("step", "always_dense", "best_fixed", "oracle")},
+            name="regret_reference_source",
+        )
+        self.shares_source = ColumnDataSource(
+            {
+                "plan": list(PLAN_NAMES),
+                "share": [0.0] * len(PLAN_NAMES),
+                "color": [COLORS[p] for p in PLAN_NAMES],
+            },
+            name="plan_shares_source",
+        )
+        self.figure = self._regret_panel()
+        self.shares_figure = self._shares_panel()
+        self.readout = Div(
+            name="regret_readout",
+            text="{}",
+            render_as_text=True,
+            styles={
+                "font-family": "monospace",
+                "font-size": "8pt",
+                "color": "#666",
+                "word-break": "break-all",
+            },
+            sizing_mode="stretch_width",
+        )
+        self.summary_div = Div(name="regret_summary", sizing_mode="stretch_width")
+        self.figures = [self.figure, self.shares_figure]
+        self.layout = column(
+            row(self.figure, self.shares_figure, sizing_mode="stretch_width"),
+            self.summary_div,
+            self.readout,
+            sizing_mode="stretch_width",
+        )
+        self.runs: dict[str, LiveRun] = {}
+        self.primary = None
+        self.stride = 1
+        self.stream = None
+        self._setup = None
+
+    def _regret_panel(self):
+        fig = new_figure(
+            "regret_figure",
+            "Figure 3 · Cumulative dynamic regret against the per-step oracle",
+            x_axis_label="decode step t",
+            y_axis_label="Σ ℓ(a_t) − ℓ(a*_t)",
+            height=340,
+        )
+        ref = self.reference_source
+        fig.line(
+            "step",
+            "always_dense",
+            source=ref,
+            name="regret_always_dense",
+            color=COLORS["DenseHead"],
+            line_dash="dashed",
+            legend_label="always DenseHead",
+        )
+        self._best = fig.line(
+            "step",
+            "best_fixed",
+            source=ref,
+            name="regret_best_fixed",
+            color=COLORS["reference"],
+            line_dash="dashed",
+            line_width=2,
+            legend_label="best fixed plan",
+        )
+        fig.line(
+            "step",
+            "oracle",
+            source=ref,
+            name="regret_oracle",
+            color="black",
+            line_width=1,
+            legend_label="oracle",
+        )
+        self.lines = {}
+        for name in LEARNERS:
+            self.lines[name] = fig.line(
+                "step",
+                "regret",
+                source=self.sources[name],
+                name=f"regret_{name}",
+                color=ROUTER_COLORS[name],
+                line_width=2,
+                legend_label=ROUTER_LABELS[name],
+                visible=False,
+            )
+        add_hover(
+            fig,
+            list(self.lines.values()),
+            [("step", "@step{0,0}"), ("regret", "@regret{0.000}")],
+            mode="vline",
+        )
+        fig.legend.location = "top_left"
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "8pt"
+        return fig
+
+    def _shares_panel(self):
+        fig = new_figure(
+            "plan_shares_figure",
+            "Plan choices so far",
+            x_range=FactorRange(*PLAN_NAMES),
+            y_range=(0.0, 1.0),
+            y_axis_label="share of steps",
+            height=340,
+            width=300,
+            sizing_mode="fixed",
+            min_width=None,
+        )
+        bars = fig.vbar(
+            "plan",
+            top="share",
+            width=0.8,
+            source=self.shares_source,
+            color="color",
+            name="plan_shares",
+        )
+        fig.xaxis.major_label_orientation = 0.7
+        add_hover(fig, [bars], [("plan", "@plan"), ("share", "@share{0.0%}")])
+        return fig
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def reset(
+        self, s: Scenario, router="linucb", compare=(), alpha=0.1, drift=False, latency=None
+    ) -> None:
+        """New stream for ``s`` and fresh runs of ``router`` and each of ``compare``, at step 0."""
+        self.stream = scenario_stream(s, Drift() if drift else None, latency)
+        self._setup = (s, alpha, drift)
+        self.primary = router
+        self.stride = max(1, s.horizon // MAX_POINTS)
+        self.runs = {}
+        for name in [router, *[c for c in compare if c != router]]:
+            self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
+        ref = self.runs[router].reference_curves()
+        keep = self._keep(ref["step"], s.horizon)
+        self.reference_source.data = {
+            "step": np.concatenate([[0], ref["step"][keep]]),
+            "always_dense": np.concatenate([[0.0], ref["always_dense"][keep]]),
+            "best_fixed": np.concatenate([[0.0], ref["best_fixed"][keep]]),
+            "oracle": np.zeros(int(keep.sum()) + 1),
+        }
+        self.best_fixed_plan = ref["best_fixed_plan"]
+        for name, src in self.sources.items():
+            src.data = (
+                {"step": [0], "regret": [0.0]} if name in self.runs else {"step": [], "regret": []}
+            )
+            self.lines[name].visible = name in self.runs
+            self.lines[name].glyph.line_width = 3 if name == router else 1.5
+        self._refresh_readouts()
+
+    def set_compare(self, compare) -> None:
+        """Show ``compare`` beside the chosen router; new runs catch up to its step at once."""
+        s, alpha, _ = self._setup
+        t = self.runs[self.primary].t
+        for name in list(self.runs):
+            if name != self.primary and name not in compare:
+                del self.runs[name]
+                self.sources[name].data = {"step": [], "regret": []}
+                self.lines[name].visible = False
+        for name in compare:
+            if name in self.runs:
+                continue
+            self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
+            self.sources[name].data = {"step": [0], "regret": [0.0]}
+            self.lines[name].visible = True
+            self.lines[name].glyph.line_width = 1.5
+            if t:
+                self._stream(name, self.runs[name].advance(t))
+        self._refresh_readouts()
+
+    def rewind(self) -> None:
+        """Every shown run back to step 0 with a fresh router, on the same stream."""
+        for name, run in self.runs.items():
+            run.reset()
+            self.sources[name].data = {"step": [0], "regret": [0.0]}
+        self._refresh_readouts()
+
+    @property
+    def t(self) -> int:
+        return self.runs[self.primary].t if self.runs else 0
+
+    @property
+    def done(self) -> bool:
+        return all(run.done for run in self.runs.values())
+
+    def advance(self, n: int) -> bool:
+        """Advance every shown run by ``n`` steps and stream the new points; True when done."""
+        for name, run in self.runs.items():
+            if not run.done:
+                self._stream(name, run.advance(n))
+        self._refresh_readouts()
+        return self.done
+
+    def _keep(self, step, horizon) -> np.ndarray:
+        return (step % self.stride == 0) | (step == horizon)
+
+    def _stream(self, name: str, out: dict) -> None:
+        keep = self._keep(out["step"], self.stream.steps)
+        if keep.any():
+            self.sources[name].stream(
+                {"step": out["step"][keep], "regret": out["dynamic_regret"][keep]}
+            )
+
+    def summary(self) -> dict:
+        """The chosen router's :meth:`LiveRun.summary` (what ``regret_readout`` shows)."""
+        return self.runs[self.primary].summary() if self.runs else {}
+
+    def _refresh_readouts(self) -> None:
+        primary = self.summary()
+        self.readout.text = json.dumps(primary, separators=(",", ":"))
+        shares = primary.get("shares") or [0.0] * len(PLAN_NAMES)
+        self.shares_source.data = {**self.shares_source.data, "share": list(shares)}
+        self.shares_figure.title.text = f"Plan choices of {ROUTER_LABELS[self.primary]}"
+        self._best.glyph.line_color = COLORS[self.best_fixed_plan]
+        rows = [self._prose(self.runs[name].summary()) for name in self.runs]
+        self.summary_div.text = (
+            f"Best fixed plan in hindsight: <b>{html.escape(self.best_fixed_plan)}</b>. "
+            + " ".join(rows)
+        )
+
+    def _prose(self, summ: dict) -> str:
+        name = ROUTER_LABELS[summ["router"]]
+        steps = summ.get("steps", 0)
+        if not steps:
+            return f"<br>{html.escape(name)}: not started (press play or step)."
+        pct = summ.get("regret_pct")
+        pct_s = "n/a" if pct is None else f"{pct:.2f}%"
+        dense = (summ.get("shares") or [0.0])[0]
+        return (
+            f"<br><b>{html.escape(name)}</b> after {steps:,} / {self.stream.steps:,} steps: "
+            f"dynamic regret {summ['dynamic_regret']:.3g} ({pct_s} of the oracle's loss), "
+            f"static regret {summ.get('static_regret', 0.0):.3g}; "
+            f"DenseHead chosen {dense:.1%} of steps."
+        )
