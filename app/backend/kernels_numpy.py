@@ -1,0 +1,263 @@
+"""Kernels in numpy on the CPU: the default backend, available everywhere.
+
+numpy has no bfloat16 and its float16 matmul does not use BLAS, so this backend measures float32
+only (a request for another dtype is refused with the options). Work buffers are allocated once
+per shape and reused, so a timed call does not pay for page faults of fresh memory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+from ..model.validate import check_choice, check_int
+from .timing import PerfCounterClock
+
+__all__ = ["NumpyKernels", "NumpyBody", "cpu_name"]
+
+VERSION = "numpy-1"
+CHUNK_BYTES = 1 << 20  # gathered rows materialised at once (kept cache-sized) by the sparse head
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def set_blas_threads(threads: int | None) -> int | None:
+    """Limit the BLAS library's threads (process-wide) when ``threads`` is given.
+
+    Uses ``threadpoolctl`` when it is installed (it is not a dependency); without it a request
+    for a limit raises ``ValueError`` so the caller can say so. Returns the limit set, or None.
+    """
+    if threads is None:
+        return None
+    check_int("threads", threads, 1, 1024)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise ValueError(
+            "Setting 'threads' needs threadpoolctl (pip install threadpoolctl); or set "
+            "OPENBLAS_NUM_THREADS before starting Python."
+        ) from None
+    threadpool_limits(limits=threads, user_api="blas")
+    return threads
+
+
+def blas_info() -> list:
+    """The BLAS libraries numpy uses and their thread counts (empty without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keep = ("internal_api", "version", "num_threads", "threading_layer")
+    return [{k: lib.get(k) for k in keep} for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def _rmsnorm(x, g, eps=1e-6):
+    """(B, d) -> (B, d): ``x / rms(x) * g``."""
+    scale = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return (x * scale) * g
+
+
+class NumpyKernels:
+    """The numpy implementation of the primitives in :mod:`app.backend.kernels`."""
+
+    impl = "numpy"
+    version = VERSION
+    dtypes = ("float32",)
+
+    def __init__(self, device: str = "cpu", threads: int | None = None):
+        if device != "cpu":
+            raise ValueError(
+                f"The 'device' parameter must be 'cpu' for impl='numpy'. Got {device!r} instead."
+            )
+        self.device = device
+        self.device_name = cpu_name()
+        self._buffers: dict = {}
+        self.threads = set_blas_threads(threads)
+
+    # -- facts and tools ------------------------------------------------------------------
+    def info(self) -> dict:
+        return {
+            "device": self.device,
+            "device_name": self.device_name,
+            "impl": self.impl,
+            "kernel_version": self.version,
+            "dtypes": list(self.dtypes),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "cpu_count": os.cpu_count(),
+            "blas": blas_info(),
+        }
+
+    def clock(self):
+        return PerfCounterClock()
+
+    def flusher(self, nbytes: int):
+        """Writes ``nbytes`` of scratch memory, evicting the caches; ``None`` for 0."""
+        if nbytes <= 0:
+            return None
+        scratch = np.zeros(nbytes // 8, dtype=np.float64)
+
+        def flush():
+            np.add(scratch, 1.0, out=scratch)
+
+        return flush
+
+    def _dtype(self, dtype):
+        return np.dtype(check_choice("dtype", dtype, self.dtypes))
+
+    def _buffer(self, name, shape, dtype=np.float32):
+        """A reusable work array of ``shape`` (kept per name, grown when needed)."""
+        size = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = np.empty(size, dtype=dtype)
+            self._buffers[name] = buf
+        return buf[:size].reshape(shape)
+
+    # -- tensors --------------------------------------------------------------------------
+    def random(self, shape, dtype, seed, scale=1.0):
+        rng = np.random.Generator(np.random.PCG64(seed))
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).astype(
+            self._dtype(dtype), copy=False
+        )
+
+    def asarray(self, array, dtype):
+        return np.ascontiguousarray(np.asarray(array), dtype=self._dtype(dtype))
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def legal_ids(self, vocab, batch, k, seed):
+        rng = np.random.Generator(np.random.PCG64(seed))
+        ids = np.empty((batch, k), dtype=np.int64)
+        for b in range(batch):
+            ids[b] = np.sort(rng.choice(vocab, size=k, replace=False))
+        return ids
+
+    def blocked(self, ids, vocab):
+        out = np.ones((ids.shape[0], vocab), dtype=bool)
+        np.put_along_axis(out, np.asarray(ids), False, axis=1)
+        return out
+
+    # -- head kernels ---------------------------------------------------------------------
+    def dense_head(self, W, h, blocked):
+        """(V, d), (B, d), (B, V) -> (B,): GEMV/GEMM over the vocabulary, mask, argmax."""
+        logits = self._buffer("logits", (h.shape[0], W.shape[0]), W.dtype)
+        np.matmul(h, W.T, out=logits)
+        np.copyto(logits, -np.inf, where=blocked)
+        return logits.argmax(axis=1)
+
+    def sparse_scores(self, W, h, ids):
+        """(V, d), (B, d), (B, K) -> (B, K): each sequence's K rows gathered, then a GEMV.
+
+        Rows are gathered in cache-sized chunks (``CHUNK_BYTES``) into one reused buffer."""
+        batch, k = ids.shape
+        d = W.shape[1]
+        scores = self._buffer("scores", (batch, k, 1), W.dtype)
+        rows = max(1, min(k, CHUNK_BYTES // (batch * d * W.itemsize)))
+        hcol = h[:, :, None]  # (B, d, 1)
+        for lo in range(0, k, rows):
+            hi = min(k, lo + rows)
+            part = self._buffer("gathered", (batch, hi - lo, d), W.dtype)
+            np.take(W, ids[:, lo:hi], axis=0, out=part, mode="clip")
+            np.matmul(part, hcol, out=scores[:, lo:hi])
+        return scores[:, :, 0]
+
+    def sparse_head(self, W, h, ids):
+        """(V, d), (B, d), (B, K) ascending ids -> (B,): the first maximum is the lowest id."""
+        j = self.sparse_scores(W, h, ids).argmax(axis=1)
+        return np.take_along_axis(ids, j[:, None], axis=1)[:, 0]
+
+    def top_ids(self, scores, ids, r):
+        """(B, K), (B, K) -> (B, r): ids of the r best scores, ascending."""
+        r = min(r, scores.shape[1])
+        part = np.argpartition(-scores, r - 1, axis=1)[:, :r]
+        return np.sort(np.take_along_axis(ids, part, axis=1), axis=1)
+
+    def body(self, d, layers, batch, dtype, context, seed):
+        return NumpyBody(self, d, layers, batch, self._dtype(dtype), context, seed)
+
+
+class NumpyBody:
+    """A pre-norm decoder (attention + ReLU MLP of width 4d, RMSNorm) with random weights and a
+    KV cache holding ``context`` earlier positions; the new position is written at index
+    ``context``, so every call does the same work.
+
+    Heads of 64 (one head when 64 does not divide d). ``decode()`` runs every layer;
+    ``amortized()`` is ``h_stable + e @ U`` (the model's d×d update plus the add);
+    ``last_layer(h)`` runs only the last layer on ``h``. All return the normed state (B, d).
+    """
+
+    def __init__(self, kernels, d, layers, batch, dtype, context, seed):
+        self.d, self.context = d, context
+        self.hd = 64 if d % 64 == 0 else d
+        self.heads = d // self.hd
+        t = context + 1
+        rng = np.random.Generator(np.random.PCG64(seed))
+
+        def w(*shape, scale=1.0):
+            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).astype(dtype)
+
+        s = 1.0 / np.sqrt(d)
+        self.layers = []
+        for _ in range(layers):
+            self.layers.append(
+                {
+                    "g1": np.ones(d, dtype),
+                    "wqkv": w(d, 3 * d, scale=s),
+                    "wo": w(d, d, scale=s),
+                    "g2": np.ones(d, dtype),
+                    "w1": w(d, 4 * d, scale=s),
+                    "w2": w(4 * d, d, scale=0.5 * s),
+                    # K stored transposed so q @ K is a plain matmul: (B, H, hd, T), (B, H, T, hd)
+                    "kc": w(batch, self.heads, self.hd, t),
+                    "vc": w(batch, self.heads, t, self.hd),
+                }
+            )
+        self.gf = np.ones(d, dtype)
+        self.x0 = w(batch, d)
+        self.h_stable = w(batch, d)
+        self.e = w(batch, d)
+        self.U = w(d, d, scale=0.1 * s)
+
+    def _layer(self, p, x):
+        """(B, d) -> (B, d), one decoder layer at position ``context``."""
+        batch, t = x.shape[0], self.context
+        qkv = _rmsnorm(x, p["g1"]) @ p["wqkv"]  # (B, 3d)
+        q, k, v = (a.reshape(batch, self.heads, self.hd) for a in np.split(qkv, 3, axis=1))
+        p["kc"][:, :, :, t] = k
+        p["vc"][:, :, t, :] = v
+        s = np.matmul(q[:, :, None, :], p["kc"])  # (B, H, 1, T)
+        s *= 1.0 / np.sqrt(self.hd)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        o = np.matmul(s, p["vc"]).reshape(batch, self.d)  # (B, d)
+        x = x + o @ p["wo"]
+        m = _rmsnorm(x, p["g2"]) @ p["w1"]
+        np.maximum(m, 0.0, out=m)
+        return x + m @ p["w2"]
+
+    def decode(self):
+        x = self.x0
+        for p in self.layers:
+            x = self._layer(p, x)
+        return _rmsnorm(x, self.gf)
+
+    def amortized(self):
+        return self.h_stable + self.e @ self.U
+
+    def last_layer(self, h):
+        return _rmsnorm(self._layer(self.layers[-1], h), self.gf)

@@ -1,0 +1,182 @@
+"""Measured results in SQLite (standard library only).
+
+One row per measured point, keyed by everything that changes the time: device (kind and name),
+implementation and its kernel version, plan, shapes, dtype and cache mode. Each measurement is
+written in its own transaction in WAL mode with ``synchronous=FULL``, so a crash or a ``kill -9``
+mid-sweep loses nothing already written and leaves the file consistent. A rerun looks points up
+first and measures only the missing ones (unless forced).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+
+from ..model.validate import check_choice, check_int
+from .timing import Timing
+
+__all__ = ["PLANS", "Point", "ResultStore", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+#: Measured plans. Head sweep: ``dense_head``, ``sparse_head``. Amortized sweep: ``full_step``
+#: (every layer with a KV cache, then the sparse head), ``amortized_step`` (state update, then the
+#: sparse head), ``amortized_rerank`` (amortized step, the last layer exact, rescore top-r).
+PLANS = ("dense_head", "sparse_head", "full_step", "amortized_step", "amortized_rerank")
+
+
+@dataclass(frozen=True)
+class Point:
+    """What was measured. Fields a plan does not use are 0 (``k`` of the dense head, ``layers``
+    and ``context`` of the head plans, ``rerank_r`` of all but the rerank)."""
+
+    device: str
+    impl: str
+    version: str
+    plan: str
+    d: int
+    vocab: int
+    batch: int
+    dtype: str
+    k: int = 0
+    layers: int = 0
+    context: int = 0
+    rerank_r: int = 0
+    cache: str = "warm"
+
+    def __post_init__(self):
+        check_choice("plan", self.plan, PLANS)
+        check_choice("cache", self.cache, ("warm", "cold"))
+        for name in ("d", "vocab", "batch"):
+            check_int(name, getattr(self, name), 1, None)
+        for name in ("k", "layers", "context", "rerank_r"):
+            check_int(name, getattr(self, name), 0, None)
+
+    @property
+    def key(self) -> str:
+        """Canonical text key: every field, in declaration order."""
+        return "|".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_POINT = tuple(f.name for f in fields(Point))
+_INT = {"d", "vocab", "batch", "k", "layers", "context", "rerank_r"}
+_TIMING = ("median_s", "p10_s", "p25_s", "p75_s", "p90_s", "mean_s", "min_s", "samples", "calls")
+
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    {", ".join(f"{n} {'INTEGER' if n in _INT else 'TEXT'} NOT NULL" for n in _POINT)},
+    median_s REAL NOT NULL, p10_s REAL NOT NULL, p25_s REAL NOT NULL, p75_s REAL NOT NULL,
+    p90_s REAL NOT NULL, mean_s REAL NOT NULL, min_s REAL NOT NULL,
+    samples INTEGER NOT NULL, calls INTEGER NOT NULL, stable INTEGER NOT NULL,
+    tokens_match INTEGER, env TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_shape ON results (device, impl, dtype, plan, d, vocab);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class ResultStore:
+    """SQLite store of measurements; safe to share between threads (one lock, one connection).
+
+    ``path=":memory:"`` keeps everything in memory (no WAL there).
+    """
+
+    def __init__(self, path=":memory:"):
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._conn:
+                self._conn.executescript(_CREATE)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        self.writes = 0  # bumped by every put; lets callers cache derived results
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def get(self, point: Point) -> dict | None:
+        """The stored row of ``point``, or ``None``."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM results WHERE key = ?", (point.key,)).fetchone()
+        return _row(row) if row is not None else None
+
+    def has(self, point: Point) -> bool:
+        with self._lock:
+            cur = self._conn.execute("SELECT 1 FROM results WHERE key = ?", (point.key,))
+            return cur.fetchone() is not None
+
+    def put(self, point: Point, timing: Timing, env: dict, tokens_match: bool | None) -> dict:
+        """Store one measurement in one transaction (replacing an older one of the same key)."""
+        values = {
+            "key": point.key,
+            **point.to_dict(),
+            **{n: getattr(timing, n) for n in _TIMING},
+            "stable": int(timing.stable),
+            "tokens_match": None if tokens_match is None else int(bool(tokens_match)),
+            "env": json.dumps(env, sort_keys=True),
+            "created": time.time(),
+        }
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._lock:
+            with self._conn:
+                self._conn.execute(
+                    f"INSERT OR REPLACE INTO results ({names}) VALUES ({marks})",
+                    tuple(values.values()),
+                )
+            self.writes += 1
+        return _row(values)
+
+    def query(self, limit: int = 10_000, **filters) -> list[dict]:
+        """Rows whose point fields equal ``filters`` (e.g. ``plan='sparse_head', d=256``),
+        oldest first, at most ``limit``."""
+        unknown = set(filters) - set(_POINT)
+        if unknown:
+            raise ValueError(
+                f"Unknown result filter(s) {sorted(unknown)}; allowed: {', '.join(_POINT)}."
+            )
+        where = " AND ".join(f"{n} = ?" for n in filters) or "1"
+        args = [int(v) if n in _INT else str(v) for n, v in filters.items()]
+        sql = f"SELECT * FROM results WHERE {where} ORDER BY created, key LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def integrity(self) -> str:
+        """``PRAGMA integrity_check``'s answer (``'ok'`` when sound)."""
+        with self._lock:
+            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _row(row) -> dict:
+    out = dict(row)
+    out["env"] = json.loads(out["env"]) if isinstance(out["env"], str) else out["env"]
+    out["stable"] = bool(out["stable"])
+    if out.get("tokens_match") is not None:
+        out["tokens_match"] = bool(out["tokens_match"])
+    return out

@@ -1,0 +1,334 @@
+"""Sweeps: which points to measure, measuring the missing ones, and the answer beside the model.
+
+A sweep is plain validated data (:class:`HeadSweep`, :class:`AmortizedSweep`); a :class:`Runner`
+binds a kernel backend, a result store and a timing configuration, measures what the store lacks
+(every point, with ``force``) one point per transaction, and assembles the answer from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from ..model import get_hardware, k_grid
+from ..model.validate import check_choice, check_int
+from .answers import body_answer, head_answer
+from .calibration import Calibration, calibrate
+from .kernels import preset_for
+from .limits import Limits, head_bytes, int_list, model_bytes, parse_fields
+from .modelled import model_seconds
+from .store import Point, ResultStore
+from .timing import TimingConfig, default_timing, measure
+
+__all__ = ["HeadSweep", "AmortizedSweep", "Runner"]
+
+HEAD_PLANS = ("dense_head", "sparse_head")
+BODY_PLANS = ("full_step", "amortized_step", "amortized_rerank")
+
+
+@dataclass(frozen=True)
+class HeadSweep:
+    """Dense vs sparse head at one shape over the K values ``k`` (ascending, distinct)."""
+
+    d: int
+    vocab: int
+    batch: int = 1
+    dtype: str = "float32"
+    k: tuple = ()
+    force: bool = False
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, body, dtypes, limits: Limits | None = None) -> HeadSweep:
+        """Validate a request object ``{"d", "vocab", "batch", "dtype", "k": [...]}``."""
+        limits = limits or Limits()
+        f = parse_fields(
+            body,
+            {"d": None, "vocab": None},
+            {"batch": 1, "dtype": dtypes[0], "k": None, "force": False, "seed": 0},
+        )
+        d = check_int("d", f["d"], *limits.d)
+        vocab = check_int("vocab", f["vocab"], *limits.vocab)
+        dtype = check_choice("dtype", f["dtype"], dtypes)
+        head_bytes(d, vocab, dtype, limits)
+        ks = f["k"] if f["k"] is not None else k_grid(vocab, 12).tolist()
+        return cls(
+            d=d,
+            vocab=vocab,
+            batch=check_int("batch", f["batch"], *limits.batch),
+            dtype=dtype,
+            k=int_list("k", ks, 1, vocab, limits.max_points),
+            force=_bool("force", f["force"]),
+            seed=check_int("seed", f["seed"], *limits.seed),
+        )
+
+
+@dataclass(frozen=True)
+class AmortizedSweep:
+    """Full decode step vs amortized step (and rerank) of a small transformer over ``context``."""
+
+    d: int
+    layers: int
+    vocab: int
+    k: int = 64
+    batch: int = 1
+    dtype: str = "float32"
+    context: tuple = (0, 64, 256, 1024)
+    rerank_r: int = 8
+    warmup_steps: int = 16
+    force: bool = False
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, body, dtypes, limits: Limits | None = None) -> AmortizedSweep:
+        """Validate ``{"d", "layers", "vocab", "k", "batch", "dtype", "context": [...]}``."""
+        limits = limits or Limits()
+        f = parse_fields(
+            body,
+            {"d": None, "layers": None, "vocab": None},
+            {
+                "k": 64,
+                "batch": 1,
+                "dtype": dtypes[0],
+                "context": [0, 64, 256, 1024],
+                "rerank_r": 8,
+                "warmup_steps": 16,
+                "force": False,
+                "seed": 0,
+            },
+        )
+        d = check_int("d", f["d"], *limits.d)
+        layers = check_int("layers", f["layers"], *limits.layers)
+        vocab = check_int("vocab", f["vocab"], *limits.vocab)
+        batch = check_int("batch", f["batch"], *limits.batch)
+        dtype = check_choice("dtype", f["dtype"], dtypes)
+        context = int_list("context", f["context"], *limits.context, limits.max_points)
+        head_bytes(d, vocab, dtype, limits)
+        model_bytes(d, layers, batch, context[-1], dtype, limits)
+        return cls(
+            d=d,
+            layers=layers,
+            vocab=vocab,
+            k=check_int("k", f["k"], 1, vocab),
+            batch=batch,
+            dtype=dtype,
+            context=context,
+            rerank_r=check_int("rerank_r", f["rerank_r"], *limits.rerank_r),
+            warmup_steps=check_int("warmup_steps", f["warmup_steps"], *limits.warmup_steps),
+            force=_bool("force", f["force"]),
+            seed=check_int("seed", f["seed"], *limits.seed),
+        )
+
+
+def _bool(name, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"The '{name}' parameter must be true or false. Got {value!r} instead.")
+    return value
+
+
+ProgressFn = Callable[[int, int, Point, bool], None]
+
+
+class Runner:
+    """Measures sweeps with one kernel backend into one store.
+
+    ``on_point(done, total, point, reused)`` is called after each point of a sweep.
+    """
+
+    def __init__(self, kernels, store: ResultStore, timing: TimingConfig | None = None):
+        self.kernels = kernels
+        self.store = store
+        self.timing = timing or default_timing(kernels.device)
+        self.info = kernels.info()
+        self.device_key = f"{kernels.device}:{kernels.device_name}"
+        self.base_preset, _ = preset_for(kernels.device, kernels.device_name)
+        self._clock = kernels.clock()
+        self._flush = kernels.flusher(self.timing.flush_bytes)
+        self._calibration: tuple | None = None  # (store.writes, Calibration or error text)
+
+    # -- points ---------------------------------------------------------------------------
+    def point(self, plan, **fields) -> Point:
+        return Point(
+            self.device_key, self.kernels.impl, self.kernels.version, plan,
+            cache=self.timing.cache, **fields,
+        )  # fmt: skip
+
+    def points(self, sweep) -> list[Point]:
+        shape = dict(d=sweep.d, vocab=sweep.vocab, batch=sweep.batch, dtype=sweep.dtype)
+        if isinstance(sweep, HeadSweep):
+            return [self.point("dense_head", **shape)] + [
+                self.point("sparse_head", k=k, **shape) for k in sweep.k
+            ]
+        body = dict(shape, k=sweep.k, layers=sweep.layers)
+        out = [self.point("amortized_step", **body)]
+        for c in sweep.context:
+            out.append(self.point("full_step", context=c, **body))
+            out.append(self.point("amortized_rerank", context=c, rerank_r=sweep.rerank_r, **body))
+        return out
+
+    def missing(self, sweep) -> list[Point]:
+        """Points the sweep would measure now (all of them when forced)."""
+        pts = self.points(sweep)
+        return pts if sweep.force else [p for p in pts if not self.store.has(p)]
+
+    # -- measuring ------------------------------------------------------------------------
+    def run(self, sweep, on_point: ProgressFn | None = None) -> dict:
+        """Measure the missing points of ``sweep``, then return :meth:`result`."""
+        todo = {p.key for p in self.missing(sweep)}
+        pts = self.points(sweep)
+        done = 0
+
+        def record(point, fn, check):
+            nonlocal done
+            if point.key in todo:
+                timing = measure(fn, self._clock, self.timing, self._flush)
+                env = {**self.info, "timing": self.timing.to_dict()}
+                self.store.put(point, timing, env, check())
+            done += 1
+            if on_point is not None:
+                on_point(done, len(pts), point, point.key not in todo)
+
+        if todo:
+            measure_fn = self._head if isinstance(sweep, HeadSweep) else self._body
+            measure_fn(sweep, pts, todo, record)
+        else:
+            for p in pts:
+                record(p, None, None)
+        return self.result(sweep, measured=len(todo))
+
+    def _head(self, sweep: HeadSweep, pts, todo, record):
+        kn, s = self.kernels, sweep
+        W = kn.random((s.vocab, s.d), s.dtype, s.seed, scale=s.d**-0.5)
+        h = kn.random((s.batch, s.d), s.dtype, s.seed + 1)
+        for p in pts:
+            if p.key not in todo:
+                record(p, None, None)
+                continue
+            k = p.k or max(s.k)
+            ids = kn.legal_ids(s.vocab, s.batch, k, s.seed + 2 + k)
+            blocked = kn.blocked(ids, s.vocab)
+
+            def dense(W=W, h=h, blocked=blocked):
+                return kn.dense_head(W, h, blocked)
+
+            def sparse(W=W, h=h, ids=ids):
+                return kn.sparse_head(W, h, ids)
+
+            def check(dense=dense, sparse=sparse):
+                return bool((kn.to_numpy(dense()) == kn.to_numpy(sparse())).all())
+
+            record(p, dense if p.plan == "dense_head" else sparse, check)
+
+    def _body(self, sweep: AmortizedSweep, pts, todo, record):
+        kn, s = self.kernels, sweep
+        W = kn.random((s.vocab, s.d), s.dtype, s.seed, scale=s.d**-0.5)
+        ids = kn.legal_ids(s.vocab, s.batch, s.k, s.seed + 2)
+        blocked = kn.blocked(ids, s.vocab)
+        bodies: dict = {}
+        for p in pts:
+            if p.key not in todo:
+                record(p, None, None)
+                continue
+            if p.context not in bodies:
+                bodies.clear()  # one KV cache at a time
+                bodies[p.context] = kn.body(s.d, s.layers, s.batch, s.dtype, p.context, s.seed + 3)
+            body = bodies[p.context]
+            fn, check = _body_plan(kn, p.plan, body, W, ids, blocked, s.rerank_r)
+            record(p, fn, check)
+
+    # -- answers --------------------------------------------------------------------------
+    def calibration(self) -> Calibration | str:
+        """Calibration on every stored point of this device, impl and cache mode, or the reason
+        it is not possible yet (cached until the store changes)."""
+        if self._calibration is None or self._calibration[0] != self.store.writes:
+            rows = self.store.query(
+                device=self.device_key, impl=self.kernels.impl, cache=self.timing.cache
+            )
+            try:
+                value = calibrate(rows, self.base_preset, name=f"{self.device_key} (calibrated)")
+            except ValueError as exc:
+                value = str(exc)
+            self._calibration = (self.store.writes, value)
+        return self._calibration[1]
+
+    def hardware(self):
+        """``(hardware, source)``: the calibrated profile where possible, else the preset."""
+        cal = self.calibration()
+        if isinstance(cal, Calibration):
+            return cal.hardware, "calibrated"
+        return get_hardware(self.base_preset), "preset"
+
+    def result(self, sweep, measured: int = 0) -> dict:
+        """The sweep's answer, read from the store (every point must be there)."""
+        pts = self.points(sweep)
+        rows = [self.store.get(p) for p in pts]
+        if any(r is None for r in rows):
+            raise LookupError("Some points of this sweep are not measured yet.")
+        hw, source = self.hardware()
+        preset = get_hardware(self.base_preset)
+        model, model_preset = model_seconds(rows, hw), model_seconds(rows, preset)
+        cal = self.calibration()
+        out = {
+            "sweep": "head" if isinstance(sweep, HeadSweep) else "amortized",
+            "params": asdict(sweep),
+            "device": self.info,
+            "cache": self.timing.cache,
+            "hardware": {
+                "source": source,
+                "profile": hw.to_dict(),
+                "preset": self.base_preset,
+                "model_error": cal.errors if isinstance(cal, Calibration) else None,
+            },
+            "counts": {"points": len(pts), "measured": measured, "reused": len(pts) - measured},
+        }
+        columns = {p.key: (r, m, mp) for p, r, m, mp in zip(pts, rows, model, model_preset)}
+
+        def entry(plan, **fields):
+            return columns[self.point(plan, **fields).key]
+
+        if isinstance(sweep, HeadSweep):
+            out.update(head_answer(sweep, entry, hw, preset))
+        else:
+            out.update(body_answer(sweep, entry))
+        return out
+
+
+def _body_plan(kn, plan, body, W, ids, blocked, r):
+    """Zero-argument callable of one amortized-sweep plan, and its dense-reference check."""
+    if plan == "full_step":
+
+        def fn():
+            return kn.sparse_head(W, body.decode(), ids)
+
+        def check():
+            h = body.decode()
+            return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
+
+    elif plan == "amortized_step":
+
+        def fn():
+            return kn.sparse_head(W, body.amortized(), ids)
+
+        def check():
+            h = body.amortized()
+            return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
+
+    else:
+
+        def fn():
+            h = body.amortized()
+            top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
+            return kn.sparse_head(W, body.last_layer(h), top)
+
+        def check():
+            h = body.amortized()
+            top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
+            exact = body.last_layer(h)
+            ref = kn.dense_head(W, exact, kn.blocked(top, W.shape[0]))
+            return _same(kn, kn.sparse_head(W, exact, top), ref)
+
+    return fn, check
+
+
+def _same(kn, a, b) -> bool:
+    return bool((kn.to_numpy(a) == kn.to_numpy(b)).all())
