@@ -63,6 +63,19 @@ font:13px system-ui,sans-serif;background:#f3f4f6;color:#111;border-top:1px soli
 """
 
 
+BOOT_SCRIPT = """<script>
+// Start Python as early as possible; handler.js takes the messages over later.
+window.llmqpBoot = (function () {
+  if (location.protocol === "file:" || typeof Worker === "undefined") return null;
+  const worker = new Worker("%s");
+  const buffered = [];
+  worker.onmessage = (event) => buffered.push(event);
+  return {worker: worker, buffered: buffered, t0: performance.now()};
+})();
+</script>
+"""
+
+
 def prerender(app: Path, handler_config: dict) -> tuple[str, str]:
     """Run ``app`` in CPython; return (page HTML with pre-rendered figures, app source)."""
     try:
@@ -109,6 +122,12 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
         count=1,
     )
     html = html.replace("</head>", STATUS_STYLE + "</head>", 1)
+    html = re.sub(
+        r"(<head[^>]*>)",
+        lambda m: m.group(1) + "\n" + BOOT_SCRIPT % config["worker"],
+        html,
+        count=1,
+    )
     worker = (TEMPLATES / "worker.js").read_text()
     worker = worker.replace("__CONFIG__", json.dumps(config["worker_config"], indent=1))
     worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))

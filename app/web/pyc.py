@@ -36,33 +36,47 @@ def compile_sources(
     """``{path: source}`` -> ``{path + "c": pyc}``; files that do not compile are left out.
 
     ``pyodide_dir`` holds the Pyodide core; ``lock_info`` is the ``info`` of its lock file.
+    Each result is cached under ``cache/pyc`` by a hash of (Pyodide, path, source).
     """
-    key = hashlib.sha256()
-    key.update((pyodide_dir / "pyodide.js").read_bytes())
-    for name in sorted(sources):
-        key.update(name.encode() + b"\0" + hashlib.sha256(sources[name]).digest())
-    cached = cache / "pyc" / f"{key.hexdigest()[:32]}.zip"
-    if not cached.is_file():
-        if not node_available():
-            raise BuildError("node is needed to pre-compile Python (or pass --no-pyc)")
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "lock.json").write_text(json.dumps({"info": lock_info, "packages": {}}))
-            with zipfile.ZipFile(Path(tmp) / "in.zip", "w") as zf:
-                for name, data in sorted(sources.items()):
-                    zf.writestr(name, data)
-            proc = subprocess.run(
-                ["node", str(NODE_SCRIPT), str(pyodide_dir), tmp], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
-                tail = (errors or proc.stderr.strip().splitlines() or ["no output"])[0]
-                raise BuildError(f"pre-compiling Python under node failed: {tail[:300]}")
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(Path(tmp) / "out.zip", cached)
-            failed = json.loads(proc.stdout.strip().splitlines()[-1])["failed"]
-            (cached.with_suffix(".failed.json")).write_text(json.dumps(failed, indent=1))
-    with zipfile.ZipFile(cached) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
+    salt = hashlib.sha256((pyodide_dir / "pyodide.js").read_bytes()).digest()
+    keys = {
+        name: hashlib.sha256(salt + name.encode() + b"\0" + data).hexdigest()[:40]
+        for name, data in sources.items()
+    }
+    folder = cache / "pyc"
+    todo = {n: d for n, d in sources.items() if not (folder / f"{keys[n]}.pyc").exists()}
+    todo = {n: d for n, d in todo.items() if not (folder / f"{keys[n]}.failed").exists()}
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, pyc in _run_node(pyodide_dir, lock_info, todo).items():
+            (folder / f"{keys[name]}.{'pyc' if pyc else 'failed'}").write_bytes(pyc)
+    out = {}
+    for name in sources:
+        path = folder / f"{keys[name]}.pyc"
+        if path.exists():
+            out[name + "c"] = path.read_bytes()
+    return out
+
+
+def _run_node(pyodide_dir: Path, lock_info: dict, sources: dict[str, bytes]) -> dict[str, bytes]:
+    """Compile ``sources`` in one node run; ``b""`` marks a file that did not compile."""
+    if not node_available():
+        raise BuildError("node is needed to pre-compile Python (or pass --no-pyc)")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "lock.json").write_text(json.dumps({"info": lock_info, "packages": {}}))
+        with zipfile.ZipFile(Path(tmp) / "in.zip", "w") as zf:
+            for name, data in sorted(sources.items()):
+                zf.writestr(name, data)
+        proc = subprocess.run(
+            ["node", str(NODE_SCRIPT), str(pyodide_dir), tmp], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
+            tail = (errors or proc.stderr.strip().splitlines() or ["no output"])[0]
+            raise BuildError(f"pre-compiling Python under node failed: {tail[:300]}")
+        with zipfile.ZipFile(Path(tmp) / "out.zip") as zf:
+            done = {n[:-1]: zf.read(n) for n in zf.namelist()}
+    return {name: done.get(name, b"") for name in sources}
 
 
 def wheel_sources(files: dict[str, bytes]) -> dict[str, bytes]:

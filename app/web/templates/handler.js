@@ -29,15 +29,23 @@ function mark(name) {
 }
 
 // Pre-rendered figures: mark when Bokeh has finished drawing them.
-(function watchPrerender() {
+const prerendered = new Promise((resolve) => {
   const done = () =>
     window.Bokeh && Bokeh.index && Bokeh.index.roots.length > 0 &&
     Bokeh.index.roots.every((v) => v.has_finished());
-  const poll = () => (done() ? mark("prerendered") : requestAnimationFrame(poll));
+  const poll = () => {
+    if (done()) {
+      mark("prerendered");
+      resolve();
+    } else {
+      requestAnimationFrame(poll);
+    }
+  };
   requestAnimationFrame(poll);
-})();
+  setTimeout(resolve, 10000); // never let a missing pre-render block the live app
+});
 
-if (location.protocol === "file:") {
+if (location.protocol === "file:" || !window.llmqpBoot) {
   setState(
     "static",
     "Static preview: browsers do not run Python from a file:// page. Serve the folder " +
@@ -48,7 +56,9 @@ if (location.protocol === "file:") {
 }
 
 function startWorker() {
-  const worker = new Worker(LLMQP_CONFIG.worker);
+  // The worker was started by a small script at the top of <head> (see page.py), so
+  // Pyodide loads while the browser is still parsing Bokeh's JS.
+  const worker = window.llmqpBoot.worker;
   llmqp.worker = worker;
   worker.busy = false;
   worker.queue = [];
@@ -77,10 +87,10 @@ function startWorker() {
   }
 
   worker.onerror = (e) => {
-    setState("error", "Error: the Python worker failed to start (" + (e.message || e) + ")");
+    setState("error", "Error: the Python worker failed (" + (e.message || e) + ")");
   };
 
-  worker.onmessage = async (event) => {
+  const onMessage = async (event) => {
     const msg = event.data;
     if (msg.type === "idle") {
       if (worker.queue.length) {
@@ -121,7 +131,13 @@ function startWorker() {
     }
   };
 
+  for (const event of window.llmqpBoot.buffered.splice(0)) {
+    onMessage(event);
+  }
+  worker.onmessage = onMessage;
+
   async function render(msg) {
+    await prerendered;
     const docs_json = JSON.parse(msg.docs_json);
     const render_items = JSON.parse(msg.render_items);
     const root_ids = JSON.parse(msg.root_ids);
