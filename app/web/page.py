@@ -9,7 +9,9 @@ swap Panel's worker hand-off for ours (``templates/handler.js``), write our own 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +78,37 @@ window.llmqpBoot = (function () {
 """
 
 
+@contextlib.contextmanager
+def _browser_mode():
+    """Pre-render what the browser will show, not the server-mode page.
+
+    The app reads ``LLMQP_STATIC_BUILD=1``; ``app.widgets.app.IN_BROWSER`` is also set while
+    the app runs, for app versions that only look at ``sys.platform``.
+    """
+    saved_env = os.environ.get("LLMQP_STATIC_BUILD")
+    os.environ["LLMQP_STATIC_BUILD"] = "1"
+    try:
+        module = importlib.import_module("app.widgets.app")
+    except ImportError:
+        module = None
+    saved = getattr(module, "IN_BROWSER", None)
+    if module is not None and saved is not None:
+        module.IN_BROWSER = True
+    try:
+        yield
+    finally:
+        if module is not None and saved is not None:
+            module.IN_BROWSER = saved
+        if saved_env is None:
+            os.environ.pop("LLMQP_STATIC_BUILD", None)
+        else:
+            os.environ["LLMQP_STATIC_BUILD"] = saved_env
+
+
 def prerender(app: Path, handler_config: dict) -> tuple[str, str]:
     """Run ``app`` in CPython; return (page HTML with pre-rendered figures, app source)."""
     try:
-        with _our_handler(handler_config) as convert:
+        with _our_handler(handler_config) as convert, _browser_mode():
             html, _worker = convert.script_to_html(
                 str(app),
                 requirements=[],
