@@ -5,8 +5,8 @@ them and imports the chosen one on demand, so ``torch`` is imported only when as
 
 Every backend provides the same primitives on its own tensors (numpy arrays or torch tensors):
 
-* ``random(shape, dtype, seed, scale)`` and ``asarray(array, dtype)`` build tensors;
-  ``to_numpy(x)`` brings one back.
+* ``random(shape, dtype, seed, scale)``, ``asarray(array, dtype)`` and ``asids(array)`` (int64
+  token ids) build tensors; ``to_numpy(x)`` brings one back.
 * ``legal_ids(vocab, batch, k, seed)`` -> (B, K) distinct token ids per sequence, ascending;
   ``blocked(ids, vocab)`` -> (B, V) bool, True where a token is *not* legal.
 * ``dense_head(W, h, blocked)`` -> (B,) tokens: ``h @ Wᵀ`` over all of V, mask, argmax.

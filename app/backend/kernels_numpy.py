@@ -136,6 +136,9 @@ class NumpyKernels:
     def asarray(self, array, dtype):
         return np.ascontiguousarray(np.asarray(array), dtype=self._dtype(dtype))
 
+    def asids(self, array):
+        return np.ascontiguousarray(np.asarray(array), dtype=np.int64)
+
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 

@@ -110,6 +110,9 @@ class TorchKernels:
         t = torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.torch_device)
         return t.to(self._dtype(dtype)).contiguous()
 
+    def asids(self, array):
+        return torch.as_tensor(np.asarray(array, dtype=np.int64), device=self.torch_device)
+
     def to_numpy(self, x) -> np.ndarray:
         if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()

@@ -1,0 +1,137 @@
+"""Every kernel picks the dense reference's token on the same tensors, ties included.
+
+Tie-break (app.model.equivalence): the lowest token id among the maxima. Integer-valued tensors
+make every product and sum exact in float32 and bfloat16 (|score| <= d <= 128), so ties are real
+ties on every backend and the comparison is exact.
+"""
+
+import numpy as np
+import pytest
+
+from app.backend import kernels_numpy
+from app.backend.kernels import get_kernels, preset_for
+from app.backend.sweeps import _body_plan
+from app.model.equivalence import dense_masked_argmax
+
+
+def _int_tensors(kn, dtype, vocab, d, batch, seed):
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-1, 2, size=(vocab, d)).astype(np.float32)
+    W[vocab // 2 :] = W[: vocab - vocab // 2]  # every row has a twin: many exact ties
+    h = rng.integers(-1, 2, size=(batch, d)).astype(np.float32)
+    return W, h, kn.asarray(W, dtype), kn.asarray(h, dtype)
+
+
+def _reference(W, h, ids, vocab):
+    """Per sequence: float64 dense masked argmax with the lowest-id tie-break."""
+    out = []
+    for b in range(h.shape[0]):
+        mask = np.zeros(vocab, dtype=bool)
+        mask[ids[b]] = True
+        out.append(dense_masked_argmax(W.astype(np.float64) @ h[b].astype(np.float64), mask))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 500, 1024])
+def test_dense_and_sparse_match_reference_with_ties(backend, k):
+    kn, dtype = backend
+    vocab, d, batch = 1024, 96, 3
+    W, h, Wt, ht = _int_tensors(kn, dtype, vocab, d, batch, seed=k)
+    ids = kn.legal_ids(vocab, batch, k, seed=k)
+    ids_np = kn.to_numpy(ids)
+    assert (np.diff(ids_np, axis=1) > 0).all()  # ascending, distinct
+    ref = _reference(W, h, ids_np, vocab)
+    dense = kn.to_numpy(kn.dense_head(Wt, ht, kn.blocked(ids, vocab)))
+    sparse = kn.to_numpy(kn.sparse_head(Wt, ht, ids))
+    np.testing.assert_array_equal(dense, ref)
+    np.testing.assert_array_equal(sparse, ref)
+
+
+def test_explicit_tie_goes_to_lowest_legal_id(backend):
+    kn, dtype = backend
+    vocab, d = 16, 8
+    W = np.zeros((vocab, d), dtype=np.float32)
+    W[[3, 7, 9], 0] = 5.0  # three tied maxima
+    h = np.zeros((2, d), dtype=np.float32)
+    h[:, 0] = 1.0
+    ids = np.array([[1, 3, 7, 9], [2, 7, 9, 12]])
+    Wt, ht = kn.asarray(W, dtype), kn.asarray(h, dtype)
+    ids_t = kn.asids(ids)
+    want = [3, 7]
+    assert kn.to_numpy(kn.sparse_head(Wt, ht, ids_t)).tolist() == want
+    assert kn.to_numpy(kn.dense_head(Wt, ht, kn.blocked(ids_t, vocab))).tolist() == want
+
+
+def test_random_floats_match_where_the_margin_is_clear(backend):
+    kn, dtype = backend
+    vocab, d, batch, k = 4096, 128, 4, 300
+    W = kn.random((vocab, d), dtype, seed=1, scale=d**-0.5)
+    h = kn.random((batch, d), dtype, seed=2)
+    ids = kn.legal_ids(vocab, batch, k, seed=3)
+    dense = kn.to_numpy(kn.dense_head(W, h, kn.blocked(ids, vocab)))
+    sparse = kn.to_numpy(kn.sparse_head(W, h, ids))
+    scores = kn.to_numpy(kn.sparse_scores(W, h, ids)).astype(np.float64)
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > (1e-2 if dtype == "bfloat16" else 1e-5)
+    assert clear.any()
+    np.testing.assert_array_equal(dense[clear], sparse[clear])
+
+
+def test_numpy_sparse_head_in_chunks_matches(monkeypatch):
+    kn = get_kernels("numpy")
+    monkeypatch.setattr(kernels_numpy, "CHUNK_BYTES", 3 * 64 * 4)  # 3 rows per chunk
+    vocab, d, batch, k = 256, 64, 2, 100
+    W, h, Wt, ht = _int_tensors(kn, "float32", vocab, d, batch, seed=5)
+    ids = kn.legal_ids(vocab, batch, k, seed=6)
+    np.testing.assert_array_equal(kn.sparse_head(Wt, ht, ids), _reference(W, h, ids, vocab))
+
+
+def test_top_ids_are_the_r_best_ascending(backend):
+    kn, dtype = backend
+    scores = kn.asarray(np.array([[0.5, 3.0, 1.0, 2.0, -1.0]]), dtype)
+    ids = kn.legal_ids(100, 1, 5, seed=0)
+    top = kn.to_numpy(kn.top_ids(scores, ids, 2))
+    want = np.sort(kn.to_numpy(ids)[0, [1, 3]])
+    np.testing.assert_array_equal(top[0], want)
+
+
+@pytest.mark.parametrize("plan", ["full_step", "amortized_step", "amortized_rerank"])
+def test_body_plans_match_dense_reference(backend, plan):
+    kn, dtype = backend
+    vocab, d, layers, batch, context = 512, 64, 2, 2, 33
+    W = kn.random((vocab, d), dtype, seed=0, scale=d**-0.5)
+    ids = kn.legal_ids(vocab, batch, 40, seed=1)
+    body = kn.body(d, layers, batch, dtype, context, seed=2)
+    fn, check = _body_plan(kn, plan, body, W, ids, kn.blocked(ids, vocab), r=8)
+    tokens = kn.to_numpy(fn())
+    assert tokens.shape == (batch,)
+    assert np.isin(tokens, kn.to_numpy(ids)).all()
+    assert check()
+
+
+def test_body_state_shapes():
+    kn = get_kernels("numpy")
+    body = kn.body(128, 3, 2, "float32", 10, seed=0)
+    for h in (body.decode(), body.amortized(), body.last_layer(body.amortized())):
+        assert h.shape == (2, 128) and np.isfinite(h).all()
+    a, b = body.decode(), body.decode()
+    np.testing.assert_array_equal(a, b)  # the same slot is rewritten: every call is alike
+
+
+def test_bad_impl_device_and_dtype_name_the_options():
+    with pytest.raises(ValueError, match=r"'impl' parameter must be one of 'numpy', 'torch'"):
+        get_kernels("cupy")
+    with pytest.raises(ValueError, match=r"'device' parameter must be one of 'cpu', 'cuda'"):
+        get_kernels("numpy", "tpu")
+    with pytest.raises(ValueError, match=r"'device' parameter must be 'cpu' for impl='numpy'"):
+        get_kernels("numpy", "cuda")
+    with pytest.raises(ValueError, match=r"'dtype' parameter must be one of 'float32'"):
+        get_kernels("numpy").random((2, 2), "bfloat16", seed=0)
+
+
+def test_preset_for_device_names():
+    assert preset_for("cuda", "NVIDIA H100 80GB HBM3") == ("h100", True)
+    assert preset_for("cuda", "NVIDIA H200") == ("h200", True)
+    assert preset_for("cuda", "NVIDIA A100-SXM4-80GB") == ("a100", True)
+    assert preset_for("cuda", "NVIDIA L4") == ("h100", False)
+    assert preset_for("cpu", "AMD EPYC") == ("cpu", False)
