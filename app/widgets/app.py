@@ -59,8 +59,7 @@ class LLMQPApp:
         self.router = RouterFigure()
         self.explain = ExplainTable()
         self.player = Player(self.router)
-        self.latency = None  # measured per-plan latency function (server mode)
-        self.svg = hooked(pn.widgets.Checkbox, "svg_toggle", name="SVG output (save as SVG)")
+        self.svg = hooked(pn.widgets.Checkbox, "svg_toggle", label="SVG output (save as SVG)")
         self.svg.param.watch(
             lambda e: set_output_backend(self.figures, "svg" if e.new else "canvas"), "value"
         )
@@ -69,11 +68,10 @@ class LLMQPApp:
         self.state.param.watch(self.update_model, list(MODEL_PARAMS))
         self.state.param.watch(self.update_router, list(ROUTER_PARAMS))
         self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
+        self.measured = None
         self.update_model()
         self.update_router()
-        server = (not IN_BROWSER) if server is None else server
-        self.measured = None
-        if server:
+        if (not IN_BROWSER) if server is None else server:
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)
@@ -92,9 +90,11 @@ class LLMQPApp:
 
     def update_router(self, *events) -> None:
         """Restart the router run(s) on a fresh stream of the current scenario."""
-        st = self.state
-        latency = self.latency if st.measured_latency else None
-        self.router.reset(st.scenario, st.router, st.compare, st.alpha, st.drift, latency)
+        st, s = self.state, self.state.scenario
+        latency = None
+        if st.measured_latency and self.measured is not None:
+            latency = self.measured.latency_for(s)
+        self.router.reset(s, st.router, st.compare, st.alpha, st.drift, latency)
 
     def view(self) -> pn.viewable.Viewable:
         """The page: controls on the left, figures on the right."""

@@ -68,7 +68,7 @@ class LogSlider(pn.viewable.Viewer):
         self.slider = hooked(
             pn.widgets.FloatSlider,
             f"{hook}_slider",
-            name=p.label,
+            label=p.label,
             start=math.log10(soft_lo),
             end=math.log10(soft_hi),
             step=step,
@@ -180,10 +180,10 @@ class Player(pn.viewable.Viewer):
         self.figure, self.period, self._chunk = figure, period, chunk
         self._callback = None
         self.play = hooked(
-            pn.widgets.Toggle, "play_button", name="▶ Play", button_type="primary", width=90
+            pn.widgets.Toggle, "play_button", label="▶ Play", color="primary", width=90
         )
-        self.step = hooked(pn.widgets.Button, "step_button", name="Step", width=70)
-        self.reset = hooked(pn.widgets.Button, "reset_button", name="Reset", width=70)
+        self.step = hooked(pn.widgets.Button, "step_button", label="Step", width=70)
+        self.reset = hooked(pn.widgets.Button, "reset_button", label="Reset", width=70)
         self.play.param.watch(self._on_play, "value")
         self.step.on_click(lambda e: self.tick())
         self.reset.on_click(lambda e: self.restart())
@@ -207,7 +207,7 @@ class Player(pn.viewable.Viewer):
         self.figure.rewind()
 
     def _on_play(self, event) -> None:
-        self.play.name = "⏸ Pause" if event.new else "▶ Play"
+        self.play.label = "⏸ Pause" if event.new else "▶ Play"
         if event.new:
             if self.figure.done:
                 self.restart()

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from bokeh.embed import file_html, json_item
-from bokeh.resources import INLINE
+from bokeh.resources import Resources
 
 from app.model import Scenario
 
@@ -39,6 +39,19 @@ _TITLES = {
     "router": "LLM-QP Figure 3: router regret against the oracle",
     "explain": "LLM-QP: EXPLAIN plan table",
 }
+
+
+class _InlineCore(Resources):
+    """BokehJS inlined, without the external scripts that other imported libraries (Panel's
+    ES-module shim, say) register globally: the exported models use none of them."""
+
+    def _collect_external_resources(self, resource_attr) -> list[str]:
+        return []
+
+    def clone(self, *, components=None) -> _InlineCore:
+        return _InlineCore(
+            mode="inline", components=list(self.components) if components is None else components
+        )
 
 
 def build_figures(scenario: Scenario | None = None, router: str = "linucb") -> dict:
@@ -71,7 +84,7 @@ def export_figures(out_dir, scenario: Scenario | None = None, png: bool = False)
     written = []
     for name, layout in build_figures(scenario).items():
         html_path, json_path = out / f"{name}.html", out / f"{name}.json"
-        page = file_html(layout, resources=INLINE, title=_TITLES[name])
+        page = file_html(layout, resources=_InlineCore(mode="inline"), title=_TITLES[name])
         html_path.write_text(page, encoding="utf-8")
         item = json_item(layout, target=f"llmqp-{name}")
         json_path.write_text(json.dumps(item), encoding="utf-8")

@@ -37,12 +37,25 @@ HEAD_POINTS = 12
 
 
 def _errors() -> tuple:
-    """Exceptions that mean "no backend" (``BackendUnavailable`` once app.backend has it)."""
+    """Exceptions that mean "no backend, or it refused": the app then keeps to the model."""
     try:
-        from app.backend.client import BackendUnavailable
+        from app.backend.client import BackendError, BackendUnavailable
     except ImportError:
         return (ConnectionError, OSError)
-    return (BackendUnavailable, ConnectionError, OSError)
+    return (BackendUnavailable, BackendError, ConnectionError, OSError)
+
+
+_IN_PROCESS: dict = {}
+
+
+def in_process_url() -> str:
+    """URL of this server process's in-process backend, started on first use and shared by
+    every session (results in memory, so every page sees every measurement)."""
+    if "url" not in _IN_PROCESS:
+        from app.backend.client import start_in_process
+
+        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process()
+    return _IN_PROCESS["url"]
 
 
 def head_points(answer: dict | None) -> dict | None:
@@ -85,7 +98,8 @@ def calibrated_hardware(answer: dict | None) -> Hardware | None:
 
 def _same_head(answer: dict | None, s) -> bool:
     p = (answer or {}).get("params") or {}
-    return (p.get("d"), p.get("vocab"), p.get("batch")) == (s.d, s.vocab, s.batch)
+    shape = (p.get("d"), p.get("vocab"), p.get("batch"), p.get("dtype"))
+    return shape == (s.d, s.vocab, s.batch, s.dtype)
 
 
 class MeasuredPanel(pn.viewable.Viewer):
@@ -100,18 +114,19 @@ class MeasuredPanel(pn.viewable.Viewer):
         self.app, self.state = app, app.state
         self.client = None
         self.head = self.body = None
+        self.info, self.rows, self._job = {}, [], None
         self.url = hooked(
             pn.widgets.TextInput,
             "backend_url_input",
-            name="Backend URL (empty: start one in-process)",
+            label="Backend URL (empty: start one in-process)",
             value=os.environ.get("LLMQP_BACKEND_URL", ""),
         )
-        self.connect_button = hooked(pn.widgets.Button, "connect_button", name="Connect")
+        self.connect_button = hooked(pn.widgets.Button, "connect_button", label="Connect")
         self.measure_button = hooked(
             pn.widgets.Button,
             "measure_button",
-            name="Measure",
-            button_type="success",
+            label="Measure",
+            color="success",
             disabled=True,
         )
         self.progress = hooked(
@@ -137,28 +152,29 @@ class MeasuredPanel(pn.viewable.Viewer):
         )
         self.connect_button.on_click(lambda e: self.connect())
         self.measure_button.on_click(self.measure)
-        self.state.param.watch(self.show, ["d", "vocab", "batch", "k"])
+        self.state.param.watch(self.show, ["d", "vocab", "batch", "dtype", "k"])
         self.connect(client)
 
     # -- connection --------------------------------------------------------------------------
 
     def connect(self, client=None) -> bool:
-        """Use ``client``, else the URL box's backend, else start one in-process."""
+        """Use ``client``, else the URL box's backend, else the in-process one."""
         try:
             if client is None:
-                from app.backend import client as backend
+                from app.backend.client import BackendClient
 
-                url = self.url.value.strip()
-                client = backend.BackendClient(url) if url else backend.start_in_process()
-            info = client.device()
-        except (*_errors(), ImportError) as exc:
+                client = BackendClient(self.url.value.strip() or in_process_url())
+            self.info = client.device() or {}
+            self.rows = client.results()
+        except (*_errors(), ImportError, ValueError) as exc:
             self.client = None
             self._fail(f"Measurement backend unavailable ({exc}); showing the model only.")
             return False
         self.client = client
         self.banner.visible = False
         self.measure_button.disabled = False
-        self.device.object = "<small>" + html.escape(_describe(info)) + "</small>"
+        self.latency_toggle.disabled = not self.rows
+        self.device.object = "<small>" + html.escape(_describe(self.info)) + "</small>"
         return True
 
     def _fail(self, message: str) -> None:
@@ -169,36 +185,41 @@ class MeasuredPanel(pn.viewable.Viewer):
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def run_sweeps(self, s) -> tuple[dict, dict]:
-        """Blocking: the head sweep at ``s``'s head shape and the small-body amortized sweep."""
-        dtype = self._dtype(s.dtype)
-        head = self.client.sweep_head(
-            s.d, s.vocab, s.batch, dtype, k=k_grid(s.vocab, HEAD_POINTS).tolist()
-        )
-        body = self.client.sweep_amortized(
-            d=s.d, layers=BODY_LAYERS, vocab=s.vocab, k=s.k, batch=s.batch, dtype=dtype
-        )
-        return head, body
+    def run_sweeps(self, s) -> tuple[dict, dict, list]:
+        """Blocking: the head sweep at ``s``'s head shape, the small-body amortized sweep, and
+        then every stored row (for the router's measured latencies)."""
+        kw = dict(batch=s.batch, dtype=s.dtype, on_progress=self._on_job)
+        ks = k_grid(s.vocab, HEAD_POINTS).tolist()
+        head = self.client.sweep_head(s.d, s.vocab, k=ks, **kw)
+        body = self.client.sweep_amortized(s.d, BODY_LAYERS, s.vocab, k=s.k, **kw)
+        return head, body, self.client.results()
 
-    def _dtype(self, dtype: str) -> str:
-        """The scenario's dtype if the backend times it, else its first one (numpy: float32)."""
-        try:
-            dtypes = list((self.client.device() or {}).get("dtypes") or [])
-        except _errors():
-            dtypes = []
-        return dtype if not dtypes or dtype in dtypes else dtypes[0]
+    def _on_job(self, job: dict) -> None:  # worker thread: only store it, the loop draws it
+        self._job = job
+
+    def _adopt_dtype(self) -> None:
+        """Switch to a dtype the backend times (numpy: float32 only), saying so."""
+        dtypes = list(self.info.get("dtypes") or [])
+        if dtypes and self.state.dtype not in dtypes:
+            self.device.object += (
+                f"<br><small>{html.escape(self.state.dtype)} is not timed by this backend: "
+                f"switched to {html.escape(dtypes[0])}.</small>"
+            )
+            self.state.dtype = dtypes[0]
 
     async def measure(self, event=None) -> bool:
         """Run both sweeps off the event loop, polling progress; then draw them."""
         if self.client is None:
             return False
+        self._adopt_dtype()
         s = self.state.scenario
         self.measure_button.disabled = True
         self.progress.value, self.progress.visible = -1, True
-        poll = pn.state.add_periodic_callback(self._poll, 300) if pn.state.curdoc else None
+        self._job = None
+        poll = pn.state.add_periodic_callback(self._poll, 250) if pn.state.curdoc else None
         try:
             loop = asyncio.get_running_loop()
-            head, body = await loop.run_in_executor(None, self.run_sweeps, s)
+            head, body, rows = await loop.run_in_executor(None, self.run_sweeps, s)
         except (*_errors(), ValueError, LookupError) as exc:
             self._fail(f"Measurement failed: {exc}")
             return False
@@ -207,40 +228,38 @@ class MeasuredPanel(pn.viewable.Viewer):
                 poll.stop()
             self.progress.visible = False
             self.measure_button.disabled = self.client is None
-        self.apply(head, body)
+        self.apply(head, body, rows)
         return True
 
     def _poll(self) -> None:
-        try:
-            p = self.client.progress()
-        except _errors():
-            return
-        done, total = (p.get("done"), p.get("total")) if isinstance(p, dict) else (p, 1)
-        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total:
-            self.progress.value = int(100 * min(max(done / total, 0.0), 1.0))
+        job = self._job or {}
+        done, total = job.get("done"), job.get("total")
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            self.progress.value = int(100 * min(done / total, 1.0))
 
-    def apply(self, head: dict | None, body: dict | None) -> None:
+    def apply(self, head: dict | None, body: dict | None, rows: list | None = None) -> None:
         """Keep the answers, adopt the calibrated profile, and draw the measured points."""
         self.head, self.body = head, body
+        if rows is not None:
+            self.rows = rows
+        self.latency_toggle.disabled = not self.rows
         hw = calibrated_hardware(body) or calibrated_hardware(head)
         if hw is not None:
             self.state.set_calibration(hw)
-        self.latency_toggle.disabled = self._latency() is None
         self.show()
 
-    def _latency(self):
-        """Per-plan measured latency function for the router, once app.backend offers one."""
-        try:
-            from app.backend.measured import measured_latency
-        except ImportError:
+    def latency_for(self, s):
+        """Measured per-plan latencies for scenario ``s`` (``None`` where none apply): the
+        router's stream then draws its costs from them (``app.backend.measured``)."""
+        if not self.rows:
             return None
+        from app.backend.measured import measured_latency
+
         try:
-            fn = measured_latency(self.state.scenario, self.head, self.body)
-        except (TypeError, ValueError) as exc:
-            log.warning("measured latencies unavailable: %s", exc)
+            return measured_latency(self.rows, s)
+        except ValueError as exc:
+            self._fail(f"Router stays on modelled latencies: {exc}")
             return None
-        self.app.latency = fn
-        return fn
 
     def show(self, *events) -> None:
         """Draw the stored answers that match the current head shape (else clear them)."""
