@@ -155,7 +155,9 @@ def start_in_process(host: str = "127.0.0.1", port: int = 0, db=None, **options)
     from .service import create_server
 
     server = create_server(host, port, db, **options)
-    thread = threading.Thread(target=server.serve_forever, name="llmqp-backend", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="llmqp-backend", daemon=True
+    )
     thread.start()
     stopped = threading.Event()
 

@@ -57,6 +57,7 @@ class Job:
         now = time.time()
         out = {
             "job": self.id,
+            "poll": f"/v1/jobs/{self.id}",
             "kind": self.kind,
             "status": self.status,
             "done": self.done,

@@ -55,6 +55,7 @@ class BackendServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog (socketserver's default of 5 resets bursts)
 
     def __init__(self, address, manager: JobManager, limits: Limits, max_handlers=64):
         self.manager, self.runner, self.limits = manager, manager.runner, limits
@@ -209,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if run_async:
                 job = manager.submit(sweep)
-                return 202, {**job.to_dict(), "poll": f"/v1/jobs/{job.id}"}
+                return 202, job.to_dict(result=job.status == "done")
             return manager.run_sync(sweep)
         except Busy as exc:
             raise HTTPError(503, str(exc), {"Retry-After": "1"}) from None

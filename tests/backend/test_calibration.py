@@ -98,7 +98,8 @@ def test_relative_errors_and_serialisation():
     errs = relative_errors(rows, PRESETS["h100"])
     assert errs["all"]["n"] == 5 and errs["all"]["max_abs_rel_err"] == pytest.approx(0, abs=1e-9)
     d = calibrate(rows, "h100").to_dict()
-    assert set(d) == {"hardware", "base", "points", "errors", "base_errors", "coefficients", "notes"}
+    want = {"hardware", "base", "points", "errors", "base_errors", "coefficients", "notes"}
+    assert set(d) == want
 
 
 def test_refuses_too_few_or_mixed_rows():
