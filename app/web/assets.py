@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import base64
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -49,11 +51,23 @@ def copy_panel_dist(dest: Path, bundled: set[str]) -> None:
     shutil.copyfile(DIST_DIR / "panel.min.js", dest / "panel.min.js")
     for sub in ("css", "assets", "images"):
         shutil.copytree(DIST_DIR / sub, dest / sub, dirs_exist_ok=True)
+    inline_spinners(dest / "css" / "loading.css", DIST_DIR / "assets")
     for name in sorted(bundled):
         src = DIST_DIR / "bundled" / name
         if not src.is_dir():
             raise BuildError(f"the page asks for panel/dist/bundled/{name}, which Panel lacks")
         shutil.copytree(src, dest / "bundled" / name, dirs_exist_ok=True)
+
+
+def inline_spinners(css: Path, assets_dir: Path) -> None:
+    """Spinner SVGs as data URIs: CSS masks need CORS, which a file:// page cannot give."""
+    text = css.read_text(encoding="utf-8")
+
+    def data_uri(match: re.Match) -> str:
+        svg = (assets_dir / match.group(1)).read_bytes()
+        return f"url('data:image/svg+xml;base64,{base64.b64encode(svg).decode()}')"
+
+    css.write_text(re.sub(r"url\('\.\./assets/([\w-]+\.svg)'\)", data_uri, text), encoding="utf-8")
 
 
 def imported_modules(paths: list[Path]) -> set[str]:

@@ -30,6 +30,14 @@ if not hasattr(pyodide.ffi, "jsnull"):
         def __repr__(self):
             return "jsnull"
     pyodide.ffi.jsnull = _JsNull()
+
+from pyodide.webloop import WebLoop
+_decrement = WebLoop._decrement_in_progress
+def _decrement_in_progress(self, fut=None):
+    # Pyodide 0.27 asks a cancelled task for its exception and logs the CancelledError
+    # (Panel stops periodic callbacks by cancelling their task). Later Pyodides skip these.
+    return _decrement(self, None if fut is not None and fut.cancelled() else fut)
+WebLoop._decrement_in_progress = _decrement_in_progress
 `;
 
 async function startApplication() {
