@@ -257,6 +257,17 @@ def assert_close(browser_value, cpython_value, rtol: float = 1e-9, path: str = "
         assert browser_value == cpython_value, f"{path}: {browser_value!r} vs {cpython_value!r}"
 
 
+@pytest.fixture
+def app_checks():
+    """The end-to-end checks shared by the static-site and the panel-serve tests."""
+    return run_app_checks
+
+
+@pytest.fixture
+def static_dir() -> Path:
+    return STATIC
+
+
 def cpython_regret_summary(steps: int) -> dict:
     """What CPython's app shows in ``regret_readout`` after ``steps`` played steps (defaults,
     seed 0), advanced in the play loop's chunks."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import run_app_checks
 
-
-def test_site_is_interactive_offline(open_page, static_url):
+def test_site_is_interactive_offline(open_page, static_url, app_checks):
     app = open_page(static_url)
     app.wait_static_ready()
-    run_app_checks(app)
+    app_checks(app)
 
 
 def test_prerendered_figures_show_before_python(open_page, static_url):
@@ -29,10 +27,8 @@ def test_python_in_the_worker_matches_cpython(open_page, static_url):
     assert got == ["emscripten", numpy.__version__]
 
 
-def test_file_url_shows_static_preview(open_page):
-    from conftest import STATIC
-
-    app = open_page((STATIC / "index.html").as_uri())
+def test_file_url_shows_static_preview(open_page, static_dir):
+    app = open_page((static_dir / "index.html").as_uri())
     app.page.wait_for_function("document.documentElement.dataset.llmqp === 'static'")
     status = app.page.evaluate("document.getElementById('llmqp-status').textContent")
     assert "http.server" in status
