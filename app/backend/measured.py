@@ -46,13 +46,47 @@ from .calibration import calibrate
 from .kernels import preset_for
 from .store import ResultStore
 
-__all__ = ["measured_latency"]
+__all__ = ["measured_latency", "answer_rows"]
 
 
 def _rows(source) -> list:
+    """Rows from a store, from rows, or from sweep answers (``None`` entries skipped)."""
     if isinstance(source, ResultStore):
         return source.query()
-    return list(source)
+    if isinstance(source, dict):
+        source = [source]
+    rows = []
+    for item in source:
+        if item is None:
+            continue
+        rows.extend(answer_rows(item) if "plans" in item else [item])
+    return rows
+
+
+def answer_rows(answer: dict) -> list:
+    """The stored-row form (plan, shape, ``median_s``) of a sweep answer's measurements."""
+    dev, p, plans = answer["device"], answer["params"], answer["plans"]
+    base = dict(
+        device=f"{dev['device']}:{dev['device_name']}", impl=dev["impl"], d=p["d"],
+        vocab=p["vocab"], batch=p["batch"], dtype=p["dtype"], layers=0, context=0, rerank_r=0,
+    )  # fmt: skip
+    if answer["sweep"] == "head":
+        rows = [
+            {**base, "plan": "dense_head", "k": 0, "median_s": plans["dense_head"]["median_s"][0]}
+        ]
+        for k, m in zip(answer["k"], plans["sparse_head"]["median_s"]):
+            rows.append({**base, "plan": "sparse_head", "k": k, "median_s": m})
+        return rows
+    body = {**base, "k": p["k"], "layers": p["layers"]}
+    rows = [{**body, "plan": "amortized_step", "median_s": plans["amortized_step"]["median_s"][0]}]
+    full, rerank = plans["full_step"]["median_s"], plans["amortized_rerank"]["median_s"]
+    for c, f, r in zip(answer["context"], full, rerank):
+        rows.append({**body, "plan": "full_step", "context": c, "median_s": f})
+        rows.append(
+            {**body, "plan": "amortized_rerank", "context": c, "rerank_r": p["rerank_r"],
+             "median_s": r}
+        )  # fmt: skip
+    return rows
 
 
 def _pick_device(rows, device, impl) -> tuple:
@@ -97,10 +131,12 @@ def measured_latency(
 ):
     """``f(k, context, miss) -> (T, 5)`` seconds from stored measurements (see module doc).
 
-    ``source`` is a :class:`~app.backend.store.ResultStore` or rows as ``/v1/results`` returns
-    them. Raises ``ValueError`` when no sparse-head row matches the scenario's head shape, or
-    when the stored body (MLP 4d, no grouped-query attention, two MLP matrices) differs from the
-    scenario's.
+    ``source`` is a :class:`~app.backend.store.ResultStore`, rows as ``/v1/results`` returns
+    them, or sweep answers (``[head_answer, amortized_answer]``; ``None`` entries are skipped).
+    Raises ``ValueError`` when no sparse-head row matches the scenario's head shape. The stored
+    body (MLP 4d, no grouped-query attention, two MLP matrices: ``Scenario(ffn_mult=4,
+    kv_share=1, mlp_matrices=2)``) is used only at the scenario's ``layers`` and shape; otherwise
+    the body is modelled and ``coverage["body"]`` says why.
     """
     s = scenario
     rows = _rows(source)
@@ -135,13 +171,15 @@ def measured_latency(
         else float(dense_head_cost(s.d, s.vocab, *args).seconds)
     )
     body = _body(head, s, sparse, hw)
+    body_note = body if isinstance(body, str) else None
+    body = None if body_note else body
     coverage = {
         "device": device,
         "impl": impl,
         "hardware": hw.to_dict(),
         "sparse_head_k": [float(ks[0]), float(ks[-1])],
         "dense_head": "measured" if dense_rows else "model",
-        "body": body["coverage"] if body else "model (no amortized sweep at this shape)",
+        "body": body["coverage"] if body else body_note or "model (no amortized sweep here)",
         "prefill": "model",
     }
 
@@ -192,16 +230,16 @@ def _calibrated(rows, device, impl, s) -> Hardware:
 
 
 def _body(head, s: Scenario, sparse, hw):
-    """Measured body components at the scenario's layers, or ``None`` when there are none."""
+    """Measured body components at the scenario's layers; ``None`` when there are none, or the
+    reason (a string) when the stored body's shape differs from the scenario's."""
     body_rows = [r for r in head if r["layers"] == s.layers and r["plan"] != "dense_head"]
     full = [r for r in body_rows if r["plan"] == "full_step"]
     if not full:
         return None
-    if (s.ffn not in (None, 4 * s.d)) or (s.kv_dim not in (None, s.d)) or s.mlp_matrices != 2:
-        raise ValueError(
-            "The stored body is a transformer with ffn=4·d, kv_dim=d and mlp_matrices=2; the "
-            f"scenario has ffn={s.ffn}, kv_dim={s.kv_dim}, mlp_matrices={s.mlp_matrices}. "
-            "Use a matching scenario, or measure the head only (no amortized sweep rows)."
+    if (s.ffn, s.kv_dim, s.mlp_matrices) != (4 * s.d, s.d, 2):
+        return (
+            "model (the stored body has ffn=4·d, kv_dim=d, mlp_matrices=2; the scenario has "
+            f"ffn={s.ffn}, kv_dim={s.kv_dim}, mlp_matrices={s.mlp_matrices})"
         )
     k0 = Counter(r["k"] for r in full).most_common(1)[0][0]
     at_k0 = [r for r in body_rows if r["k"] == k0]
