@@ -133,7 +133,7 @@ def _profile(base: Hardware, name, params, peak_scale=1.0) -> Hardware:
         bandwidth=1.0 / a,
         overhead=overhead,
         gather_efficiency=float(np.clip(eff, 1e-6, 1.0)),
-        peak_flops={k: v * peak_scale for k, v in base.peak_flops.items()},
+        peak_flops={k: float(v * peak_scale) for k, v in base.peak_flops.items()},
     )
 
 

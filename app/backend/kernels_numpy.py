@@ -118,13 +118,14 @@ class NumpyKernels:
         return np.dtype(check_choice("dtype", dtype, self.dtypes))
 
     def _buffer(self, name, shape, dtype=np.float32):
-        """A reusable work array of ``shape`` (kept per name, grown when needed)."""
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = np.empty(size, dtype=dtype)
-            self._buffers[name] = buf
-        return buf[:size].reshape(shape)
+        """A reusable work array of ``shape`` (one per name and shape, reused across calls)."""
+        key = (name, shape, dtype)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) > 64:  # many shapes seen: start over rather than grow
+                self._buffers.clear()
+            buf = self._buffers[key] = np.empty(shape, dtype=dtype)
+        return buf
 
     # -- tensors --------------------------------------------------------------------------
     def random(self, shape, dtype, seed, scale=1.0):
@@ -181,7 +182,7 @@ class NumpyKernels:
     def sparse_head(self, W, h, ids):
         """(V, d), (B, d), (B, K) ascending ids -> (B,): the first maximum is the lowest id."""
         j = self.sparse_scores(W, h, ids).argmax(axis=1)
-        return np.take_along_axis(ids, j[:, None], axis=1)[:, 0]
+        return ids[np.arange(len(j)), j]
 
     def top_ids(self, scores, ids, r):
         """(B, K), (B, K) -> (B, r): ids of the r best scores, ascending."""
