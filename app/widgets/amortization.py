@@ -69,7 +69,7 @@ class AmortizationFigure:
             color=COLORS["AmortizedHead"],
             legend_label="amortized + refine",
         )
-        fig.line(
+        full = fig.line(
             "tau",
             "full_s",
             source=src,
@@ -78,7 +78,7 @@ class AmortizationFigure:
             color=COLORS["FullRecompute"],
             legend_label="exact step every time",
         )
-        fig.scatter(
+        measured = fig.scatter(
             "tau",
             "seconds",
             source=self.measured_source,
@@ -88,6 +88,7 @@ class AmortizationFigure:
             name="amortization_measured",
             legend_label="measured",
         )
+        fig.y_range.renderers = [cost, full, measured]  # the error curve has its own axis
         self.error_range = Range1d(0.0, 1.0)
         fig.extra_y_ranges = {"error": self.error_range}
         fig.add_layout(LinearAxis(y_range_name="error", axis_label="decision error rate"), "right")

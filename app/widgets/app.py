@@ -13,6 +13,7 @@ the browser build never imports it (nor ``app.backend``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import panel as pn
@@ -27,7 +28,9 @@ from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
 
 __all__ = ["LLMQPApp", "build_app", "sync_url", "IN_BROWSER"]
 
-IN_BROWSER = sys.platform == "emscripten"
+#: Browser mode: running in Pyodide, or pre-rendered for the static site (``build.py`` sets
+#: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.backend`` import.
+IN_BROWSER = sys.platform == "emscripten" or os.environ.get("LLMQP_STATIC_BUILD") == "1"
 log = logging.getLogger(__name__)
 
 _INTRO = (
@@ -71,7 +74,8 @@ class LLMQPApp:
         self.measured = None
         self.update_model()
         self.update_router()
-        if (not IN_BROWSER) if server is None else server:
+        browser = IN_BROWSER or os.environ.get("LLMQP_STATIC_BUILD") == "1"
+        if (not browser) if server is None else server:
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)

@@ -111,7 +111,7 @@ class RouterFigure:
             name="regret_always_dense",
             color=COLORS["DenseHead"],
             line_dash="dashed",
-            legend_label="always DenseHead",
+            legend_label="always DenseHead (soon off scale)",
         )
         self._best = fig.line(
             "step",
@@ -123,7 +123,7 @@ class RouterFigure:
             line_width=2,
             legend_label="best fixed plan",
         )
-        fig.line(
+        oracle = fig.line(
             "step",
             "oracle",
             source=ref,
@@ -150,10 +150,23 @@ class RouterFigure:
             [("step", "@step{0,0}"), ("regret", "@regret{0.000}")],
             mode="vline",
         )
+        # Scale to the routers and the best fixed plan; always-dense runs off the top for scale.
+        fig.y_range.renderers = [self._best, oracle, *self.lines.values()]
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
         fig.legend.label_text_font_size = "8pt"
+        labels = {ROUTER_LABELS[n]: n for n in LEARNERS}
+        self.legend_items = {
+            labels[item.label.value]: item
+            for item in fig.legend.items
+            if getattr(item.label, "value", None) in labels
+        }
         return fig
+
+    def _show(self, name: str, visible: bool, width: float = 1.5) -> None:
+        self.lines[name].visible = visible
+        self.lines[name].glyph.line_width = width
+        self.legend_items[name].visible = visible
 
     def _shares_panel(self):
         fig = new_figure(
@@ -205,8 +218,7 @@ class RouterFigure:
             src.data = (
                 {"step": [0], "regret": [0.0]} if name in self.runs else {"step": [], "regret": []}
             )
-            self.lines[name].visible = name in self.runs
-            self.lines[name].glyph.line_width = 3 if name == router else 1.5
+            self._show(name, name in self.runs, 3 if name == router else 1.5)
         self._refresh_readouts()
 
     def set_compare(self, compare) -> None:
@@ -217,14 +229,13 @@ class RouterFigure:
             if name != self.primary and name not in compare:
                 del self.runs[name]
                 self.sources[name].data = {"step": [], "regret": []}
-                self.lines[name].visible = False
+                self._show(name, False)
         for name in compare:
             if name in self.runs:
                 continue
             self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
             self.sources[name].data = {"step": [0], "regret": [0.0]}
-            self.lines[name].visible = True
-            self.lines[name].glyph.line_width = 1.5
+            self._show(name, True)
             if t:
                 self._stream(name, self.runs[name].advance(t))
         self._refresh_readouts()
