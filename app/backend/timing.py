@@ -143,13 +143,23 @@ def summarize(samples, calls: int, target_rel_spread: float) -> Timing:
 
 
 def _calls_per_sample(fn, clock: Clock, config: TimingConfig) -> int:
-    """Autorange: enough calls that one sample lasts ``min_sample_s`` (1 when flushing)."""
+    """Autorange: enough calls that one sample lasts ``min_sample_s`` (1 when flushing).
+
+    Probes 1, 10, 100, ... calls until a probe lasts a tenth of ``min_sample_s``, so one slow
+    first call does not set the count."""
     if config.flush_bytes or config.min_sample_s <= 0:
         return 1
-    token = clock.start()
-    fn()
-    one = max(clock.stop(token), 1e-9)
-    return int(min(10_000, max(1, math.ceil(config.min_sample_s / one))))
+    n = 1
+    while True:
+        token = clock.start()
+        for _ in range(n):
+            fn()
+        elapsed = clock.stop(token)
+        if elapsed >= config.min_sample_s / 10 or n >= 1000:
+            break
+        n *= 10
+    per_call = max(elapsed / n, 1e-9)
+    return int(min(10_000, max(1, math.ceil(config.min_sample_s / per_call))))
 
 
 def measure(

@@ -20,7 +20,8 @@ from app.backend.timing import TimingConfig
 from .conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[2]
-SLOW = TimingConfig(warmup=0, min_samples=10, max_samples=10, max_time_s=60, min_sample_s=0.01)
+#: At least 40 samples of 5 ms: 0.2 s a point, whatever the kernel.
+SLOW = TimingConfig(warmup=1, min_samples=40, max_samples=40, max_time_s=60, min_sample_s=0.005)
 
 
 @pytest.fixture

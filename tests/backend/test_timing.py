@@ -72,13 +72,14 @@ def test_time_budget_stops_early():
 
 def test_autorange_batches_fast_calls():
     fn = Counter()
-    # first timed stretch is the single autorange call (1e-5 s); samples then take 2e-4 s
+    # autorange probes: 1 call lasts 1e-5 s (too short), 10 calls 2e-4 s -> 2e-5 s a call,
+    # so 10 calls make a 2e-4 s sample; every sample then lasts 2e-4 s
     clock = ScriptedClock([1e-5] + [2e-4] * 100)
     cfg = TimingConfig(warmup=0, min_samples=3, max_samples=3, min_sample_s=2e-4)
     t = measure(fn, clock, cfg)
-    assert t.calls == 20
-    assert t.median_s == pytest.approx(1e-5)
-    assert fn.calls == 1 + 3 * 20
+    assert t.calls == 10
+    assert t.median_s == pytest.approx(2e-5)
+    assert fn.calls == 1 + 10 + 3 * 10
 
 
 def test_flush_runs_before_every_sample_and_forces_single_calls():
