@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 __all__ = ["add_backend_command", "run_backend", "DEFAULT_PORT"]
 
@@ -107,6 +109,8 @@ def run_backend(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the close
         server.close()
     return 0
 
