@@ -51,10 +51,11 @@ class RouterFigure:
     """Figure 3: regret curves, plan-choice shares and the readouts."""
 
     def __init__(self):
-        self.sources = {
-            name: ColumnDataSource({"step": [], "regret": []}, name=f"regret_{name}_source")
-            for name in LEARNERS
-        }
+        # One source and line per router, created the first time it is shown (fewer models
+        # to build and ship at start-up, which counts in Pyodide).
+        self.sources: dict[str, ColumnDataSource] = {}
+        self.lines: dict = {}
+        self.legend_items: dict = {}
         self.reference_source = ColumnDataSource(
             {c: [] for c in ("step", "always_dense", "best_fixed", "oracle")},
             name="regret_reference_source",
@@ -132,41 +133,40 @@ class RouterFigure:
             line_width=1,
             legend_label="oracle",
         )
-        self.lines = {}
-        for name in LEARNERS:
-            self.lines[name] = fig.line(
-                "step",
-                "regret",
-                source=self.sources[name],
-                name=f"regret_{name}",
-                color=ROUTER_COLORS[name],
-                line_width=2,
-                legend_label=ROUTER_LABELS[name],
-                visible=False,
-            )
-        add_hover(
-            fig,
-            list(self.lines.values()),
-            [("step", "@step{0,0}"), ("regret", "@regret{0.000}")],
-            mode="vline",
+        self._hover = add_hover(
+            fig, [], [("step", "@step{0,0}"), ("regret", "@regret{0.000}")], mode="vline"
         )
         # Scale to the routers and the best fixed plan; always-dense runs off the top for scale.
-        fig.y_range.renderers = [self._best, oracle, *self.lines.values()]
+        fig.y_range.renderers = [self._best, oracle]
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
         fig.legend.label_text_font_size = "8pt"
-        labels = {ROUTER_LABELS[n]: n for n in LEARNERS}
-        self.legend_items = {
-            labels[item.label.value]: item
-            for item in fig.legend.items
-            if getattr(item.label, "value", None) in labels
-        }
         return fig
 
+    def _line(self, name: str):
+        """The regret line of router ``name`` (created on first use)."""
+        if name not in self.lines:
+            src = ColumnDataSource({"step": [], "regret": []}, name=f"regret_{name}_source")
+            fig, label = self.figure, ROUTER_LABELS[name]
+            style = dict(color=ROUTER_COLORS[name], line_width=2, legend_label=label)
+            line = fig.line("step", "regret", source=src, name=f"regret_{name}", **style)
+            self._hover.renderers = [*self._hover.renderers, line]
+            fig.y_range.renderers = [*fig.y_range.renderers, line]
+            self.sources[name], self.lines[name] = src, line
+            self.legend_items[name] = next(
+                item for item in fig.legend.items if getattr(item.label, "value", None) == label
+            )
+        return self.lines[name]
+
     def _show(self, name: str, visible: bool, width: float = 1.5) -> None:
-        self.lines[name].visible = visible
-        self.lines[name].glyph.line_width = width
+        if name not in self.lines and not visible:
+            return
+        line = self._line(name)
+        line.visible = visible
+        line.glyph.line_width = width
         self.legend_items[name].visible = visible
+        empty = {"step": [0], "regret": [0.0]} if visible else {"step": [], "regret": []}
+        self.sources[name].data = empty
 
     def _shares_panel(self):
         fig = new_figure(
@@ -214,10 +214,7 @@ class RouterFigure:
             "oracle": np.zeros(int(keep.sum()) + 1),
         }
         self.best_fixed_plan = ref["best_fixed_plan"]
-        for name, src in self.sources.items():
-            src.data = (
-                {"step": [0], "regret": [0.0]} if name in self.runs else {"step": [], "regret": []}
-            )
+        for name in LEARNERS:
             self._show(name, name in self.runs, 3 if name == router else 1.5)
         self._refresh_readouts()
 
@@ -228,13 +225,11 @@ class RouterFigure:
         for name in list(self.runs):
             if name != self.primary and name not in compare:
                 del self.runs[name]
-                self.sources[name].data = {"step": [], "regret": []}
                 self._show(name, False)
         for name in compare:
             if name in self.runs:
                 continue
             self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
-            self.sources[name].data = {"step": [0], "regret": [0.0]}
             self._show(name, True)
             if t:
                 self._stream(name, self.runs[name].advance(t))
