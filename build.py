@@ -204,6 +204,7 @@ def build(args: argparse.Namespace) -> Path:
     log(f"page: pre-rendering {app}")
     config = {
         "worker": "worker.js",
+        "start": args.worker_start,
         "loading_spinner": "pn-arc",
         "worker_config": {
             "pyodide_version": PYODIDE_VERSION,
@@ -250,6 +251,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="pyc",
         action="store_false",
         help="ship Python sources instead of Pyodide bytecode (slower start-up)",
+    )
+    ap.add_argument(
+        "--worker-start",
+        choices=("head", "prerendered"),
+        default="prerendered",
+        help="start Python after the pre-rendered figures show (default) or at once",
     )
     ap.add_argument(
         "--cache",

@@ -66,13 +66,22 @@ font:13px system-ui,sans-serif;background:#f3f4f6;color:#111;border-top:1px soli
 
 
 BOOT_SCRIPT = """<script>
-// Start Python as early as possible; handler.js takes the messages over later.
+// Start Python early; handler.js takes the messages over later. With start = "head" the
+// worker starts now, while Bokeh's JS is still loading; with "prerendered" handler.js starts
+// it once the embedded figures are drawn (less contention for the main thread).
 window.llmqpBoot = (function () {
   if (location.protocol === "file:" || typeof Worker === "undefined") return null;
-  const worker = new Worker("%s");
-  const buffered = [];
-  worker.onmessage = (event) => buffered.push(event);
-  return {worker: worker, buffered: buffered, t0: performance.now()};
+  const boot = {buffered: [], worker: null, mode: "%(start)s"};
+  boot.start = () => {
+    if (boot.worker == null) {
+      boot.worker = new Worker("%(worker)s");
+      boot.worker.onmessage = (event) => boot.buffered.push(event);
+      boot.t0 = performance.now();
+    }
+    return boot.worker;
+  };
+  if (boot.mode === "head") boot.start();
+  return boot;
 })();
 </script>
 """
@@ -153,7 +162,7 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
     html = html.replace("</head>", STATUS_STYLE + "</head>", 1)
     html = re.sub(
         r"(<head[^>]*>)",
-        lambda m: m.group(1) + "\n" + BOOT_SCRIPT % config["worker"],
+        lambda m: m.group(1) + "\n" + BOOT_SCRIPT % config,
         html,
         count=1,
     )

@@ -51,14 +51,16 @@ if (location.protocol === "file:" || !window.llmqpBoot) {
     "Static preview: browsers do not run Python from a file:// page. Serve the folder " +
       "(python -m http.server -d static) and open localhost:8000 for live figures."
   );
-} else {
+} else if (window.llmqpBoot.mode === "head") {
   startWorker();
+} else {
+  prerendered.then(startWorker);
 }
 
 function startWorker() {
-  // The worker was started by a small script at the top of <head> (see page.py), so
-  // Pyodide loads while the browser is still parsing Bokeh's JS.
-  const worker = window.llmqpBoot.worker;
+  // The worker is started by a small script at the top of <head> (see page.py): at once, so
+  // Pyodide loads while the browser is still parsing Bokeh's JS, or here after the pre-render.
+  const worker = window.llmqpBoot.start();
   llmqp.worker = worker;
   worker.busy = false;
   worker.queue = [];
