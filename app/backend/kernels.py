@@ -64,8 +64,8 @@ def available_impls() -> dict:
         try:
             importlib.import_module(_MODULES[impl], __package__)
             out[impl] = None
-        except ImportError as exc:
-            out[impl] = str(exc)
+        except Exception as exc:  # ImportError, or a library that fails while loading
+            out[impl] = f"{type(exc).__name__}: {exc}"
     return out
 
 

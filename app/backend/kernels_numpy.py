@@ -170,7 +170,7 @@ class NumpyKernels:
         batch, k = ids.shape
         d = W.shape[1]
         scores = self._buffer("scores", (batch, k, 1), W.dtype)
-        rows = max(1, min(k, CHUNK_BYTES // (batch * d * W.itemsize)))
+        rows = min(k, max(16, CHUNK_BYTES // (batch * d * W.itemsize)))
         hcol = h[:, :, None]  # (B, d, 1)
         for lo in range(0, k, rows):
             hi = min(k, lo + rows)

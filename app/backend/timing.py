@@ -7,7 +7,9 @@ sample (``flush_bytes > 0``) each sample is a single cold call. On CUDA the cloc
 around the sample and synchronises on the end event (see ``kernels_torch.CudaEventClock``).
 
 Stopping rule: after ``min_samples`` samples, stop as soon as ``IQR / median <= target_rel_spread``,
-or at ``max_samples``, or when the samples have taken ``max_time_s``. ``Timing.stable`` says which.
+or at ``max_samples``; and stop whenever the samples have taken ``max_time_s`` and there are at
+least three (so fewer than ``min_samples`` only when they would not fit in the budget): one
+point costs about ``max(max_time_s, 3 samples)`` after warm-up. ``Timing.stable`` says which.
 """
 
 from __future__ import annotations
@@ -187,9 +189,9 @@ def measure(
         samples.append(elapsed / calls)
         spent += elapsed
         n = len(samples)
+        if spent >= config.max_time_s and n >= min(3, config.min_samples):
+            break  # slow kernels: the time budget wins over min_samples (3 samples at least)
         if n >= config.min_samples:
-            if spent >= config.max_time_s:
-                break
             if n % 5 == 0 or n == config.min_samples:
                 q25, med, q75 = np.percentile(samples, [25, 50, 75])
                 if med > 0 and q75 - q25 <= config.target_rel_spread * med:

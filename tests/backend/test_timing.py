@@ -116,3 +116,9 @@ def test_defaults_per_device():
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TimingConfig(**kwargs)
+
+
+def test_slow_kernels_stop_at_the_time_budget_after_three_samples():
+    cfg = TimingConfig(warmup=0, min_samples=10, max_samples=100, max_time_s=1.0, min_sample_s=0)
+    t = measure(Counter(), ScriptedClock([0.6]), cfg)
+    assert t.samples == 3  # 1.8 s > 1 s budget, but never fewer than three samples
