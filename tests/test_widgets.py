@@ -357,3 +357,24 @@ def test_in_process_backend_end_to_end():
     assert asyncio.run(panel.measure()), panel.banner.object
     assert len(app.crossover.measured["sparse"].data["k"]) > 0
     assert len(app.amortization.measured_source.data["tau"]) == 2
+
+
+def test_documented_hooks_exist():
+    """Every name in docs/app.md's test-hook table is a Bokeh model of the page (the server-only
+    ones on a server-mode page); ``regret_<router>`` appears once that router is shown."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "app.md"
+    text = doc.read_text(encoding="utf-8")
+    table = text[text.index("## Test hooks") : text.index("Timing of the animation")]
+    names = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names |= set(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+    app = LLMQPApp(ScenarioState(horizon=500), server=True, client=FakeClient())
+    app.state.compare = ["lints"]
+    root = root_of(app)
+    missing = sorted(n for n in names if root.select_one({"name": n}) is None)
+    assert not missing
+    assert len(names) > 50
