@@ -317,6 +317,8 @@ def test_server_panel_shows_measured_points():
     measured = app.crossover.measured["sparse"].data
     assert len(measured["k"]) == 12 and measured["seconds"][0] > 0
     assert len(app.amortization.measured_source.data["tau"]) == 2
+    assert all(item.visible for item in app.crossover.measured_legend)
+    assert app.amortization.measured_legend.visible
     assert app.state.hardware == "calibrated"
     assert app.state.scenario.hw.bandwidth == 20e9
     root = root_of(app)
@@ -324,6 +326,7 @@ def test_server_panel_shows_measured_points():
     assert root.select_one({"name": "measure_button"}) is not None
     app.state.d = 2048  # another head shape: the old points no longer apply
     assert len(app.crossover.measured["sparse"].data["k"]) == 0
+    assert not any(item.visible for item in app.crossover.measured_legend)
 
 
 def test_router_trains_on_measured_latencies():

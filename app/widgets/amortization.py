@@ -22,7 +22,7 @@ from app.model import Scenario, amortization_curves
 from app.model.curves import TAU_GRID
 from app.model.explain import format_seconds
 
-from .plotting import COLORS, add_hover, new_figure
+from .plotting import COLORS, add_hover, legend_item, new_figure
 
 __all__ = ["AmortizationFigure"]
 
@@ -129,6 +129,8 @@ class AmortizationFigure:
         fig.legend.location = "top_left"
         fig.legend.label_text_font_size = "8pt"
         fig.legend.click_policy = "hide"
+        self.measured_legend = legend_item(fig, "measured")
+        self.measured_legend.visible = False  # until there are measured points (server mode)
         add_hover(
             fig,
             [cost],
@@ -246,6 +248,7 @@ class AmortizationFigure:
     def set_measured(self, points: dict | None) -> None:
         """Measured per-step seconds: ``{"amortized_s": float, "full_s": float}`` drawn at
         τ = 0 (never refine: the amortized step alone) and τ = 1 on the exact-step line."""
+        self.measured_legend.visible = bool(points)
         if not points:
             self.measured_source.data = {"tau": [], "seconds": [], "what": []}
             return

@@ -29,7 +29,7 @@ from app.model import (
 )
 from app.model.explain import format_seconds
 
-from .plotting import COLORS, add_hover, new_figure
+from .plotting import COLORS, add_hover, legend_item, new_figure
 
 __all__ = ["CrossoverFigure"]
 
@@ -130,6 +130,11 @@ class CrossoverFigure:
             fig.add_layout(model)
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
+        self.measured_legend = [
+            legend_item(fig, f"{plan} (measured)") for plan in ("DenseHead", "SparseHead")
+        ]
+        for item in self.measured_legend:
+            item.visible = False  # until there are measured points (server mode)
         fig.legend.label_text_font_size = "8pt"
         tips = [
             ("K", "@k{0,0}"),
@@ -209,3 +214,5 @@ class CrossoverFigure:
             y = np.asarray(points[f"{plan}_s"], dtype=np.float64)
             keep = np.isfinite(y) & (y > 0)
             src.data = {"k": k[keep], "seconds": y[keep]}
+        for item, src in zip(self.measured_legend, self.measured.values()):
+            item.visible = len(src.data["k"]) > 0

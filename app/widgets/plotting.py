@@ -5,7 +5,15 @@ from __future__ import annotations
 from bokeh.models import HoverTool
 from bokeh.plotting import figure
 
-__all__ = ["COLORS", "TOOLS", "new_figure", "add_hover", "set_output_backend", "empty_like"]
+__all__ = [
+    "COLORS",
+    "TOOLS",
+    "new_figure",
+    "add_hover",
+    "legend_item",
+    "set_output_backend",
+    "empty_like",
+]
 
 #: Tools on every figure: box zoom, pan, wheel zoom, reset and save (PNG; SVG in SVG mode).
 TOOLS = "box_zoom,pan,wheel_zoom,reset,save"
@@ -44,6 +52,11 @@ def add_hover(fig, renderers, tooltips, mode="mouse") -> HoverTool:
     tool = HoverTool(renderers=list(renderers), tooltips=tooltips, mode=mode)
     fig.add_tools(tool)
     return tool
+
+
+def legend_item(fig, label: str):
+    """The legend entry of ``fig`` labelled ``label`` (to show or hide it with its data)."""
+    return next(item for item in fig.legend.items if getattr(item.label, "value", None) == label)
 
 
 def set_output_backend(figures, backend: str) -> None:

@@ -26,7 +26,7 @@ from app.model import PLAN_NAMES, Scenario
 from app.router.environment import Drift
 from app.router.experiment import LEARNERS, LiveRun, scenario_stream
 
-from .plotting import COLORS, add_hover, new_figure
+from .plotting import COLORS, add_hover, legend_item, new_figure
 
 __all__ = ["RouterFigure", "ROUTER_COLORS", "ROUTER_LABELS", "MAX_POINTS"]
 
@@ -153,9 +153,7 @@ class RouterFigure:
             self._hover.renderers = [*self._hover.renderers, line]
             fig.y_range.renderers = [*fig.y_range.renderers, line]
             self.sources[name], self.lines[name] = src, line
-            self.legend_items[name] = next(
-                item for item in fig.legend.items if getattr(item.label, "value", None) == label
-            )
+            self.legend_items[name] = legend_item(fig, label)
         return self.lines[name]
 
     def _show(self, name: str, visible: bool, width: float = 1.5) -> None:
