@@ -156,8 +156,8 @@ def measure(static: Path, loads: int, screenshot: Path | None) -> dict:
                 page.wait_for_timeout(100)
             if i == 0:
                 pyodide = page.evaluate("(code) => llmqp.eval(code)", ROUTER_BENCH)
-                if screenshot is not None:
-                    page.reload()
+                if screenshot is not None:  # the default scenario (the URL now carries K)
+                    page.goto(url)
                     wait_ready(page)
                     page.wait_for_timeout(500)
                     screenshot.parent.mkdir(parents=True, exist_ok=True)
