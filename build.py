@@ -189,7 +189,9 @@ def build(args: argparse.Namespace) -> Path:
     )
     log("pure wheels (pinned), slim bokeh/panel, the app's wheel")
     pure = collect_wheels(cache, pyodide_dir)
-    if args.pyc:
+    if args.pyc and not pyc.node_available():
+        log("warning: node not found; shipping Python sources (start-up about 2 s slower)")
+    elif args.pyc:
         log("bytecode: compiling the Python of every wheel and of the stdlib (Pyodide, node)")
         precompile(
             pyodide_dir,
