@@ -3,10 +3,10 @@ panel. Bokeh models are looked up by the same names the browser tests use (docs/
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
+from concurrent.futures import wait
 
 import numpy as np
 import pytest
@@ -230,6 +230,15 @@ def test_state_module_has_no_panel_and_app_has_no_backend():
 # -- server mode --------------------------------------------------------------------------------
 
 
+def measure(panel) -> bool:
+    """Start a measurement, wait for the worker thread, and let the panel draw it."""
+    if not panel.measure():
+        return False
+    wait([panel._future])
+    assert panel.poll()
+    return not panel.banner.visible
+
+
 def _unavailable():
     try:
         from app.backend.client import BackendUnavailable
@@ -241,8 +250,8 @@ def _unavailable():
 class FakeClient:
     """A backend client whose answers are shaped like ``app.backend.sweeps.Runner.result``."""
 
-    def __init__(self, fail=False):
-        self.fail = fail
+    def __init__(self, fail=False, fail_sweep=False):
+        self.fail, self.fail_sweep = fail, fail_sweep
         self.calls = []
         self.rows = []
 
@@ -268,6 +277,8 @@ class FakeClient:
 
     def sweep_head(self, d, vocab, batch=1, dtype=None, k=None, on_progress=None):
         self.calls.append(("head", d, vocab, batch, dtype))
+        if self.fail_sweep:
+            raise _unavailable()("backend went away")
         if on_progress is not None:
             on_progress({"status": "running", "done": 1, "total": len(k) + 1})
         self.rows = [self._row("dense_head", d, vocab, batch, dtype, 0, 1e-3)]
@@ -311,7 +322,7 @@ def test_server_panel_shows_measured_points():
     panel = app.measured
     assert not panel.banner.visible and not panel.measure_button.disabled
     assert panel.latency_toggle.disabled  # nothing measured yet
-    assert asyncio.run(panel.measure())
+    assert measure(panel)
     assert app.state.dtype == "float32"  # the fake backend times float32 only
     assert ("head", 4096, 128_256, 1, "float32") in client.calls
     measured = app.crossover.measured["sparse"].data
@@ -332,7 +343,7 @@ def test_server_panel_shows_measured_points():
 def test_router_trains_on_measured_latencies():
     client = FakeClient()
     app = LLMQPApp(ScenarioState(horizon=300), server=True, client=client)
-    assert asyncio.run(app.measured.measure())
+    assert measure(app.measured)
     modelled = app.router.stream.latency_s.copy()
     assert not app.measured.latency_toggle.disabled
     app.state.measured_latency = True
@@ -347,9 +358,18 @@ def test_server_panel_banner_when_backend_unavailable():
     panel = app.measured
     assert panel.banner.visible and "unavailable" in panel.banner.object
     assert panel.measure_button.disabled
-    assert not asyncio.run(panel.measure())
+    assert not measure(panel)
     app.state.k = 500  # the model side keeps working
     assert 500 in list(app.crossover.sparse_source.data["k"])
+
+
+def test_failed_sweep_shows_banner_and_keeps_the_model():
+    app = LLMQPApp(ScenarioState(horizon=500), server=True, client=FakeClient(fail_sweep=True))
+    panel = app.measured
+    assert not measure(panel)
+    assert panel.banner.visible and "went away" in panel.banner.object
+    assert not panel.measure_button.disabled and not panel.progress.visible
+    assert len(app.crossover.measured["sparse"].data["k"]) == 0
 
 
 def test_in_process_backend_end_to_end():
@@ -357,7 +377,7 @@ def test_in_process_backend_end_to_end():
     app = LLMQPApp(ScenarioState(d=256, vocab=4096, k=64, horizon=200), server=True)
     panel = app.measured
     assert panel.client is not None, panel.banner.object
-    assert asyncio.run(panel.measure()), panel.banner.object
+    assert measure(panel), panel.banner.object
     assert len(app.crossover.measured["sparse"].data["k"]) > 0
     assert len(app.amortization.measured_source.data["tau"]) == 2
 

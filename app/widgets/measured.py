@@ -14,10 +14,10 @@ unreachable a banner says so and the app keeps working on the model alone.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import panel as pn
@@ -46,6 +46,14 @@ def _errors() -> tuple:
 
 
 _IN_PROCESS: dict = {}
+_WORKER: list = []
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One thread for measurements (the backend times one sweep at a time anyway)."""
+    if not _WORKER:
+        _WORKER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmqp-measure"))
+    return _WORKER[0]
 
 
 def in_process_url() -> str:
@@ -115,6 +123,7 @@ class MeasuredPanel(pn.viewable.Viewer):
         self.client = None
         self.head = self.body = None
         self.info, self.rows, self._job = {}, [], None
+        self._future = self._poller = None
         self.url = hooked(
             pn.widgets.TextInput,
             "backend_url_input",
@@ -207,35 +216,47 @@ class MeasuredPanel(pn.viewable.Viewer):
             )
             self.state.dtype = dtypes[0]
 
-    async def measure(self, event=None) -> bool:
-        """Run both sweeps off the event loop, polling progress; then draw them."""
-        if self.client is None:
+    def measure(self, event=None) -> bool:
+        """Start both sweeps in a worker thread; :meth:`poll` (a session periodic callback under
+        ``panel serve``, holding the document lock) follows the job and draws the answers, so
+        the page stays live meanwhile. Returns False when there is nothing to start."""
+        if self.client is None or self._future is not None:
             return False
         self._adopt_dtype()
         s = self.state.scenario
         self.measure_button.disabled = True
         self.progress.value, self.progress.visible = -1, True
         self._job = None
-        poll = pn.state.add_periodic_callback(self._poll, 250) if pn.state.curdoc else None
-        try:
-            loop = asyncio.get_running_loop()
-            head, body, rows = await loop.run_in_executor(None, self.run_sweeps, s)
-        except (*_errors(), ValueError, LookupError) as exc:
-            self._fail(f"Measurement failed: {exc}")
-            return False
-        finally:
-            if poll is not None:
-                poll.stop()
-            self.progress.visible = False
-            self.measure_button.disabled = self.client is None
-        self.apply(head, body, rows)
+        self._future = _worker().submit(self.run_sweeps, s)
+        if pn.state.curdoc is not None:
+            self._poller = pn.state.add_periodic_callback(self.poll, 250)
         return True
 
-    def _poll(self) -> None:
+    def poll(self) -> bool:
+        """Move the progress bar; once the sweeps are over, draw them or say why not.
+        Returns True when no measurement is running any more."""
+        future = self._future
+        if future is None:
+            return True
         job = self._job or {}
         done, total = job.get("done"), job.get("total")
         if isinstance(done, int) and isinstance(total, int) and total > 0:
             self.progress.value = int(100 * min(done / total, 1.0))
+        if not future.done():
+            return False
+        self._future = None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        self.progress.visible = False
+        self.measure_button.disabled = self.client is None
+        try:
+            head, body, rows = future.result()
+        except (*_errors(), ValueError, LookupError) as exc:
+            self._fail(f"Measurement failed: {exc}")
+            return True
+        self.apply(head, body, rows)
+        return True
 
     def apply(self, head: dict | None, body: dict | None, rows: list | None = None) -> None:
         """Keep the answers, adopt the calibrated profile, and draw the measured points."""
