@@ -81,7 +81,8 @@ def regret_percent(expected, arms) -> float:
 def plan_shares(arms, n_arms: int, start: int = 0) -> np.ndarray:
     """Fraction of steps ``t >= start`` that played each plan, shape ``(n_arms,)``."""
     arms = check_array("arms", arms, lo=0, hi=n_arms - 1, integer=True, shape=(None,))[start:]
-    counts = np.bincount(arms, minlength=n_arms).astype(np.float64)
+    # intp: Pyodide (wasm32) bincount refuses int64 input.
+    counts = np.bincount(arms.astype(np.intp), minlength=n_arms).astype(np.float64)
     return counts / max(len(arms), 1)
 
 
