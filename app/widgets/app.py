@@ -74,8 +74,7 @@ class LLMQPApp:
         self.measured = None
         self.update_model()
         self.update_router()
-        browser = IN_BROWSER or os.environ.get("LLMQP_STATIC_BUILD") == "1"
-        if (not browser) if server is None else server:
+        if (not IN_BROWSER) if server is None else server:
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)

@@ -196,7 +196,11 @@ class RouterFigure:
         self, s: Scenario, router="linucb", compare=(), alpha=0.1, drift=False, latency=None
     ) -> None:
         """New stream for ``s`` and fresh runs of ``router`` and each of ``compare``, at step 0."""
-        self.stream = scenario_stream(s, Drift() if drift else None, latency)
+        # τ only moves the threshold router's rule, not the stream: keep the stream then.
+        key = (s.replace(tau=0.0), drift, latency)
+        if key != getattr(self, "_stream_key", None):
+            self.stream = scenario_stream(s, Drift() if drift else None, latency)
+            self._stream_key = key
         self._setup = (s, alpha, drift)
         self.primary = router
         self.stride = max(1, s.horizon // MAX_POINTS)
