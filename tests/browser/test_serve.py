@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,13 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app" / "main.py"
 
 
-@pytest.fixture
-def served_app():
-    if not APP.is_file():
-        pytest.xfail("app/main.py has not landed yet")
+def _free_port() -> int:
     with __import__("socket").socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(request):
+    """``panel serve app/main.py`` on a free port; ``request.param`` may name a backend URL."""
+    env = dict(os.environ)
+    backend = getattr(request, "param", None)
+    if backend:
+        env["LLMQP_BACKEND_URL"] = backend
+    port = _free_port()
     url = f"http://127.0.0.1:{port}/main"
     cmd = [
         sys.executable,
@@ -35,7 +43,9 @@ def served_app():
         "--allow-websocket-origin",
         f"127.0.0.1:{port}",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -63,3 +73,35 @@ def test_served_app_is_interactive(open_page, served_app, app_checks):
     app.wait_model("k_slider")
     app.wait_model("regret_readout")
     app_checks(app)
+
+
+def test_served_app_measures_with_the_in_process_backend(open_page, served_app):
+    # A head small enough to time in seconds on a CPU; numpy times float32 only.
+    app = open_page(served_app + "?d=256&V=4096&K=64&dtype=float32")
+    app.wait_model("measure_button")
+    app.page.wait_for_function(
+        "!window.__find('measure_button').disabled", timeout=30_000
+    )  # connected to the in-process backend
+    assert app.data("crossover_measured_sparse_source")["k"] == []
+    app.click("measure_button")
+    app.page.wait_for_function(
+        "window.__data('crossover_measured_sparse_source').k.length > 3", timeout=120_000
+    )
+    sparse = app.data("crossover_measured_sparse_source")
+    dense = app.data("crossover_measured_dense_source")
+    assert all(s > 0 for s in sparse["seconds"]) and len(dense["k"]) > 0
+    assert max(sparse["k"]) <= 4096
+    assert not app.prop("backend_banner", "visible")
+
+
+@pytest.mark.parametrize("served_app", [f"http://127.0.0.1:{_free_port()}"], indirect=True)
+def test_served_app_without_backend_shows_banner_and_keeps_working(open_page, served_app):
+    app = open_page(served_app)
+    app.wait_model("backend_banner")
+    app.page.wait_for_function("window.__find('backend_banner').visible", timeout=30_000)
+    assert "unavailable" in app.prop("backend_banner", "text")
+    assert app.prop("measure_button", "disabled")
+    before = app.data("crossover_sparse_source")
+    app.set_value("k_input", 1000)
+    after = app.wait_change("window.__data('crossover_sparse_source')", before)
+    assert after != before  # the model side still answers
