@@ -26,14 +26,21 @@ def _fail(line: str) -> int:
 
 
 def _progress_printer(stream=sys.stderr):
+    """A progress line per stage: redrawn in place on a terminal, one line per quarter in logs."""
+    tty = stream.isatty()
     last = {}
 
     def show(stage, done, total):
         pct = int(100 * done / max(total, 1))
-        if last.get(stage) != pct:
-            last[stage] = pct
-            end = "\n" if done >= total else ""
-            print(f"\r  {stage:<22} {pct:3d}%  ({done}/{total} steps)", end=end, file=stream)
+        step = pct if tty else pct // 25 * 25
+        if last.get(stage) == step:
+            return
+        last[stage] = step
+        line = f"  {stage:<22} {pct:3d}%  ({done}/{total} steps)"
+        if tty:
+            print("\r" + line, end="\n" if done >= total else "", file=stream, flush=True)
+        else:
+            print(line, file=stream, flush=True)
 
     return show
 
