@@ -167,9 +167,38 @@ function startWorker() {
       el.remove();
     }
     mark("rendered");
+    lightDivs(views);
     worker.jsdoc = [...views.roots.values()][0].model.document;
     worker.jsdoc.on_change(sendChange.bind(null, worker.jsdoc), false);
     worker.postMessage({type: "rendered"});
     worker.postMessage({type: "location", location: JSON.stringify(window.location)});
+  }
+}
+
+// Bokeh re-renders a Div on any change and then lays the whole page out again: 20-40 ms of
+// main-thread work per readout, several per slider move. When only its text changed,
+// replacing the markup is enough: the Div's size comes from CSS, so the browser reflows it in
+// place. Anything else (visibility, styles, TeX) still takes Bokeh's full path.
+function lightDivs(views) {
+  for (const view of views.query((v) => v.model.type === "Div")) {
+    if (!("markup_el" in view) || typeof view.has_math_disabled !== "function") {
+      continue;
+    }
+    const changed = new Set();
+    for (const prop of view.model) {
+      view.connect(prop.change, () => changed.add(prop.attr));
+    }
+    const rerender = view.rerender.bind(view);
+    view.rerender = () => {
+      const textOnly = changed.size === 1 && changed.has("text");
+      changed.clear();
+      if (!textOnly || view.markup_el == null || !view.has_math_disabled()) {
+        rerender();
+      } else if (view.model.render_as_text) {
+        view.markup_el.textContent = view.model.text;
+      } else {
+        view.markup_el.innerHTML = view.model.text;
+      }
+    };
   }
 }
