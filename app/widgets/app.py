@@ -12,6 +12,7 @@ the browser build never imports it (nor ``app.backend``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ from .plotting import set_output_backend
 from .router import RouterFigure
 from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
 
-__all__ = ["LLMQPApp", "build_app", "sync_url", "IN_BROWSER"]
+__all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
 
 #: Browser mode: running in Pyodide, or pre-rendered for the static site (``build.py`` sets
 #: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.backend`` import.
@@ -69,7 +70,8 @@ class LLMQPApp:
         self.model_widgets = model_controls(self.state)
         self.router_widgets = router_controls(self.state)
         self.state.param.watch(self.update_model, list(MODEL_PARAMS))
-        self.state.param.watch(self.update_router, list(ROUTER_PARAMS))
+        self.state.param.watch(self._router_inputs_changed, list(ROUTER_PARAMS))
+        self._router_pending = False
         self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
         self.measured = None
         self.update_model()
@@ -90,6 +92,17 @@ class LLMQPApp:
         self.crossover.update(s)
         self.amortization.update(s)
         self.explain.update(s)
+
+    def _router_inputs_changed(self, *events) -> None:
+        # The new stream takes longer than Figures 1-2 (tens of ms in Pyodide): let their
+        # changes reach the page first, and restart once for a burst of slider moves.
+        if not self._router_pending:
+            self._router_pending = True
+            defer(self._restart_router)
+
+    def _restart_router(self) -> None:
+        self._router_pending = False
+        self.update_router()
 
     def update_router(self, *events) -> None:
         """Restart the router run(s) on a fresh stream of the current scenario."""
@@ -142,6 +155,25 @@ class LLMQPApp:
             pn.Row(pn.Column(*sidebar, width=300), main, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+
+
+def defer(callback) -> None:
+    """Run ``callback`` once the current callback's changes have gone to the page.
+
+    Under ``panel serve``: on the session's next tick (with the document lock). In Pyodide:
+    on the next turn of the event loop, after the worker has posted the current patches.
+    Without a session or a running loop (tests, scripts, export): at once.
+    """
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        pn.state.execute(callback, schedule=True)
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        callback()
+    else:
+        loop.call_soon(callback)
 
 
 def _heading(text: str):
