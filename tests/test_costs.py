@@ -128,3 +128,101 @@ def test_hardware_round_trip_and_presets():
 def test_validation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# -- cache level and launch counts (both off in every preset) ----------------------------------
+
+CACHED = TOY.replace(cache_bytes=1e6, cache_bandwidth=4e11)
+
+
+def test_presets_have_no_cache_level_and_the_models_launch_counts():
+    for hw in PRESETS.values():
+        assert hw.cache_bytes == 0 and hw.cache_bandwidth == 0 and hw.launches == {}
+        assert hw.launch("layer") == 8 and hw.launch("step") == 0
+        assert hw.stream_bandwidth(1e3) == hw.bandwidth == hw.stream_bandwidth(1e12)
+
+
+def test_working_sets_that_fit_stream_at_the_cache_rate():
+    assert CACHED.stream_bandwidth(1e6) == 4e11 and CACHED.stream_bandwidth(1e6 + 1) == 1e11
+    np.testing.assert_array_equal(CACHED.stream_bandwidth([1e5, 2e6]), [4e11, 1e11])
+    hot = kernel_cost(1.0, 1e5, CACHED, "float32", gather_bytes=1e5)  # 200 kB fit
+    assert hot.seconds == pytest.approx(1e5 / 4e11 + 1e5 / (4e11 * 0.5) + 1e-6)
+    # The same bytes inside an operation whose working set does not fit come from memory.
+    cold = kernel_cost(1.0, 1e5, CACHED, "float32", gather_bytes=1e5, working_set=5e6)
+    assert cold.seconds == pytest.approx(1e5 / 1e11 + 1e5 / (1e11 * 0.5) + 1e-6)
+    assert cold.bytes == hot.bytes == 2e5
+
+
+def test_dense_head_is_hot_below_the_cache_and_cold_above():
+    small = dense_head_cost(64, 1000, 1, "float32", CACHED)
+    assert small.seconds < dense_head_cost(64, 1000, 1, "float32", TOY).seconds
+    # 205 MB of weights come from memory; the 400 kB of logits the argmax rereads are hot.
+    big = dense_head_cost(512, 100_000, 1, "float32", CACHED)
+    gemm_bytes = 512 * 100_000 * 4 + 512 * 4 + 100_000 * 4
+    argmax_bytes = 100_000 * 4 + 100_000 / 8 + 8
+    assert float(big.memory_s) == pytest.approx(gemm_bytes / 1e11 + argmax_bytes / 4e11)
+
+
+def test_sparse_working_set_counts_each_row_once():
+    # Batch 8 over a 100-token vocabulary touches at most 100 distinct rows (25.6 kB at d=64):
+    # all of it fits a 100 kB cache although 8 x 90 rows are gathered.
+    hw = TOY.replace(cache_bytes=1e5, cache_bandwidth=1e12)
+    c = sparse_head_cost(64, 100, 90, 8, "float32", hw)
+    gathered = 8 * 90 * 64 * 4
+    stream = 8 * 90 * 4 + 8 * 64 * 4 + 8 * 90 * 4
+    assert float(c.memory_s) == pytest.approx(
+        stream / 1e12 + gathered / (1e12 * 0.5) + (8 * 90 * 4 + 8 * 8) / 1e12
+    )
+
+
+def test_decode_step_working_set_is_every_layer():
+    from app.model import TransformerShape, decode_step_cost
+
+    shape = TransformerShape(256, 4, 1000)  # 786k params/layer: 3.1 MB per layer in float32
+    per_layer = 12 * 256 * 256 * 4 + 2 * 257 * 256 * 4
+    fits = TOY.replace(cache_bytes=4.1 * per_layer, cache_bandwidth=1e12)
+    too_small = fits.replace(cache_bytes=3.9 * per_layer)  # each layer fits, the step does not
+    hot = decode_step_cost(shape, 256, 1, "float32", fits)
+    cold = decode_step_cost(shape, 256, 1, "float32", too_small)
+    assert float(hot.memory_s) == pytest.approx(4 * per_layer / 1e12)
+    assert float(cold.memory_s) == pytest.approx(4 * per_layer / 1e11)
+
+
+def test_launch_counts_set_the_overhead_term():
+    from app.model import LAUNCHES, TransformerShape, amortized_update_cost, decode_step_cost
+
+    numpy_like = TOY.replace(launches={"layer": 31, "step": 7, "gather_gemm": 2, "argmax": 3})
+    shape = TransformerShape(64, 3, 1000)
+    step = decode_step_cost(shape, [0, 10], 1, "float32", numpy_like)
+    np.testing.assert_allclose(step.kernels, 3 * 31 + 7)
+    np.testing.assert_allclose(step.overhead_s, (3 * 31 + 7) * 1e-6)
+    assert sparse_head_cost(64, 1000, 10, 1, "float32", numpy_like).kernels == 5
+    assert dense_head_cost(64, 1000, 1, "float32", numpy_like).kernels == 2  # not overridden
+    assert amortized_update_cost(shape, 1, "float32", numpy_like).kernels == 2
+    assert decode_step_cost(shape, 0, 1, "float32", TOY).kernels == 3 * LAUNCHES["layer"]
+    assert select_cost(10, 1, "float32", numpy_like.replace(launches={"softmax_pass": 3}),
+                       "softmax").kernels == 6  # fmt: skip
+
+
+def test_new_fields_round_trip_and_old_dicts_still_load():
+    hw = CACHED.replace(launches={"layer": 31})
+    assert Hardware.from_dict(hw.to_dict()) == hw
+    old = {k: v for k, v in TOY.to_dict().items()
+           if k not in ("cache_bytes", "cache_bandwidth", "launches")}  # fmt: skip
+    assert Hardware.from_dict(old) == TOY
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(cache_bytes=-1.0), r"'cache_bytes'"),
+        (dict(cache_bytes=1e6, cache_bandwidth=1e10), r"'cache_bandwidth' .* \[1e\+11, inf\)"),
+        (dict(cache_bandwidth=1e12), r"'cache_bandwidth' parameter must be 0"),
+        (dict(launches={"warp": 1}), r"'launches' parameter must be one of"),
+        (dict(launches={"layer": -1}), r"launches\['layer'\]"),
+        (dict(launches=[1]), r"'launches' parameter must be a dict"),
+    ],
+)
+def test_cache_and_launch_validation(changes, match):
+    with pytest.raises(ValueError, match=match):
+        TOY.replace(**changes)

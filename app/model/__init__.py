@@ -26,7 +26,7 @@ from .equivalence import (
     top2_margin,
 )
 from .explain import explain, explain_dict, explain_text
-from .hardware import DTYPE_BYTES, DTYPES, PRESETS, Hardware, get_hardware
+from .hardware import DTYPE_BYTES, DTYPES, LAUNCHES, PRESETS, Hardware, get_hardware
 from .plans import PLAN_NAMES, Operator, Plan, annotate, choose, expand, plan_costs
 from .scenario import SCENARIO_LIMITS, Scenario
 from .transformer import (

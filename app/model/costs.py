@@ -1,8 +1,10 @@
 """Roofline costs of the kernels a decode step is made of.
 
-Every kernel is priced as ``max(flops / peak, bytes / bandwidth) + overhead`` and a plan's cost is
-the sum over its kernels. Functions broadcast over array arguments (``k`` or ``context`` as arrays)
-so a whole curve is one call. All sizes are element counts; all times are seconds.
+Every kernel is priced as ``max(flops / peak, bytes / bandwidth) + launches·overhead`` and a
+plan's cost is the sum over its kernels. With a cache level in the profile, ``bandwidth`` is the
+rate of the level the operation's working set fits in (:meth:`Hardware.stream_bandwidth`).
+Functions broadcast over array arguments (``k`` or ``context`` as arrays) so a whole curve is one
+call. All sizes are element counts; all times are seconds.
 """
 
 from __future__ import annotations
@@ -69,22 +71,32 @@ class Cost:
 _FIELDS = ("flops", "bytes", "seconds", "compute_s", "memory_s", "overhead_s", "kernels")
 
 
-def kernel_cost(flops, stream_bytes, hw: Hardware, dtype: str, gather_bytes=0.0) -> Cost:
-    """One kernel: ``max(flops/peak, bytes/bandwidth) + overhead``.
+def kernel_cost(
+    flops, stream_bytes, hw: Hardware, dtype: str, gather_bytes=0.0, working_set=None, launches=1.0
+) -> Cost:
+    """One kernel: ``max(flops/peak, bytes/bandwidth) + launches·overhead``.
 
     ``gather_bytes`` are read as non-contiguous rows, at ``gather_efficiency`` of the bandwidth.
+    With a cache level in ``hw``, the bytes stream at ``hw.stream_bandwidth(working_set)``: the
+    rate of the operation's whole working set (default: this kernel's own bytes). ``launches``
+    is how many calls the kernel takes (its share of the overhead).
     """
     compute = flops / hw.peak(dtype)
-    memory = stream_bytes / hw.bandwidth + gather_bytes / (hw.bandwidth * hw.gather_efficiency)
-    seconds = np.maximum(compute, memory) + hw.overhead
+    if hw.cache_bytes > 0:
+        ws = stream_bytes + gather_bytes if working_set is None else working_set
+        rate = hw.stream_bandwidth(ws)
+    else:
+        rate = hw.bandwidth
+    memory = stream_bytes / rate + gather_bytes / (rate * hw.gather_efficiency)
+    seconds = np.maximum(compute, memory) + launches * hw.overhead
     return Cost(
         flops=flops,
         bytes=stream_bytes + gather_bytes,
         seconds=seconds,
         compute_s=compute,
         memory_s=memory,
-        overhead_s=hw.overhead + 0.0 * seconds,
-        kernels=1.0 + 0.0 * seconds,
+        overhead_s=launches * hw.overhead + 0.0 * seconds,
+        kernels=launches + 0.0 * seconds,
     )
 
 
@@ -105,9 +117,15 @@ def select_cost(n, batch=1, dtype="bfloat16", hardware="h100", op="argmax") -> C
     batch, dtype, size, hw = _common(batch, dtype, hardware)
     op = check_choice("op", op, ("argmax", "softmax"))
     if op == "argmax":
-        return kernel_cost(n * batch, n * batch * size + batch * LOGIT_OUT_BYTES, hw, dtype)
-    first = kernel_cost(2.0 * n * batch, n * batch * size, hw, dtype)
-    scan = kernel_cost(3.0 * n * batch, n * batch * size + batch * LOGIT_OUT_BYTES, hw, dtype)
+        return kernel_cost(
+            n * batch, n * batch * size + batch * LOGIT_OUT_BYTES, hw, dtype,
+            launches=hw.launch("argmax"),
+        )  # fmt: skip
+    passes = hw.launch("softmax_pass")
+    first = kernel_cost(2.0 * n * batch, n * batch * size, hw, dtype, launches=passes)
+    scan = kernel_cost(
+        3.0 * n * batch, n * batch * size + batch * LOGIT_OUT_BYTES, hw, dtype, launches=passes
+    )
     return first + scan
 
 
@@ -126,12 +144,14 @@ def dense_head_cost(d, vocab, batch=1, dtype="bfloat16", hardware="h100") -> Cos
         float(d * vocab * size + batch * d * size + batch * vocab * size),
         hw,
         dtype,
+        launches=hw.launch("dense_gemm"),
     )
     masked_argmax = kernel_cost(
         2.0 * vocab * batch,
         float(batch * vocab * size + batch * vocab / 8 + batch * LOGIT_OUT_BYTES),
         hw,
         dtype,
+        launches=hw.launch("masked_argmax"),
     )
     return gemm + masked_argmax
 
@@ -141,17 +161,22 @@ def sparse_head_cost(d, vocab, k, batch=1, dtype="bfloat16", hardware="h100") ->
 
     Kernel 1 (gather-GEMM): ``2·d·K·batch`` flops; reads each sequence's ``K`` weight rows as a
     gather (every sequence has its own legal set) and its index list, writes ``batch×K`` scores.
+    Its working set (for a cache level) counts each of the at most ``|V|`` distinct rows once.
     Kernel 2: argmax over the ``K`` scores. ``k`` may be an array (a curve over K).
     """
     d = check_int("d", d, 1, 1 << 20)
     vocab = check_int("vocab", vocab, 1, 1 << 24)
     k = check_array("k", k, 1, vocab, integer=True).astype(np.float64)
     batch, dtype, size, hw = _common(batch, dtype, hardware)
+    stream = batch * k * INDEX_BYTES + batch * d * size + batch * k * size
     gather_gemm = kernel_cost(
         2.0 * d * k * batch,
-        batch * k * INDEX_BYTES + batch * d * size + batch * k * size,
+        stream,
         hw,
         dtype,
         gather_bytes=batch * k * d * size,
+        # Sequences gather from the same weights: at most |V| distinct rows are touched.
+        working_set=stream + np.minimum(batch * k, vocab) * d * size,
+        launches=hw.launch("gather_gemm"),
     )
     return gather_gemm + select_cost(k, batch, dtype, hw)

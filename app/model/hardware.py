@@ -9,13 +9,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .validate import check_choice, check_float
 
-__all__ = ["DTYPES", "DTYPE_BYTES", "Hardware", "PRESETS", "get_hardware"]
+__all__ = ["DTYPES", "DTYPE_BYTES", "LAUNCHES", "Hardware", "PRESETS", "get_hardware"]
 
 #: Element sizes in bytes of the dtypes the model knows.
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DTYPES = tuple(DTYPE_BYTES)
+
+#: Launches of each operation the model prices, as the model assumes them (one fused kernel per
+#: operation, eight per decoder layer). An implementation that issues more calls (numpy runs a
+#: decoder layer as ~35 library calls) says so in :attr:`Hardware.launches`.
+LAUNCHES = {
+    "dense_gemm": 1,  # h @ Wᵀ over the vocabulary
+    "masked_argmax": 1,  # mask the logits, argmax
+    "gather_gemm": 1,  # gather the legal rows, score them
+    "argmax": 1,  # choose among scored candidates
+    "softmax_pass": 1,  # each of the two passes of a restricted softmax draw
+    "layer": 8,  # one decoder layer: norm, qkv, attention, out-proj, norm, up, activation, down
+    "step": 0,  # per decode step or prefill beyond its layers (e.g. a final norm)
+    "update": 1,  # the amortized state's d×d map
+    "add": 1,  # and its add
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,15 @@ class Hardware:
         Fixed cost of one kernel launch (or one library call on CPU) in seconds.
     gather_efficiency : float
         Fraction of streaming bandwidth reached when reading non-contiguous rows, in (0, 1].
+    cache_bytes, cache_bandwidth : float
+        An optional last-level cache (0, 0: none, as in every preset). An operation whose
+        working set fits in ``cache_bytes`` streams at ``cache_bandwidth`` (≥ ``bandwidth``):
+        that is what repeating it back to back with warm caches measures. Larger working sets,
+        and every byte when there is no cache level, stream at ``bandwidth``.
+    launches : dict
+        Launches per operation where the implementation differs from :data:`LAUNCHES` (the
+        model's fused counts); e.g. ``{"layer": 35}`` for numpy's ~35 calls per decoder layer.
+        ``overhead`` is then the cost of one such call.
     """
 
     name: str
@@ -41,6 +67,9 @@ class Hardware:
     bandwidth: float
     overhead: float
     gather_efficiency: float
+    cache_bytes: float = 0.0
+    cache_bandwidth: float = 0.0
+    launches: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         check_float("bandwidth", self.bandwidth, 0.0, None, lo_open=True)
@@ -50,10 +79,35 @@ class Hardware:
             if dtype not in self.peak_flops:
                 raise ValueError(f"The 'peak_flops' parameter must have a rate for {dtype!r}.")
             check_float(f"peak_flops[{dtype!r}]", self.peak_flops[dtype], 0.0, None, lo_open=True)
+        check_float("cache_bytes", self.cache_bytes, 0.0, None)
+        if self.cache_bytes > 0:
+            check_float("cache_bandwidth", self.cache_bandwidth, self.bandwidth, None)
+        elif self.cache_bandwidth != 0:
+            raise ValueError(
+                "The 'cache_bandwidth' parameter must be 0 when 'cache_bytes' is 0 (no cache "
+                f"level). Got {self.cache_bandwidth!r} instead."
+            )
+        if not isinstance(self.launches, dict):
+            raise ValueError(f"The 'launches' parameter must be a dict. Got {self.launches!r}.")
+        for op, n in self.launches.items():
+            check_choice("launches", op, tuple(LAUNCHES))
+            check_float(f"launches[{op!r}]", n, 0.0, None)
 
     def peak(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``."""
         return self.peak_flops[check_choice("dtype", dtype, DTYPES)]
+
+    def launch(self, op: str) -> float:
+        """Launches of operation ``op`` (a key of :data:`LAUNCHES`) in this implementation."""
+        return self.launches.get(op, LAUNCHES[op])
+
+    def stream_bandwidth(self, working_set):
+        """Streaming rate for an operation touching ``working_set`` bytes (array allowed):
+        ``cache_bandwidth`` where it fits in ``cache_bytes``, else ``bandwidth``."""
+        if self.cache_bytes <= 0:
+            return self.bandwidth
+        fits = np.asarray(working_set, dtype=np.float64) <= self.cache_bytes
+        return np.where(fits, self.cache_bandwidth, self.bandwidth)
 
     def replace(self, **changes) -> Hardware:
         """A copy with some fields changed (validated again)."""
@@ -71,7 +125,8 @@ class Hardware:
             raise ValueError(
                 f"Unknown Hardware fields: {sorted(unknown)}; allowed: {sorted(fields)}."
             )
-        return cls(**{**data, "peak_flops": dict(data["peak_flops"])})
+        launches = dict(data.get("launches") or {})
+        return cls(**{**data, "peak_flops": dict(data["peak_flops"]), "launches": launches})
 
 
 # Sources. Peak FLOP/s are dense (no structured sparsity) tensor-core figures from the vendor

@@ -2,7 +2,8 @@
 
 A decode step at context length ``t`` reads every weight once and the KV cache of ``t`` positions,
 so its cost grows with the decode position. Each layer is priced as one roofline term plus the
-launches it takes (attention and MLP kernels).
+launches it takes (attention and MLP kernels). For a cache level, the working set of a step is
+all of its layers' weights and KV cache: they are reused only at the next step.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .costs import Cost, kernel_cost
-from .hardware import DTYPE_BYTES, DTYPES, get_hardware
+from .hardware import DTYPE_BYTES, DTYPES, LAUNCHES, get_hardware
 from .validate import check_array, check_choice, check_int
 
 __all__ = [
@@ -23,7 +24,7 @@ __all__ = [
     "amortized_update_cost",
 ]
 
-KERNELS_PER_LAYER = 8  # norm, qkv, attention, out-proj, norm, up, activation, down
+KERNELS_PER_LAYER = LAUNCHES["layer"]  # norm, qkv, attention, out-proj, norm, up, act., down
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def decode_step_cost(shape, context, batch=1, dtype="bfloat16", hardware="h100")
     params = shape.layer_params
     flops = 2.0 * params * batch + 4.0 * t * shape.d * batch  # projections + QKᵀ and AV
     stream = params * size + 2.0 * t * kv * size * batch + 2.0 * kv * size * batch
-    layer = kernel_cost(flops, stream, hw, dtype)
+    layer = kernel_cost(flops, stream, hw, dtype, working_set=shape.layers * stream)
     return layer.scale(shape.layers) + _extra_launches(hw, shape.layers, t)
 
 
@@ -93,7 +94,7 @@ def prefill_cost(shape, tokens, context=None, batch=1, dtype="bfloat16", hardwar
     kv = shape.kv_dim or shape.d
     flops = 2.0 * shape.layer_params * n * batch + 2.0 * n * (2.0 * ctx + n) * shape.d * batch
     stream = shape.layer_params * size + 2.0 * (ctx + n) * kv * size * batch
-    layer = kernel_cost(flops, stream, hw, dtype)
+    layer = kernel_cost(flops, stream, hw, dtype, working_set=shape.layers * stream)
     # Nothing to recompute costs nothing: no launches either.
     return layer.scale(shape.layers * (n > 0)) + _extra_launches(hw, shape.layers, n).scale(n > 0)
 
@@ -103,13 +104,19 @@ def amortized_update_cost(shape, batch=1, dtype="bfloat16", hardware="h100") -> 
     newest token's embedding, plus the add (two launches, no KV cache read)."""
     _, batch, dtype, size, hw = _setup(shape, 0, batch, dtype, hardware)
     d = shape.d
-    update = kernel_cost(2.0 * d * d * batch, float(d * d * size + 2 * batch * d * size), hw, dtype)
-    add = kernel_cost(float(d * batch), float(3 * batch * d * size), hw, dtype)
+    update = kernel_cost(
+        2.0 * d * d * batch, float(d * d * size + 2 * batch * d * size), hw, dtype,
+        launches=hw.launch("update"),
+    )  # fmt: skip
+    add = kernel_cost(float(d * batch), float(3 * batch * d * size), hw, dtype,
+                      launches=hw.launch("add"))  # fmt: skip
     return update + add
 
 
 def _extra_launches(hw, layers, like) -> Cost:
-    """The launches of a layer beyond the one its roofline term already counts."""
-    n = (KERNELS_PER_LAYER - 1) * layers + 0.0 * np.asarray(like, dtype=np.float64)
+    """The launches of a layer beyond the one its roofline term already counts, and those of
+    the step outside its layers (``hw.launch("step")``, none in the model's own count)."""
+    per_layer = hw.launch("layer")
+    n = (per_layer - 1) * layers + hw.launch("step") + 0.0 * np.asarray(like, dtype=np.float64)
     zero = 0.0 * n
     return Cost(zero, zero, n * hw.overhead, zero, zero, n * hw.overhead, n)
