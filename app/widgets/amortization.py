@@ -22,7 +22,7 @@ from app.model import Scenario, amortization_curves
 from app.model.curves import TAU_GRID
 from app.model.explain import format_seconds
 
-from .plotting import COLORS, add_hover, legend_item, new_figure
+from .plotting import COLORS, add_hover, legend_item, line, new_figure, scatter
 
 __all__ = ["AmortizationFigure"]
 
@@ -30,7 +30,9 @@ __all__ = ["AmortizationFigure"]
 class AmortizationFigure:
     """Figure 2 (two panels) and its readout."""
 
-    def __init__(self):
+    def __init__(self, measured: bool = True):
+        """``measured=False`` leaves out the measured-points scatter (browser mode)."""
+        self.has_measured = measured
         self.tau_source = ColumnDataSource(
             {c: [] for c in ("tau", "seconds", "full_s", "error", "refine")},
             name="amortization_cost_source",
@@ -60,42 +62,48 @@ class AmortizationFigure:
             x_range=(0.0, 1.0),
         )
         src = self.tau_source
-        cost = fig.line(
+        cost = line(
+            fig,
             "tau",
             "seconds",
-            source=src,
+            src,
             name="amortization_cost",
             line_width=2,
             color=COLORS["AmortizedHead"],
             legend_label="amortized + refine",
         )
-        full = fig.line(
+        full = line(
+            fig,
             "tau",
             "full_s",
-            source=src,
+            src,
             name="amortization_full",
             line_dash="dashed",
             color=COLORS["FullRecompute"],
             legend_label="exact step every time",
         )
-        measured = fig.scatter(
-            "tau",
-            "seconds",
-            source=self.measured_source,
-            size=9,
-            marker="square",
-            color=COLORS["marker"],
-            name="amortization_measured",
-            legend_label="measured",
-        )
-        fig.y_range.renderers = [cost, full, measured]  # the error curve has its own axis
+        fig.y_range.renderers = [cost, full]  # the error curve has its own axis
+        if self.has_measured:
+            measured = scatter(
+                fig,
+                "tau",
+                "seconds",
+                self.measured_source,
+                size=9,
+                marker="square",
+                color=COLORS["marker"],
+                name="amortization_measured",
+                legend_label="measured",
+            )
+            fig.y_range.renderers = [cost, full, measured]
         self.error_range = Range1d(0.0, 1.0)
         fig.extra_y_ranges = {"error": self.error_range}
         fig.add_layout(LinearAxis(y_range_name="error", axis_label="decision error rate"), "right")
-        fig.line(
+        line(
+            fig,
             "tau",
             "error",
-            source=src,
+            src,
             y_range_name="error",
             name="amortization_error",
             color=COLORS["error"],
@@ -129,8 +137,10 @@ class AmortizationFigure:
         fig.legend.location = "top_left"
         fig.legend.label_text_font_size = "8pt"
         fig.legend.click_policy = "hide"
-        self.measured_legend = legend_item(fig, "measured")
-        self.measured_legend.visible = False  # until there are measured points (server mode)
+        self.measured_legend = None
+        if self.has_measured:
+            self.measured_legend = legend_item(fig, "measured")
+            self.measured_legend.visible = False  # until there are measured points
         add_hover(
             fig,
             [cost],
@@ -153,19 +163,21 @@ class AmortizationFigure:
             y_axis_label="total seconds",
         )
         src = self.total_source
-        amortized = fig.line(
+        amortized = line(
+            fig,
             "n",
             "amortized",
-            source=src,
+            src,
             name="amortization_total",
             line_width=2,
             color=COLORS["AmortizedHead"],
             legend_label="amortized (at τ)",
         )
-        fig.line(
+        line(
+            fig,
             "n",
             "full",
-            source=src,
+            src,
             name="full_total",
             line_width=2,
             line_dash="dashed",
@@ -248,6 +260,8 @@ class AmortizationFigure:
     def set_measured(self, points: dict | None) -> None:
         """Measured per-step seconds: ``{"amortized_s": float, "full_s": float}`` drawn at
         τ = 0 (never refine: the amortized step alone) and τ = 1 on the exact-step line."""
+        if not self.has_measured:
+            return
         self.measured_legend.visible = bool(points)
         if not points:
             self.measured_source.data = {"tau": [], "seconds": [], "what": []}

@@ -58,8 +58,9 @@ class LLMQPApp:
 
     def __init__(self, state: ScenarioState | None = None, server: bool | None = None, client=None):
         self.state = state or ScenarioState()
-        self.crossover = CrossoverFigure()
-        self.amortization = AmortizationFigure()
+        server = (not IN_BROWSER) if server is None else server
+        self.crossover = CrossoverFigure(measured=server)
+        self.amortization = AmortizationFigure(measured=server)
         self.router = RouterFigure()
         self.explain = ExplainTable()
         self.player = Player(self.router)
@@ -76,7 +77,7 @@ class LLMQPApp:
         self.measured = None
         self.update_model()
         self.update_router()
-        if (not IN_BROWSER) if server is None else server:
+        if server:
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)

@@ -29,7 +29,7 @@ from app.model import (
 )
 from app.model.explain import format_seconds
 
-from .plotting import COLORS, add_hover, legend_item, new_figure
+from .plotting import COLORS, add_hover, legend_item, line, new_figure, scatter
 
 __all__ = ["CrossoverFigure"]
 
@@ -43,13 +43,15 @@ def _source(name: str, columns=_COLUMNS) -> ColumnDataSource:
 class CrossoverFigure:
     """Figure 1 and its readout; ``figures`` lists the Bokeh figures, ``layout`` the whole."""
 
-    def __init__(self):
+    def __init__(self, measured: bool = True):
+        """``measured=False`` leaves out the measured-points scatter (browser mode has no
+        backend): fewer models to build."""
         self.dense_source = _source("crossover_dense_source")
         self.sparse_source = _source("crossover_sparse_source")
         self.current_source = _source("crossover_current_source", ("k", "seconds", "plan"))
         self.measured = {
             plan: _source(f"crossover_measured_{plan}_source", ("k", "seconds"))
-            for plan in ("dense", "sparse")
+            for plan in (("dense", "sparse") if measured else ())
         }
         fig = new_figure(
             "crossover_figure",
@@ -63,31 +65,35 @@ class CrossoverFigure:
         for plan, src in (("DenseHead", self.dense_source), ("SparseHead", self.sparse_source)):
             short = plan[:-4].lower()
             lines.append(
-                fig.line(
+                line(
+                    fig,
                     "k",
                     "seconds",
-                    source=src,
+                    src,
                     name=f"crossover_{short}",
                     color=COLORS[plan],
                     line_width=2,
                     legend_label=f"{plan} (model)",
                 )
             )
-            fig.scatter(
-                "k",
-                "seconds",
-                source=self.measured[short],
-                name=f"crossover_measured_{short}",
-                color=COLORS[plan],
-                size=8,
-                marker="circle" if short == "dense" else "square",
-                fill_alpha=0.5,
-                legend_label=f"{plan} (measured)",
-            )
-        current = fig.scatter(
+            if measured:
+                scatter(
+                    fig,
+                    "k",
+                    "seconds",
+                    self.measured[short],
+                    name=f"crossover_measured_{short}",
+                    color=COLORS[plan],
+                    size=8,
+                    marker="circle" if short == "dense" else "square",
+                    fill_alpha=0.5,
+                    legend_label=f"{plan} (measured)",
+                )
+        current = scatter(
+            fig,
             "k",
             "seconds",
-            source=self.current_source,
+            self.current_source,
             color=COLORS["marker"],
             size=9,
             marker="diamond",
@@ -131,7 +137,8 @@ class CrossoverFigure:
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
         self.measured_legend = [
-            legend_item(fig, f"{plan} (measured)") for plan in ("DenseHead", "SparseHead")
+            legend_item(fig, f"{plan} (measured)")
+            for plan in (("DenseHead", "SparseHead") if measured else ())
         ]
         for item in self.measured_legend:
             item.visible = False  # until there are measured points (server mode)

@@ -26,7 +26,7 @@ from app.model import PLAN_NAMES, Scenario
 from app.router.environment import Drift
 from app.router.experiment import LEARNERS, LiveRun, scenario_stream
 
-from .plotting import COLORS, add_hover, legend_item, new_figure
+from .plotting import COLORS, add_hover, legend_item, line, new_figure, vbar
 
 __all__ = ["RouterFigure", "ROUTER_COLORS", "ROUTER_LABELS", "MAX_POINTS"]
 
@@ -105,29 +105,32 @@ class RouterFigure:
             height=340,
         )
         ref = self.reference_source
-        fig.line(
+        line(
+            fig,
             "step",
             "always_dense",
-            source=ref,
+            ref,
             name="regret_always_dense",
             color=COLORS["DenseHead"],
             line_dash="dashed",
             legend_label="always DenseHead (soon off scale)",
         )
-        self._best = fig.line(
+        self._best = line(
+            fig,
             "step",
             "best_fixed",
-            source=ref,
+            ref,
             name="regret_best_fixed",
             color=COLORS["reference"],
             line_dash="dashed",
             line_width=2,
             legend_label="best fixed plan",
         )
-        oracle = fig.line(
+        oracle = line(
+            fig,
             "step",
             "oracle",
-            source=ref,
+            ref,
             name="regret_oracle",
             color="black",
             line_width=1,
@@ -149,10 +152,10 @@ class RouterFigure:
             src = ColumnDataSource({"step": [], "regret": []}, name=f"regret_{name}_source")
             fig, label = self.figure, ROUTER_LABELS[name]
             style = dict(color=ROUTER_COLORS[name], line_width=2, legend_label=label)
-            line = fig.line("step", "regret", source=src, name=f"regret_{name}", **style)
-            self._hover.renderers = [*self._hover.renderers, line]
-            fig.y_range.renderers = [*fig.y_range.renderers, line]
-            self.sources[name], self.lines[name] = src, line
+            renderer = line(fig, "step", "regret", src, name=f"regret_{name}", **style)
+            self._hover.renderers = [*self._hover.renderers, renderer]
+            fig.y_range.renderers = [*fig.y_range.renderers, renderer]
+            self.sources[name], self.lines[name] = src, renderer
             self.legend_items[name] = legend_item(fig, label)
         return self.lines[name]
 
@@ -178,11 +181,12 @@ class RouterFigure:
             sizing_mode="fixed",
             min_width=None,
         )
-        bars = fig.vbar(
+        bars = vbar(
+            fig,
             "plan",
-            top="share",
+            "share",
+            self.shares_source,
             width=0.8,
-            source=self.shares_source,
             color="color",
             name="plan_shares",
         )
