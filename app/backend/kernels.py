@@ -30,7 +30,7 @@ import importlib
 from ..model import PRESETS
 from ..model.validate import check_choice
 
-__all__ = ["IMPLS", "DEVICES", "get_kernels", "available_impls", "preset_for"]
+__all__ = ["IMPLS", "DEVICES", "get_kernels", "available_impls", "preset_for", "launch_counts"]
 
 IMPLS = ("numpy", "torch")
 DEVICES = ("cpu", "cuda")
@@ -67,6 +67,20 @@ def available_impls() -> dict:
         except Exception as exc:  # ImportError, or a library that fails while loading
             out[impl] = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def launch_counts(impl: str, version: str | None = None) -> dict:
+    """Launches per model operation of implementation ``impl`` at kernel ``version`` (default:
+    the current one), for :attr:`app.model.Hardware.launches`; ``{}`` (the model's own fused
+    counts) where they have not been counted: the torch backend, and other versions.
+
+    Never imports torch."""
+    if impl == "numpy":
+        from . import kernels_numpy
+
+        if version in (None, kernels_numpy.VERSION):
+            return dict(kernels_numpy.LAUNCHES)
+    return {}
 
 
 #: Device-name fragments -> preset; the first match wins (H100 PCIe is slower than the preset's

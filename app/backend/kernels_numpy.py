@@ -15,10 +15,27 @@ import numpy as np
 from ..model.validate import check_choice, check_int
 from .timing import PerfCounterClock
 
-__all__ = ["NumpyKernels", "NumpyBody", "cpu_name"]
+__all__ = ["NumpyKernels", "NumpyBody", "cpu_name", "LAUNCHES"]
 
-VERSION = "numpy-1"
+VERSION = "numpy-2"
 CHUNK_BYTES = 1 << 20  # gathered rows materialised at once (kept cache-sized) by the sparse head
+
+#: Library calls this implementation makes per operation of the cost model (keys of
+#: :data:`app.model.LAUNCHES`), counted from the code below: every numpy call that computes or
+#: copies array data counts once, views and slices do not. The calibration prices one call as
+#: ``overhead``, so the model's launch count matches what runs.
+LAUNCHES = {
+    "dense_gemm": 2,  # matmul W @ hᵀ, copy the (V, B) logits to (B, V)
+    "masked_argmax": 2,  # copyto -inf where blocked, argmax
+    "gather_gemm": 2,  # per chunk: take the rows, stacked matmul (more chunks: more bytes)
+    "argmax": 3,  # argmax, arange, pick the ids (a rerank's top-r selection has 4: negate,
+    #                argpartition, pick, sort; the model has no operation for it)
+    "layer": 31,  # 2 x 7 in _rmsnorm, 4 GEMVs, 2 cache writes, 2 attention matmuls, scale,
+    #               max, subtract, exp, sum, divide (softmax), 2 residual adds, ReLU
+    "step": 7,  # the final _rmsnorm of decode() and last_layer()
+    "update": 1,  # e @ U
+    "add": 1,  # h_stable + ...
+}
 
 
 def cpu_name() -> str:
@@ -64,9 +81,13 @@ def blas_info() -> list:
 
 
 def _rmsnorm(x, g, eps=1e-6):
-    """(B, d) -> (B, d): ``x / rms(x) * g``."""
-    scale = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-    return (x * scale) * g
+    """(B, d) -> (B, d): ``x / rms(x) * g`` in seven numpy calls (``np.mean`` alone would cost
+    as much as four of them in Python-level overhead)."""
+    rms = (x * x).sum(axis=-1, keepdims=True)
+    rms *= 1.0 / x.shape[-1]
+    rms += eps
+    np.sqrt(rms, out=rms)
+    return (x / rms) * g
 
 
 class NumpyKernels:
@@ -157,9 +178,16 @@ class NumpyKernels:
 
     # -- head kernels ---------------------------------------------------------------------
     def dense_head(self, W, h, blocked):
-        """(V, d), (B, d), (B, V) -> (B,): GEMV/GEMM over the vocabulary, mask, argmax."""
-        logits = self._buffer("logits", (h.shape[0], W.shape[0]), W.dtype)
-        np.matmul(h, W.T, out=logits)
+        """(V, d), (B, d), (B, V) -> (B,): GEMV/GEMM over the vocabulary, mask, argmax.
+
+        ``W @ hᵀ`` rather than ``h @ Wᵀ``: with the weights as the left operand OpenBLAS does not
+        pack all of ``W`` on every call, which made a batch-4 head twice as slow as four GEMVs.
+        """
+        batch, vocab = h.shape[0], W.shape[0]
+        logits_t = self._buffer("logits_t", (vocab, batch), W.dtype)
+        logits = self._buffer("logits", (batch, vocab), W.dtype)
+        np.matmul(W, h.T, out=logits_t)
+        np.copyto(logits, logits_t.T)
         np.copyto(logits, -np.inf, where=blocked)
         return logits.argmax(axis=1)
 
@@ -188,7 +216,7 @@ class NumpyKernels:
         """(B, K), (B, K) -> (B, r): ids of the r best scores, ascending."""
         r = min(r, scores.shape[1])
         part = np.argpartition(-scores, r - 1, axis=1)[:, :r]
-        return np.sort(np.take_along_axis(ids, part, axis=1), axis=1)
+        return np.sort(ids[np.arange(ids.shape[0])[:, None], part], axis=1)
 
     def body(self, d, layers, batch, dtype, context, seed):
         return NumpyBody(self, d, layers, batch, self._dtype(dtype), context, seed)
@@ -208,6 +236,7 @@ class NumpyBody:
         self.d, self.context = d, context
         self.hd = 64 if d % 64 == 0 else d
         self.heads = d // self.hd
+        self.scale = float(1.0 / np.sqrt(self.hd))
         t = context + 1
         rng = np.random.Generator(np.random.PCG64(seed))
 
@@ -237,14 +266,15 @@ class NumpyBody:
         self.U = w(d, d, scale=0.1 * s)
 
     def _layer(self, p, x):
-        """(B, d) -> (B, d), one decoder layer at position ``context``."""
-        batch, t = x.shape[0], self.context
+        """(B, d) -> (B, d), one decoder layer at position ``context``: 31 numpy calls."""
+        batch, t, d = x.shape[0], self.context, self.d
         qkv = _rmsnorm(x, p["g1"]) @ p["wqkv"]  # (B, 3d)
-        q, k, v = (a.reshape(batch, self.heads, self.hd) for a in np.split(qkv, 3, axis=1))
+        shape = (batch, self.heads, self.hd)
+        q, k, v = (qkv[:, i * d : (i + 1) * d].reshape(shape) for i in range(3))  # views
         p["kc"][:, :, :, t] = k
         p["vc"][:, :, t, :] = v
         s = np.matmul(q[:, :, None, :], p["kc"])  # (B, H, 1, T)
-        s *= 1.0 / np.sqrt(self.hd)
+        s *= self.scale
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)

@@ -135,3 +135,81 @@ def test_preset_for_device_names():
     assert preset_for("cuda", "NVIDIA A100-SXM4-80GB") == ("a100", True)
     assert preset_for("cuda", "NVIDIA L4") == ("h100", False)
     assert preset_for("cpu", "AMD EPYC") == ("cpu", False)
+
+
+class _Counted(np.ndarray):
+    """An array that records every numpy call made on it (ufuncs, array functions, setitem,
+    argmax, fancy indexing); basic slicing (views) is not a call."""
+
+    calls: list = []
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kw):
+        _Counted.calls.append(f"{ufunc.__name__}.{method}")
+        inputs = [np.asarray(i) if isinstance(i, _Counted) else i for i in inputs]
+        if out is not None:
+            kw["out"] = tuple(np.asarray(o) if isinstance(o, _Counted) else o for o in out)
+            getattr(ufunc, method)(*inputs, **kw)
+            return out[0] if len(out) == 1 else out
+        r = getattr(ufunc, method)(*inputs, **kw)
+        return r.view(_Counted) if isinstance(r, np.ndarray) else r
+
+    def __array_function__(self, func, types, args, kwargs):
+        _Counted.calls.append(func.__name__)
+
+        def plain(a):
+            if isinstance(a, _Counted):
+                return np.asarray(a)
+            return type(a)(plain(x) for x in a) if isinstance(a, (list, tuple)) else a
+
+        r = func(*plain(args), **{k: plain(v) for k, v in kwargs.items()})
+        return r.view(_Counted) if isinstance(r, np.ndarray) else r
+
+    def __setitem__(self, key, value):
+        _Counted.calls.append("setitem")
+        np.asarray(self)[key] = value
+
+    def __getitem__(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, np.ndarray) for k in keys):
+            _Counted.calls.append("fancy getitem")
+        return super().__getitem__(key)
+
+    def argmax(self, *a, **k):
+        _Counted.calls.append("argmax")
+        return np.asarray(self).argmax(*a, **k)
+
+
+def _count(fn) -> int:
+    _Counted.calls = []
+    fn()
+    return len(_Counted.calls)
+
+
+def test_numpy_launch_table_is_what_the_kernels_call(monkeypatch):
+    """``kernels_numpy.LAUNCHES`` (what the calibration prices) is the count of numpy calls."""
+    kn = get_kernels("numpy", "cpu")
+    plain_buffer, plain_arange = kn._buffer, np.arange
+    monkeypatch.setattr(kn, "_buffer", lambda *a, **k: plain_buffer(*a, **k).view(_Counted))
+
+    def arange(*a, **k):
+        _Counted.calls.append("arange")
+        return plain_arange(*a, **k)
+
+    monkeypatch.setattr(np, "arange", arange)
+    L = kernels_numpy.LAUNCHES
+    W = kn.random((500, 64), "float32", 0).view(_Counted)
+    h = kn.random((2, 64), "float32", 1).view(_Counted)
+    ids = kn.legal_ids(500, 2, 20, 2)
+    blocked = kn.blocked(ids, 500).view(_Counted)
+    ids = ids.view(_Counted)
+    assert _count(lambda: kn.dense_head(W, h, blocked)) == L["dense_gemm"] + L["masked_argmax"]
+    assert _count(lambda: kn.sparse_head(W, h, ids)) == L["gather_gemm"] + L["argmax"]
+    body = kn.body(64, 1, 2, "float32", 5, 0)
+    for p in body.layers:
+        for name in p:
+            p[name] = p[name].view(_Counted)
+    for name in ("gf", "x0", "h_stable", "e", "U"):
+        setattr(body, name, getattr(body, name).view(_Counted))
+    assert _count(lambda: body._layer(body.layers[0], body.x0)) == L["layer"]
+    assert _count(body.decode) == L["layer"] + L["step"]
+    assert _count(body.amortized) == L["update"] + L["add"]
