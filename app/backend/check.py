@@ -148,9 +148,13 @@ def run(device: str, quick: bool = False, db=None, impl=None, threads=None) -> d
     _print("\n== calibration ==")
     if isinstance(cal, Calibration):
         hw = cal.hardware
-        _print(f"bandwidth {hw.bandwidth / 1e9:.1f} GB/s, overhead {hw.overhead * 1e6:.2f} us, "
-               f"gather efficiency {hw.gather_efficiency:.2f}, peak {hw.peak(dtype) / 1e12:.2f} "
-               f"TFLOP/s ({dtype})")  # fmt: skip
+        cache = (f"cache {hw.cache_bytes / 2**20:.1f} MiB at {hw.cache_bandwidth / 1e9:.1f} GB/s, "
+                 if hw.cache_bytes else "no cache level, ")  # fmt: skip
+        per = "call" if hw.launches else "kernel"
+        _print(f"bandwidth {hw.bandwidth / 1e9:.1f} GB/s, {cache}overhead "
+               f"{hw.overhead * 1e6:.2f} us per {per}, gather efficiency "
+               f"{hw.gather_efficiency:.2f}, peak {hw.peak(dtype) / 1e12:.3f} TFLOP/s "
+               f"({dtype})")  # fmt: skip
         for plan, e in cal.errors.items():
             base = cal.base_errors[plan]["median_abs_rel_err"]
             _print(f"  {plan:17s} n={e['n']:3d}  median |rel err| {e['median_abs_rel_err']:6.1%}"

@@ -223,6 +223,10 @@ def measured_latency(
 def _calibrated(rows, device, impl, s) -> Hardware:
     kind = device.split(":", 1)[0]
     base, _ = preset_for(kind, device.split(":", 1)[-1])
+    if rows:  # one kernel version and cache mode: those of the newest row
+        last = max(rows, key=lambda r: r.get("created") or 0)
+        same = ("version", "cache")
+        rows = [r for r in rows if all(r.get(n) == last.get(n) for n in same)]
     try:
         return calibrate(rows, base).hardware
     except ValueError:

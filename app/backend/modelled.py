@@ -19,64 +19,122 @@ from ..model import (
     sparse_head_cost,
 )
 
-__all__ = ["model_cost", "model_seconds", "linear_features"]
+__all__ = ["model_cost", "model_costs", "model_seconds", "linear_features", "level_features"]
 
 
-def model_cost(row, hw: Hardware) -> Cost:
-    """Modelled cost of one stored row (or :class:`~app.backend.store.Point` / dict) on ``hw``."""
-    get = row.get if isinstance(row, dict) else lambda n: getattr(row, n)
-    plan, d, vocab, batch, dtype = (get(n) for n in ("plan", "d", "vocab", "batch", "dtype"))
+def _price(plan, d, vocab, batch, dtype, k, layers, context, rerank_r, hw) -> Cost:
+    """The plan's cost; ``k`` and ``context`` may be equally long arrays (one point each)."""
     args = (batch, dtype, hw)
     if plan == "dense_head":
         return dense_head_cost(d, vocab, *args)
-    k = get("k")
     sparse = sparse_head_cost(d, vocab, k, *args)
     if plan == "sparse_head":
         return sparse
-    shape = TransformerShape(d, get("layers"), vocab)
+    shape = TransformerShape(d, layers, vocab)
     if plan == "full_step":
-        return decode_step_cost(shape, get("context"), *args) + sparse
+        return decode_step_cost(shape, context, *args) + sparse
     amortized = amortized_update_cost(shape, *args) + sparse
     if plan == "amortized_step":
         return amortized
     if plan == "amortized_rerank":
         one_layer = TransformerShape(d, 1, vocab)
-        rescore = sparse_head_cost(d, vocab, min(k, get("rerank_r")), *args)
-        return amortized + decode_step_cost(one_layer, get("context"), *args) + rescore
+        rescore = sparse_head_cost(d, vocab, np.minimum(k, rerank_r), *args)
+        return amortized + decode_step_cost(one_layer, context, *args) + rescore
     raise ValueError(f"No cost model for plan {plan!r}.")
+
+
+_SHAPE = ("plan", "d", "vocab", "batch", "dtype")
+_FIELDS = ("k", "layers", "context", "rerank_r")
+HEAD_PLANS = ("dense_head", "sparse_head")
+COST_FIELDS = ("flops", "bytes", "seconds", "compute_s", "memory_s", "overhead_s", "kernels")
+
+
+def model_cost(row, hw: Hardware) -> Cost:
+    """Modelled cost of one stored row (or :class:`~app.backend.store.Point` / dict) on ``hw``."""
+    get = row.get if isinstance(row, dict) else lambda n: getattr(row, n)
+    return _price(*(get(n) for n in _SHAPE + _FIELDS), hw)
+
+
+def model_costs(rows, hw: Hardware) -> dict:
+    """``{field: (n,) array}`` of every :class:`~app.model.Cost` field of ``rows`` on ``hw``.
+
+    Rows of one plan and shape are priced in one call, over their ``k`` and ``context`` as
+    arrays (what :func:`model_cost` gives row by row, many times faster)."""
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        key = tuple(r[n] for n in _SHAPE) + (
+            (r.get("layers"), r.get("rerank_r")) if r["plan"] not in HEAD_PLANS else ()
+        )
+        groups.setdefault(key, []).append(i)
+    out = {f: np.zeros(len(rows)) for f in COST_FIELDS}
+    for idx in groups.values():
+        first = rows[idx[0]]
+        plan = first["plan"]
+        k = np.array([rows[i]["k"] for i in idx], dtype=np.float64) if plan != "dense_head" else 0
+        context = np.array([rows[i].get("context") or 0 for i in idx], dtype=np.float64)
+        cost = _price(*(first[n] for n in _SHAPE), k, first.get("layers"), context,
+                      first.get("rerank_r"), hw)  # fmt: skip
+        for f in COST_FIELDS:
+            out[f][idx] = np.broadcast_to(np.asarray(getattr(cost, f), dtype=np.float64), len(idx))
+    return out
 
 
 def model_seconds(rows, hw: Hardware) -> np.ndarray:
     """(n,) modelled seconds of ``rows`` on ``hw``."""
-    return np.array([float(model_cost(r, hw).seconds) for r in rows])
+    return model_costs(rows, hw)["seconds"]
 
 
-def _probe(gather_efficiency: float) -> Hardware:
+def _probe(gather_efficiency: float, cache_bytes: float = 0.0, launches=None) -> Hardware:
     # 1 byte/s, no overhead, compute never binding: memory_s is then bytes read, in "seconds".
+    # With a cache level, bytes that fit stream at 1e300 B/s: memory_s counts only the others.
     return Hardware(
         "probe",
         {"float32": 1e300, "bfloat16": 1e300, "float16": 1e300},
         bandwidth=1.0,
         overhead=0.0,
         gather_efficiency=gather_efficiency,
+        cache_bytes=float(cache_bytes),
+        cache_bandwidth=1e300 if cache_bytes > 0 else 0.0,
+        launches=dict(launches or {}),
     )
 
 
-_FULL, _HALF = _probe(1.0), _probe(0.5)
-
-
-def linear_features(rows) -> np.ndarray:
-    """(n, 4) columns ``[kernels, streamed bytes, gathered bytes, flops]`` of each row's plan.
+def linear_features(rows, launches=None) -> np.ndarray:
+    """(n, 4) columns ``[launches, streamed bytes, gathered bytes, flops]`` of each row's plan.
 
     Read off the model itself by pricing on probe hardware: with bandwidth 1 B/s the memory term
     is ``stream + gather / efficiency``, so efficiencies 1 and ½ separate the two byte counts.
-    When every kernel is memory-bound the model's time is then linear in the hardware::
+    ``launches`` (see :attr:`app.model.Hardware.launches`) sets the launch count. When every
+    kernel is memory-bound the model's time is then linear in the hardware::
 
-        seconds = kernels·overhead + stream/bandwidth + gather/(bandwidth·gather_efficiency)
+        seconds = launches·overhead + stream/bandwidth + gather/(bandwidth·gather_efficiency)
     """
-    out = np.empty((len(rows), 4))
-    for i, r in enumerate(rows):
-        full, half = model_cost(r, _FULL), model_cost(r, _HALF)
-        gather = float(half.memory_s) - float(full.memory_s)
-        out[i] = (float(full.kernels), float(full.memory_s) - gather, gather, float(full.flops))
-    return out
+    F = level_features(rows, [0.0], launches)[0]
+    return np.stack([F[:, 0], F[:, 1] + F[:, 2], F[:, 3] + F[:, 4], F[:, 5]], axis=1)
+
+
+def level_features(rows, cache_bytes, launches=None) -> np.ndarray:
+    """(len(cache_bytes), n, 6) columns ``[launches, cold stream, hot stream, cold gather, hot
+    gather, flops]`` of each row's plan, for each cache size in ``cache_bytes``.
+
+    *Hot* bytes belong to operations whose working set fits in the cache size, *cold* ones to the
+    others (all of them at size 0). Memory-bound, the model's time is then::
+
+        launches·overhead + (cold stream + cold gather/eff)/bandwidth
+                          + (hot stream + hot gather/eff)/cache_bandwidth
+    """
+    sizes = [float(c) for c in cache_bytes]
+    out = np.zeros((len(sizes), len(rows), 6))
+    c1 = model_costs(rows, _probe(1.0, 0.0, launches))
+    total = c1["memory_s"]
+    gather = model_costs(rows, _probe(0.5, 0.0, launches))["memory_s"] - total
+    for j, size in enumerate(sizes):
+        if size > 0:
+            cold = model_costs(rows, _probe(1.0, size, launches))["memory_s"]
+            cold_g = model_costs(rows, _probe(0.5, size, launches))["memory_s"] - cold
+        else:
+            cold, cold_g = total, gather
+        hot_g = gather - cold_g
+        hot_s = total - gather - (cold - cold_g)
+        out[j] = np.stack([c1["kernels"], cold - cold_g, hot_s, cold_g, hot_g, c1["flops"]], 1)
+    return np.where(np.abs(out) < 1e-6, 0.0, out)  # rounding in the differences

@@ -238,11 +238,14 @@ class Runner:
 
     # -- answers --------------------------------------------------------------------------
     def calibration(self) -> Calibration | str:
-        """Calibration on every stored point of this device, impl and cache mode, or the reason
-        it is not possible yet (cached until the store changes)."""
+        """Calibration on every stored point of this device, impl, kernel version and cache mode,
+        or the reason it is not possible yet (cached until the store changes)."""
         if self._calibration is None or self._calibration[0] != self.store.writes:
             rows = self.store.query(
-                device=self.device_key, impl=self.kernels.impl, cache=self.timing.cache
+                device=self.device_key,
+                impl=self.kernels.impl,
+                version=self.kernels.version,
+                cache=self.timing.cache,
             )
             try:
                 value = calibrate(rows, self.base_preset, name=f"{self.device_key} (calibrated)")
