@@ -126,3 +126,13 @@ def test_real_sweeps_feed_the_router_stream():
     stream = make_stream(S, 300, np.random.default_rng(0), latency=f)
     assert stream.latency_s.shape == (300, 5) and np.isfinite(stream.expected).all()
     st.close()
+
+
+def test_calibrates_on_the_newest_kernel_version(store):
+    """Rows of an older kernel version (other launch counts) stay out of the fitted profile."""
+    point = Point("cpu:test", "numpy", "numpy-0", "sparse_head", d=64, vocab=1024, batch=1,
+                  dtype="float32", k=8)  # fmt: skip
+    store.put(point, summarize([1e-3] * 3, 1, 0.05), {}, True)  # older, wildly slower
+    _put(store, "sparse_head", 40.0, k=64)  # the newest row: numpy-1
+    hw = measured_latency(store, S).coverage["hardware"]
+    assert hw["name"].endswith("(calibrated)")
