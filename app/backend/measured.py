@@ -69,6 +69,7 @@ def answer_rows(answer: dict) -> list:
     base = dict(
         device=f"{dev['device']}:{dev['device_name']}", impl=dev["impl"], d=p["d"],
         vocab=p["vocab"], batch=p["batch"], dtype=p["dtype"], layers=0, context=0, rerank_r=0,
+        version=dev.get("kernel_version"), cache=answer.get("cache"),
     )  # fmt: skip
     if answer["sweep"] == "head":
         rows = [
