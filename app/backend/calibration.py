@@ -332,15 +332,19 @@ def calibrate(rows, base="cpu", name=None, launches=None, fit_cache=True) -> Cal
        data clearly better than one bandwidth). A cache level needs points on both sides;
        rows measured with flushed caches (``cache == 'cold'``) get none, nor does
        ``fit_cache=False``.
-    2. *Peak.* One factor on ``base``'s peak FLOP/s (all dtypes alike), from ten times the base
-       peak down to the highest FLOP rate actually achieved; for each, the memory-bound fit is
-       redone on the rows that stay memory-bound, and the least mean squared relative error of
-       the full (max-roofline) model wins (ties to the higher peak, i.e. the base's when
-       nothing is compute-bound). On a CPU, where one core's GEMM is compute-bound far below a
-       multi-core datasheet peak, this matters; on a GPU's memory-bound decode it keeps the
-       base peak.
-    3. Step 1 again on the rows that are memory-bound at the chosen peak, kept if the full model
-       is better for it.
+    2. *Peak.* One factor on ``base``'s peak FLOP/s (all dtypes alike), on a grid from ten
+       times the base peak down to the highest FLOP rate actually achieved, refined by golden
+       section; for each, the memory-bound fit is redone (gather efficiency held) on the rows
+       that stay memory-bound, and the least mean squared relative error of the full
+       (max-roofline) model wins (ties to the higher peak, i.e. the base's when nothing is
+       compute-bound). On a CPU, where one core's GEMM runs far below a multi-core datasheet
+       peak, this matters; on a GPU's memory-bound decode it keeps the base peak.
+    3. *Rounds.* Step 1 again on the rows memory-bound at that peak, and step 2 again near it,
+       until those rows stay the same (at most three rounds); kept where the full model is
+       better for it.
+    4. *Cache size.* The data place it only between the largest working set measured hot and
+       the smallest measured cold; :func:`_edges` finds both, and the size is their geometric
+       middle (``coefficients["cache_bytes_range"]``).
 
     ``rows``: dicts as :meth:`ResultStore.query` returns them, all of one device,
     implementation and kernel version, at least three. Raises ``ValueError`` when they cannot
