@@ -162,19 +162,16 @@ def defer(callback) -> None:
     """Run ``callback`` once the current callback's changes have gone to the page.
 
     Under ``panel serve``: on the session's next tick (with the document lock). In Pyodide:
-    on the next turn of the event loop, after the worker has posted the current patches.
-    Without a session or a running loop (tests, scripts, export): at once.
+    on the next turn of the browser's event loop, after the worker has posted the current
+    patches. Anywhere else (tests, scripts, export): at once.
     """
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
         pn.state.execute(callback, schedule=True)
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        callback()
+    elif sys.platform == "emscripten":
+        asyncio.get_event_loop().call_soon(callback)
     else:
-        loop.call_soon(callback)
+        callback()
 
 
 def _heading(text: str):
