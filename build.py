@@ -10,13 +10,15 @@ Every file the page loads comes from the site itself; see docs/static-site.md.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from app.web import assets, fetch, page, pyc, wheels
+from app.web import assets, fetch, page, pyc, startup, wheels
 from app.web.fetch import BuildError
 
 ROOT = Path(__file__).resolve().parent
@@ -202,10 +204,26 @@ def build(args: argparse.Namespace) -> Path:
     packages = make_lock(pyodide_dir, compiled, pure)
     (pyodide_dir / "pyodide-lock.json").write_text(wheels.lock_json(npm_lock["info"], packages))
     start = start_packages(app, packages)
+    worker_packages = {"packages": start}
+    if args.bundle:
+        inside, outside, contents = startup.split(
+            startup.closure(start, packages), packages, pyodide_dir
+        )
+        data = startup.write(pyodide_dir / startup.FILE_NAME, contents)
+        worker_packages = {
+            "packages": outside,
+            "bundle": {
+                "file": startup.FILE_NAME,
+                "integrity": "sha256-" + base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                "packages": inside,
+            },
+        }
+        log(f"start-up bundle: {len(inside)} packages, {len(data) / 1e6:.1f} MB")
 
     log(f"page: pre-rendering {app}")
     config = {
         "worker": "worker.js",
+        "service_worker": "sw.js" if args.service_worker else "",
         "start": args.worker_start,
         "loading_spinner": "pn-arc",
         "worker_config": {
@@ -213,7 +231,7 @@ def build(args: argparse.Namespace) -> Path:
             "pyodide_dir": "pyodide/",
             "lock_file": "pyodide-lock.json",
             "panel_root": "panel/",
-            "packages": start,
+            **worker_packages,
         },
     }
     site = page.build_page(app, config, CDN_PREFIXES)
@@ -225,7 +243,9 @@ def build(args: argparse.Namespace) -> Path:
     assets.copy_bokeh_js(out / "bokeh", bokeh.__version__, BOKEH_BUNDLES)
     assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", set(site.bundled))
 
-    for name in ("index.html", "worker.js"):
+    if args.service_worker:  # last: its cache is named after every other file
+        (out / "sw.js").write_text(page.service_worker(page.build_id(out)), encoding="utf-8")
+    for name in ("index.html", "worker.js", *(["sw.js"] if args.service_worker else [])):
         remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
         if remote:
             raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
@@ -253,6 +273,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="pyc",
         action="store_false",
         help="ship Python sources instead of Pyodide bytecode (slower start-up)",
+    )
+    ap.add_argument(
+        "--no-bundle",
+        dest="bundle",
+        action="store_false",
+        help="install every start-up wheel with Pyodide's loadPackage (slower start-up)",
+    )
+    ap.add_argument(
+        "--no-service-worker",
+        dest="service_worker",
+        action="store_false",
+        help="no sw.js: repeat visits rely on the host's HTTP caching alone",
     )
     ap.add_argument(
         "--worker-start",

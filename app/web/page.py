@@ -9,6 +9,7 @@ swap Panel's worker hand-off for ours (``templates/handler.js``), write our own 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import json
 import os
@@ -66,12 +67,17 @@ font:13px system-ui,sans-serif;background:#f3f4f6;color:#111;border-top:1px soli
 
 
 BOOT_SCRIPT = """<script>
-// Start Python early; handler.js takes the messages over later. With start = "head" the
-// worker starts now, while Bokeh's JS is still loading; with "prerendered" handler.js starts
-// it once the embedded figures are drawn (less contention for the main thread).
+// Register the service worker (if any) and start Python early; handler.js takes over later.
+// With start = "head" the worker starts now, while Bokeh's JS is still loading; with
+// "prerendered" handler.js starts it once the embedded figures are drawn (less contention
+// for the main thread).
 window.llmqpBoot = (function () {
   if (location.protocol === "file:" || typeof Worker === "undefined") return null;
-  const boot = {buffered: [], worker: null, mode: "%(start)s"};
+  const boot = {buffered: [], worker: null, mode: "%(start)s", sw: null};
+  if ("%(service_worker)s" && "serviceWorker" in navigator) {
+    // Caches the site for repeat visits (templates/sw.js); the page works without it.
+    boot.sw = navigator.serviceWorker.register("%(service_worker)s").catch(() => null);
+  }
   boot.start = () => {
     if (boot.worker == null) {
       boot.worker = new Worker("%(worker)s");
@@ -166,11 +172,26 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
         html,
         count=1,
     )
+    html = html.replace("</head>", '<link rel="icon" href="data:,">\n</head>', 1)  # no /favicon.ico
     worker = (TEMPLATES / "worker.js").read_text()
     worker = worker.replace("__CONFIG__", json.dumps(config["worker_config"], indent=1))
     worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
     bundled = frozenset(re.findall(r"dist/bundled/([^/\"']+)/", html))
     return Page(html=html, worker=worker, bundled=bundled)
+
+
+def service_worker(build_id: str) -> str:
+    """``sw.js`` for the build ``build_id`` (its cache is named after it)."""
+    return (TEMPLATES / "sw.js").read_text().replace("__BUILD__", build_id)
+
+
+def build_id(folder: Path) -> str:
+    """A short hash of every file under ``folder``: names and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def remote_urls(text: str) -> list[str]:

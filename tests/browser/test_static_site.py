@@ -32,3 +32,14 @@ def test_file_url_shows_static_preview(open_page, static_dir):
     app.page.wait_for_function("document.documentElement.dataset.llmqp === 'static'")
     status = app.page.evaluate("document.getElementById('llmqp-status').textContent")
     assert "http.server" in status
+
+
+def test_repeat_visit_works_offline(open_page, static_url):
+    """The service worker keeps what a visit loaded: the next visit needs no network."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    app.page.wait_for_function("llmqp.cached === true", timeout=30_000)
+    app.page.context.set_offline(True)
+    app.page.reload()
+    app.wait_static_ready()
+    assert app.page.evaluate("llmqp.eval('1 + 1')") == 2

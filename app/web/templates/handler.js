@@ -54,7 +54,54 @@ if (location.protocol === "file:" || !window.llmqpBoot) {
 } else if (window.llmqpBoot.mode === "head") {
   startWorker();
 } else {
-  prerendered.then(startWorker);
+  prerendered.then(swControl).then(startWorker);
+}
+
+// On a first visit the service worker (templates/sw.js) installs in a few hundred ms; the
+// Python worker starts under its control if it can, so that its downloads (the WebAssembly
+// runtime, the packages) are cached for the next visit. Never waits long for it.
+async function swControl() {
+  const sw = window.llmqpBoot.sw;
+  if (sw == null || navigator.serviceWorker.controller != null) {
+    return;
+  }
+  await Promise.race([
+    new Promise((resolve) =>
+      navigator.serviceWorker.addEventListener("controllerchange", resolve, {once: true})
+    ),
+    sw.then((reg) => (reg == null ? null : new Promise((r) => setTimeout(r, 500)))),
+  ]);
+}
+
+// Once the page is live: have the service worker cache what this page loaded before it was
+// in control, and let a newer build's service worker take over (for the next visit).
+async function swAfterLoad(workerUrls) {
+  const reg = window.llmqpBoot.sw == null ? null : await window.llmqpBoot.sw;
+  if (reg == null) {
+    return;
+  }
+  const urls = [
+    location.origin + location.pathname,
+    ...performance.getEntriesByType("resource").map((e) => e.name),
+    ...(workerUrls || []),
+  ];
+  const active = navigator.serviceWorker.controller || reg.active;
+  if (active != null) {
+    navigator.serviceWorker.addEventListener("message", (event) => {
+      if (event.data && event.data.type === "cached") {
+        llmqp.cached = true; // everything this visit loaded is in the cache (tests wait on it)
+      }
+    });
+    active.postMessage({type: "cache", urls: urls});
+  }
+  const skip = () => reg.waiting && reg.waiting.postMessage({type: "skip-waiting"});
+  skip();
+  reg.addEventListener("updatefound", () => {
+    const next = reg.installing;
+    if (next != null) {
+      next.addEventListener("statechange", () => next.state === "installed" && skip());
+    }
+  });
 }
 
 function startWorker() {
@@ -123,6 +170,7 @@ function startWorker() {
     } else if (msg.type === "linked") {
       mark("interactive");
       setState("ready", "");
+      swAfterLoad(msg.urls).catch((e) => console.warn("service worker: " + e));
     } else if (msg.type === "patch") {
       try {
         patching += 1;

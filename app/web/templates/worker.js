@@ -40,9 +40,62 @@ def _decrement_in_progress(self, fut=None):
 WebLoop._decrement_in_progress = _decrement_in_progress
 `;
 
+// The pure-Python start-up packages come as one gzip'd archive (app/web/bundle.py), fetched
+// while the runtime boots, inflated natively and written into site-packages from JavaScript:
+// much cheaper than Pyodide unzipping each wheel in Python. Resolves to null when the
+// browser cannot inflate it (the wheels are then installed by loadPackage).
+async function fetchBundle(bundle) {
+  if (bundle == null || typeof DecompressionStream === "undefined") {
+    return null;
+  }
+  const response = await fetch(BASE + CONFIG.pyodide_dir + bundle.file, {
+    integrity: bundle.integrity,
+  });
+  if (!response.ok) {
+    throw new Error(bundle.file + ": HTTP " + response.status);
+  }
+  let bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    // (a host that sent it with Content-Encoding: gzip has inflated it already)
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+  return bytes;
+}
+
+function installBundle(py, bytes, packages) {
+  const text = new TextDecoder();
+  if (text.decode(bytes.subarray(0, 8)) !== "LLMQPSP1") {
+    throw new Error("the start-up package archive is damaged");
+  }
+  const size = new DataView(bytes.buffer, bytes.byteOffset + 8, 4).getUint32(0, true);
+  const index = JSON.parse(text.decode(bytes.subarray(12, 12 + size)));
+  const site = py.runPython("import site; site.getsitepackages()[0]");
+  const made = new Set();
+  let offset = 12 + size;
+  for (const [path, length] of index) {
+    const full = path.startsWith("/") ? path : site + "/" + path;
+    const dir = full.slice(0, full.lastIndexOf("/"));
+    if (!made.has(dir)) {
+      py.FS.mkdirTree(dir);
+      made.add(dir);
+    }
+    py.FS.writeFile(full, bytes.subarray(offset, offset + length), {canOwn: true});
+    offset += length;
+  }
+  for (const name of packages) {
+    py.loadedPackages[name] = "default channel"; // as loadPackage records it
+  }
+  py.runPython("import importlib; importlib.invalidate_caches()");
+}
+
 async function startApplication() {
   status("Loading Python runtime (Pyodide " + CONFIG.pyodide_version + ")", "runtime");
-  let missing = [];
+  const bundle = CONFIG.bundle;
+  const bundleBytes = fetchBundle(bundle).catch((e) => {
+    console.warn("start-up archive unavailable, installing the wheels instead: " + e);
+    return null;
+  });
   self.pyodide = await loadPyodide({
     indexURL: BASE + CONFIG.pyodide_dir,
     lockFileURL: BASE + CONFIG.pyodide_dir + CONFIG.lock_file,
@@ -51,8 +104,17 @@ async function startApplication() {
     stdout: (s) => console.log(s),
     stderr: (s) => console.warn(s),
   });
+  if (bundle != null) {
+    const bytes = await bundleBytes;
+    if (bytes != null) {
+      installBundle(self.pyodide, bytes, bundle.packages);
+    } else {
+      await self.pyodide.loadPackage(bundle.packages);
+    }
+  }
   const loaded = self.pyodide.loadedPackages;
-  missing = CONFIG.packages.filter((p) => !(p in loaded));
+  const wanted = [...CONFIG.packages, ...(bundle != null ? bundle.packages : [])];
+  const missing = wanted.filter((p) => !(p in loaded));
   if (missing.length) {
     throw new Error("could not install " + missing.join(", ") + " (see the console)");
   }
@@ -77,7 +139,8 @@ from panel.io.state import state
 from panel.io.pyodide import _link_docs_worker
 _link_docs_worker(state.curdoc, sendPatch, setter="js")
 `);
-    self.postMessage({type: "linked", t: performance.now() - T0});
+    const urls = performance.getEntriesByType("resource").map((e) => e.name);
+    self.postMessage({type: "linked", t: performance.now() - T0, urls: urls});
   } else if (msg.type === "patch") {
     self.pyodide.globals.set("patch", msg.patch);
     try {

@@ -1,0 +1,94 @@
+"""Build helpers of the static site that need no browser: the start-up package archive and
+the service worker's build id (the browser tests cover them end to end)."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from app.web import page, startup
+from app.web.fetch import BuildError
+
+
+def _wheel(path, files: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _lock(**depends):
+    return {
+        name: {"depends": list(deps), "file_name": f"{name}.whl"} for name, deps in depends.items()
+    }
+
+
+def test_closure_follows_depends():
+    lock = _lock(app=["panel"], panel=["bokeh", "param"], bokeh=["numpy"], param=[], numpy=[])
+    assert startup.closure(["app"], lock) == ["app", "bokeh", "numpy", "panel", "param"]
+
+
+def test_split_keeps_compiled_packages_out(tmp_path):
+    lock = _lock(pure=[], binary=[])
+    _wheel(tmp_path / "pure.whl", {"pure/__init__.py": b"", "pure-1.dist-info/METADATA": b""})
+    _wheel(
+        tmp_path / "binary.whl",
+        {
+            "binary/_core.cpython-312-wasm32-emscripten.so": b"\0asm",
+            "binary-1.dist-info/RECORD": b"",
+        },
+    )
+    inside, outside, contents = startup.split(["binary", "pure"], lock, tmp_path)
+    assert (inside, outside, list(contents)) == (["pure"], ["binary"], ["pure"])
+
+
+def test_archive_round_trip_with_records_and_data_files(tmp_path):
+    contents = {
+        "a": {"a/__init__.py": b"x = 1\n", "a-1.0.dist-info/METADATA": b"Name: a\n"},
+        "b": {
+            "b.py": b"",
+            "b-2.dist-info/RECORD": b"",
+            "b-2.data/data/share/b/config.json": b"{}",
+        },
+    }
+    data = startup.write(tmp_path / startup.FILE_NAME, contents)
+    assert data == (tmp_path / startup.FILE_NAME).read_bytes()
+    assert data[:2] == b"\x1f\x8b"  # gzip, inflated in the browser by DecompressionStream
+    files = startup.read(data)
+    assert files["a/__init__.py"] == b"x = 1\n"
+    assert files["a-1.0.dist-info/INSTALLER"] == b"pyodide.loadPackage"
+    assert files["b-2.dist-info/PYODIDE_SOURCE"] == b"pyodide"
+    # as Pyodide's installer does: kept in site-packages and copied under sys.prefix ("/")
+    assert files["b-2.data/data/share/b/config.json"] == b"{}"
+    assert files["/share/b/config.json"] == b"{}"
+    assert startup.write(tmp_path / "again.bin", contents) == data  # reproducible
+
+
+def test_archive_refuses_a_file_in_two_packages(tmp_path):
+    contents = {
+        "a": {"shared.py": b"1", "a-1.dist-info/RECORD": b""},
+        "b": {"shared.py": b"2", "b-1.dist-info/RECORD": b""},
+    }
+    with pytest.raises(BuildError, match="shared.py"):
+        startup.write(tmp_path / "x.bin", contents)
+
+
+def test_read_rejects_other_gzip_data():
+    import gzip
+
+    with pytest.raises(ValueError):
+        startup.read(gzip.compress(b"not an archive"))
+
+
+def test_build_id_changes_with_any_file(tmp_path):
+    (tmp_path / "index.html").write_text("<html>")
+    (tmp_path / "pyodide").mkdir()
+    (tmp_path / "pyodide" / "x.whl").write_bytes(b"1")
+    first = page.build_id(tmp_path)
+    assert first == page.build_id(tmp_path)
+    (tmp_path / "pyodide" / "x.whl").write_bytes(b"2")
+    assert page.build_id(tmp_path) != first
+    sw = page.service_worker(first)
+    assert f'"llmqp-" + "{first}"' in sw and "__BUILD__" not in sw
+    assert not page.remote_urls(sw)
