@@ -401,3 +401,12 @@ def test_documented_hooks_exist():
     missing = sorted(n for n in names if root.select_one({"name": n}) is None)
     assert not missing
     assert len(names) > 50
+
+
+def test_two_sessions_build_side_by_side():
+    """Each session (panel serve) gets its own Bokeh models: none shared between documents."""
+    roots = [LLMQPApp(server=False).view().get_root(Document()) for _ in range(2)]
+    docs = [Document(), Document()]
+    for doc, root in zip(docs, roots):
+        doc.add_root(root)
+    assert not {m.id for m in docs[0].models} & {m.id for m in docs[1].models}

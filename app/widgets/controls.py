@@ -48,7 +48,9 @@ def hooked(cls, hook: str, *, param_ref=None, **params):
     return klass(hook=hook, **params)
 
 
-_INT_FORMAT = CustomJSTickFormatter(code="return Math.round(10 ** tick).toLocaleString()")
+# The handle shows the integer, not its log10. One formatter per slider: a Bokeh model belongs
+# to one document, and every session (and the static page's pre-render) has its own.
+_INT_FORMAT_JS = "return Math.round(10 ** tick).toLocaleString()"
 
 
 class LogSlider(pn.viewable.Viewer):
@@ -73,7 +75,7 @@ class LogSlider(pn.viewable.Viewer):
             end=math.log10(soft_hi),
             step=step,
             value=self._log(getattr(state, name)),
-            format=_INT_FORMAT,
+            format=CustomJSTickFormatter(code=_INT_FORMAT_JS),
             sizing_mode="stretch_width",
             margin=(5, 10, 0, 10),
         )
