@@ -73,14 +73,14 @@ BOOT_SCRIPT = """<script>
 // for the main thread).
 window.llmqpBoot = (function () {
   if (location.protocol === "file:" || typeof Worker === "undefined") return null;
-  const boot = {buffered: [], worker: null, mode: "%(start)s", sw: null};
+  const boot = {buffered: [], worker: null, mode: "%(start)s", sw: null, workerUrl: "%(worker)s"};
   if ("%(service_worker)s" && "serviceWorker" in navigator) {
     // Caches the site for repeat visits (templates/sw.js); the page works without it.
     boot.sw = navigator.serviceWorker.register("%(service_worker)s").catch(() => null);
   }
   boot.start = () => {
     if (boot.worker == null) {
-      boot.worker = new Worker("%(worker)s");
+      boot.worker = new Worker(boot.workerUrl);
       boot.worker.onmessage = (event) => boot.buffered.push(event);
       boot.t0 = performance.now();
     }
@@ -120,10 +120,38 @@ def _browser_mode():
             os.environ["LLMQP_STATIC_BUILD"] = saved_env
 
 
+#: Bokeh model ids restart here, both for the pre-render and in the worker (``p1000001``, …).
+ID_BASE = 1_000_000
+
+
+@contextlib.contextmanager
+def _fixed_ids(base: int = ID_BASE):
+    """Sequential Bokeh model ids starting after ``base`` for the app's document, as the
+    worker's prologue (:data:`PROLOGUE`) sets them: the same app then builds models with the
+    same ids in both places, and the page can keep the pre-rendered document."""
+    import bokeh.util.serialization as serialization
+    from bokeh.application.application import Application
+    from bokeh.settings import settings
+
+    original = Application.initialize_document
+
+    def initialize_document(self, doc):
+        settings.simple_ids.set_value(True)
+        serialization._simple_id = base
+        return original(self, doc)
+
+    Application.initialize_document = initialize_document
+    try:
+        yield
+    finally:
+        Application.initialize_document = original
+        settings.simple_ids.unset_value()
+
+
 def prerender(app: Path, handler_config: dict) -> tuple[str, str]:
     """Run ``app`` in CPython; return (page HTML with pre-rendered figures, app source)."""
     try:
-        with _our_handler(handler_config) as convert, _browser_mode():
+        with _our_handler(handler_config) as convert, _browser_mode(), _fixed_ids():
             html, _worker = convert.script_to_html(
                 str(app),
                 requirements=[],
@@ -137,11 +165,55 @@ def prerender(app: Path, handler_config: dict) -> tuple[str, str]:
     return html, source
 
 
-def worker_code(source: str) -> str:
-    """The Python the worker runs: Panel's pyodide prologue, the app, the epilogue."""
-    from panel.io.convert import POST, PRE
+# The worker's Python around the app's source. Panel's pyodide prologue (init_doc) and
+# epilogue (write_doc), except that model ids are sequential from ID_BASE, as in the
+# pre-render, and that the document is not serialised up front: the last expression is a
+# fingerprint (every model's id and type) that the page compares with the pre-rendered
+# document. Equal: the page keeps its document and links it to this one. Otherwise the page
+# asks for the whole document (``_llmqp_doc_json()``) and renders it afresh.
+PROLOGUE = """
+import asyncio
 
-    return "\n".join([PRE, source, POST])
+import panel.io.pyodide  # noqa: F401  (its set-up: CDN resources, worker detection)
+import bokeh.util.serialization as _bk_serialization
+from bokeh.document import Document as _Document
+from bokeh.io.doc import set_curdoc as _set_curdoc
+from bokeh.settings import settings as _bk_settings
+from panel.io.document import MockSessionContext as _MockSessionContext
+from panel.io.state import state as _state
+
+_bk_settings.simple_ids.set_value(True)
+_doc = _Document()
+_set_curdoc(_doc)
+_doc.hold()
+_doc._session_context = lambda: _MockSessionContext(document=_doc)
+_state.curdoc = _doc
+_bk_serialization._simple_id = %(id_base)d
+"""
+
+EPILOGUE = """
+def _llmqp_doc_json():
+    from panel.io.pyodide import _doc_json
+
+    return _doc_json(_state.curdoc)
+
+
+def _llmqp_ready():
+    doc = _state.curdoc
+    template = _state._templates.get(doc)
+    if template is not None and doc not in template._documents:
+        template.server_doc(title=template.title, location=True, doc=doc)
+    doc._session_context = None  # as write_doc leaves it
+    return "\\n".join(sorted(f"{m.id}:{m.__qualified_model__}" for m in doc.models))
+
+
+_llmqp_ready()
+"""
+
+
+def worker_code(source: str) -> str:
+    """The Python the worker runs: :data:`PROLOGUE`, the app, :data:`EPILOGUE`."""
+    return "\n".join([PROLOGUE % {"id_base": ID_BASE}, source, EPILOGUE])
 
 
 def rewrite_urls(text: str, prefixes: dict[str, str]) -> str:

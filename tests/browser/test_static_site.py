@@ -43,3 +43,31 @@ def test_repeat_visit_works_offline(open_page, static_url):
     app.page.reload()
     app.wait_static_ready()
     assert app.page.evaluate("llmqp.eval('1 + 1')") == 2
+
+
+def test_keeps_the_prerendered_document(open_page, static_url):
+    """The worker builds the same document as the pre-render: the page keeps its figures."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    assert app.page.evaluate("llmqp.hydrated") is True
+    assert app.page.evaluate("Bokeh.documents.length") == 1
+
+
+def test_draws_the_worker_document_when_the_prerender_differs(open_page, static_url):
+    """A page whose pre-rendered document does not match the worker's (another build, another
+    state) gets the worker's document drawn afresh, and works."""
+
+    def tampered(route):
+        response = route.fetch()
+        body = response.text()
+        assert '"p1000001"' in body
+        route.fulfill(response=response, body=body.replace('"p1000001"', '"p0999999"'))
+
+    app = open_page(static_url + "pyodide/pyodide-lock.json")  # any page of the site
+    app.page.route(static_url, tampered)
+    app.page.goto(static_url)
+    app.wait_static_ready()
+    assert app.page.evaluate("llmqp.hydrated") is False
+    assert 777 not in app.data("crossover_dense")["k"]
+    app.set_value("k_input", 777)
+    app.page.wait_for_function("window.__data('crossover_dense').k.includes(777)", timeout=15_000)

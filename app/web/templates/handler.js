@@ -82,6 +82,7 @@ async function swAfterLoad(workerUrls) {
   }
   const urls = [
     location.origin + location.pathname,
+    new URL(window.llmqpBoot.workerUrl, location.href).href,
     ...performance.getEntriesByType("resource").map((e) => e.name),
     ...(workerUrls || []),
   ];
@@ -165,6 +166,8 @@ function startWorker() {
       } else {
         pending.resolve(JSON.parse(msg.result));
       }
+    } else if (msg.type === "hydrate") {
+      await hydrate(msg);
     } else if (msg.type === "render") {
       await render(msg);
     } else if (msg.type === "linked") {
@@ -185,6 +188,29 @@ function startWorker() {
     onMessage(event);
   }
   worker.onmessage = onMessage;
+
+  // The worker built the same document as the pre-rendered one (same model ids and types,
+  // see page.py): keep the drawn figures and link them to Python, instead of having the
+  // worker serialise its document and the page draw it all again. Otherwise ask for it.
+  async function hydrate(msg) {
+    await prerendered;
+    const doc = Bokeh.documents.length === 1 ? Bokeh.documents[0] : null;
+    const drawn =
+      doc != null && doc.roots().every((root) => Bokeh.index.find_one(root) != null);
+    const ours = drawn
+      ? [...doc.all_models]
+          .filter((m) => m.type !== "DocumentConfig") // not among Python's doc.models
+          .map((m) => m.id + ":" + m.type)
+          .sort()
+          .join("\n")
+      : null;
+    llmqp.hydrated = ours === msg.fingerprint;
+    if (!llmqp.hydrated) {
+      worker.postMessage({type: "doc"});
+      return;
+    }
+    linkViews(Bokeh.index, doc);
+  }
 
   async function render(msg) {
     await prerendered;
@@ -210,13 +236,17 @@ function startWorker() {
       el.innerHTML = "";
     }
     const [views] = await Bokeh.embed.embed_items(docs_json, render_items);
+    linkViews(views, [...views.roots.values()][0].model.document);
+  }
+
+  function linkViews(views, jsdoc) {
     document.body.classList.remove("pn-loading", LLMQP_CONFIG.loading_spinner);
     for (const el of [...document.getElementsByClassName("pn-loading-msg")]) {
       el.remove();
     }
     mark("rendered");
     lightDivs(views);
-    worker.jsdoc = [...views.roots.values()][0].model.document;
+    worker.jsdoc = jsdoc;
     worker.jsdoc.on_change(sendChange.bind(null, worker.jsdoc), false);
     worker.postMessage({type: "rendered"});
     worker.postMessage({type: "location", location: JSON.stringify(window.location)});

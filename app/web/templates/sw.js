@@ -51,7 +51,7 @@ async function cacheUrls(urls) {
   const cache = await caches.open(CACHE);
   for (const text of urls) {
     const url = new URL(text, self.location.href);
-    if (!cacheable(url) || (await cache.match(url.href, {ignoreSearch: true}))) {
+    if (!cacheable(url) || (await cache.match(url.href))) {
       continue;
     }
     try {

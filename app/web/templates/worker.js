@@ -122,9 +122,9 @@ async function startApplication() {
   self.pyodide.globals.set("sendPatch", sendPatch);
   self.pyodide.runPython(PRELUDE);
   status("Starting the app", "app");
-  const [docs_json, render_items, root_ids] = await self.pyodide.runPythonAsync(APP_CODE);
+  const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
   status("Drawing the live figures", "render");
-  self.postMessage({type: "render", docs_json, render_items, root_ids});
+  self.postMessage({type: "hydrate", fingerprint: fingerprint});
 }
 
 const ready = startApplication().catch((e) => {
@@ -133,10 +133,22 @@ const ready = startApplication().catch((e) => {
 });
 
 async function handle(msg) {
-  if (msg.type === "rendered") {
+  if (msg.type === "doc") {
+    // The page could not keep its pre-rendered document: send ours to draw.
+    const [docs_json, render_items, root_ids] = self.pyodide.runPython("_llmqp_doc_json()");
+    self.postMessage({type: "render", docs_json, render_items, root_ids});
+  } else if (msg.type === "rendered") {
     await self.pyodide.runPythonAsync(`
+from bokeh.document.events import RootAddedEvent, RootRemovedEvent, TitleChangedEvent
 from panel.io.state import state
 from panel.io.pyodide import _link_docs_worker
+
+# The page's document already has these roots and title (pre-rendered or drawn from ours):
+# resending them would serialise the whole document once more.
+held = state.curdoc.callbacks._held_events
+held[:] = [
+    e for e in held if not isinstance(e, (RootAddedEvent, RootRemovedEvent, TitleChangedEvent))
+]
 _link_docs_worker(state.curdoc, sendPatch, setter="js")
 `);
     const urls = performance.getEntriesByType("resource").map((e) => e.name);
