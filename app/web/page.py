@@ -70,7 +70,7 @@ BOOT_SCRIPT = """<script>
 // Register the service worker (if any) and start Python early; handler.js takes over later.
 // With start = "head" the worker starts now, while Bokeh's JS is still loading; with
 // "prerendered" handler.js starts it once the embedded figures are drawn (less contention
-// for the main thread).
+// for the main thread on a first visit).
 window.llmqpBoot = (function () {
   if (location.protocol === "file:" || typeof Worker === "undefined") return null;
   const boot = {buffered: [], worker: null, mode: "%(start)s", sw: null, workerUrl: "%(worker)s"};
@@ -86,7 +86,9 @@ window.llmqpBoot = (function () {
     }
     return boot.worker;
   };
-  if (boot.mode === "head") boot.start();
+  // A repeat visit whose files all come from the service worker's cache has nothing to
+  // download: start Python at once, alongside the pre-render, whatever the mode.
+  if (boot.mode === "head" || (boot.sw && navigator.serviceWorker.controller)) boot.start();
   return boot;
 })();
 </script>

@@ -51,7 +51,7 @@ if (location.protocol === "file:" || !window.llmqpBoot) {
     "Static preview: browsers do not run Python from a file:// page. Serve the folder " +
       "(python -m http.server -d static) and open localhost:8000 for live figures."
   );
-} else if (window.llmqpBoot.mode === "head") {
+} else if (window.llmqpBoot.worker != null) {
   startWorker();
 } else {
   prerendered.then(swControl).then(startWorker);
