@@ -156,6 +156,11 @@ def make_lock(pyodide_dir: Path, compiled: dict, pure: list[Path]) -> dict[str, 
     return packages
 
 
+def _sri(data: bytes) -> str:
+    """Subresource-integrity value of ``data`` (what ``fetch(url, {integrity})`` checks)."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
 def start_packages(app: Path, packages: dict[str, dict]) -> list[str]:
     """START_PACKAGES, the app's own wheel, and any carried package the app imports."""
     by_import = {imp: name for name, e in packages.items() for imp in e["imports"]}
@@ -206,19 +211,30 @@ def build(args: argparse.Namespace) -> Path:
     start = start_packages(app, packages)
     worker_packages = {"packages": start}
     if args.bundle:
-        inside, outside, contents = startup.split(
-            startup.closure(start, packages), packages, pyodide_dir
+        inside = startup.closure(start, packages)
+        data, dynlibs = startup.write(
+            pyodide_dir / startup.FILE_NAME, startup.contents_of(inside, packages, pyodide_dir)
         )
-        data = startup.write(pyodide_dir / startup.FILE_NAME, contents)
+        for path, lib in dynlibs.items():
+            dest = pyodide_dir / startup.dynlib_url(path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(lib)
         worker_packages = {
-            "packages": outside,
+            "packages": [],
             "bundle": {
                 "file": startup.FILE_NAME,
-                "integrity": "sha256-" + base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                "integrity": _sri(data),
                 "packages": inside,
+                "dynlibs": [
+                    {"path": path, "url": startup.dynlib_url(path), "integrity": _sri(lib)}
+                    for path, lib in dynlibs.items()
+                ],
             },
         }
-        log(f"start-up bundle: {len(inside)} packages, {len(data) / 1e6:.1f} MB")
+        log(
+            f"start-up archive: {len(inside)} packages, {len(data) / 1e6:.1f} MB, "
+            f"and {len(dynlibs)} libraries, {sum(map(len, dynlibs.values())) / 1e6:.1f} MB"
+        )
 
     log(f"page: pre-rendering {app}")
     config = {

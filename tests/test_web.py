@@ -29,18 +29,28 @@ def test_closure_follows_depends():
     assert startup.closure(["app"], lock) == ["app", "bokeh", "numpy", "panel", "param"]
 
 
-def test_split_keeps_compiled_packages_out(tmp_path):
+def test_libraries_leave_the_archive_for_their_own_files(tmp_path):
     lock = _lock(pure=[], binary=[])
     _wheel(tmp_path / "pure.whl", {"pure/__init__.py": b"", "pure-1.dist-info/METADATA": b""})
+    lib = "binary/_core.cpython-312-wasm32-emscripten.so"
     _wheel(
         tmp_path / "binary.whl",
-        {
-            "binary/_core.cpython-312-wasm32-emscripten.so": b"\0asm",
-            "binary-1.dist-info/RECORD": b"",
-        },
+        {lib: b"\0asm", "binary/__init__.py": b"", "binary-1.dist-info/RECORD": b""},
     )
-    inside, outside, contents = startup.split(["binary", "pure"], lock, tmp_path)
-    assert (inside, outside, list(contents)) == (["pure"], ["binary"], ["pure"])
+    contents = startup.contents_of(["binary", "pure"], lock, tmp_path)
+    data, dynlibs = startup.write(tmp_path / startup.FILE_NAME, contents)
+    assert dynlibs == {lib: b"\0asm"}
+    files = startup.read(data)
+    assert lib not in files and "binary/__init__.py" in files and "pure/__init__.py" in files
+    assert startup.dynlib_url(lib) == f"dynlib/{lib}.wasm"  # served as application/wasm
+    assert startup.is_dynlib("x/libfoo.so.1") and not startup.is_dynlib("x/so.py")
+
+
+def test_contents_refuse_packages_outside_site_packages(tmp_path):
+    lock = _lock(odd=[])
+    lock["odd"]["install_dir"] = "dynlib"
+    with pytest.raises(BuildError, match="odd"):
+        startup.contents_of(["odd"], lock, tmp_path)
 
 
 def test_archive_round_trip_with_records_and_data_files(tmp_path):
@@ -52,8 +62,8 @@ def test_archive_round_trip_with_records_and_data_files(tmp_path):
             "b-2.data/data/share/b/config.json": b"{}",
         },
     }
-    data = startup.write(tmp_path / startup.FILE_NAME, contents)
-    assert data == (tmp_path / startup.FILE_NAME).read_bytes()
+    data, dynlibs = startup.write(tmp_path / startup.FILE_NAME, contents)
+    assert data == (tmp_path / startup.FILE_NAME).read_bytes() and dynlibs == {}
     assert data[:2] == b"\x1f\x8b"  # gzip, inflated in the browser by DecompressionStream
     files = startup.read(data)
     assert files["a/__init__.py"] == b"x = 1\n"
@@ -62,7 +72,7 @@ def test_archive_round_trip_with_records_and_data_files(tmp_path):
     # as Pyodide's installer does: kept in site-packages and copied under sys.prefix ("/")
     assert files["b-2.data/data/share/b/config.json"] == b"{}"
     assert files["/share/b/config.json"] == b"{}"
-    assert startup.write(tmp_path / "again.bin", contents) == data  # reproducible
+    assert startup.write(tmp_path / "again.bin", contents)[0] == data  # reproducible
 
 
 def test_archive_refuses_a_file_in_two_packages(tmp_path):

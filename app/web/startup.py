@@ -1,16 +1,23 @@
 """The start-up packages as one archive that the worker unpacks from JavaScript.
 
-Pyodide installs each wheel by unzipping it in Python, inside WebAssembly: with ~20 start-up
-packages and ~1,600 files that is a few hundred milliseconds of every page load, warm or cold.
-The site therefore also carries ``startup-packages.bin``: the files of every pure-Python
-start-up package (their bytecode, as in the wheels, plus the ``INSTALLER`` and
-``PYODIDE_SOURCE`` records Pyodide would write), gzip'd as one stream. The worker inflates it
-with the browser's own ``DecompressionStream`` and writes the files into site-packages from
-JavaScript (``templates/worker.js``). Packages with compiled extensions (numpy) still go
-through Pyodide's ``loadPackage``, which also loads their WebAssembly libraries; so does
-everything when the browser lacks ``DecompressionStream`` (the wheels stay on the site).
+Pyodide installs each wheel by unzipping it in Python, inside WebAssembly, then compiles the
+WebAssembly libraries of compiled packages (numpy's ``.so`` files) one after the other: with
+~20 start-up packages, ~1,600 files and 7.5 MB of libraries that is close to a second of every
+page load, warm or cold. The site therefore also carries:
 
-Format, before gzip: ``MAGIC``, the little-endian u32 length of a UTF-8 JSON index
+* ``startup-packages.bin``: the files of every start-up package (bytecode, as in the wheels,
+  plus the ``INSTALLER`` and ``PYODIDE_SOURCE`` records Pyodide would write) except their
+  libraries, gzip'd as one stream. The worker inflates it with the browser's own
+  ``DecompressionStream`` and writes the files into site-packages from JavaScript.
+* ``dynlib/<path in site-packages>.wasm``: each library on its own, so that the worker can
+  compile them all with ``WebAssembly.compileStreaming`` while the runtime boots, in parallel,
+  and so that the browser keeps their compiled code between visits (it does for streamed
+  modules); the worker then hands the compiled modules to Pyodide's dynamic loader.
+
+If the browser lacks ``DecompressionStream`` or streaming compilation, the worker installs the
+wheels (still on the site) with ``loadPackage`` instead (``templates/worker.js``).
+
+Archive format, before gzip: ``MAGIC``, the little-endian u32 length of a UTF-8 JSON index
 ``[[path, size], ...]`` (paths relative to site-packages, or absolute), the index, then the
 files' bytes in index order. gzip with mtime 0, so the same inputs give the same bytes.
 """
@@ -43,10 +50,10 @@ def closure(names: Iterable[str], packages: dict[str, dict]) -> list[str]:
     return sorted(seen)
 
 
-def bundled(files: dict[str, bytes]) -> bool:
-    """Whether a wheel's files can be installed by copying them: no compiled libraries for
-    Pyodide to load."""
-    return not any(name.endswith(".so") or ".so." in name for name in files)
+def is_dynlib(name: str) -> bool:
+    """A WebAssembly library for Pyodide's dynamic loader (``.so``, ``.so.1``, …)."""
+    base = name.rsplit("/", 1)[-1]
+    return base.endswith(".so") or ".so." in base
 
 
 def data_files(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -61,22 +68,27 @@ def data_files(files: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
-def split(names: list[str], packages: dict[str, dict], pyodide_dir: Path):
-    """(bundled, loaded by Pyodide) package names, and the bundled ones' files by name."""
-    inside, outside, contents = [], [], {}
+def contents_of(names: list[str], packages: dict[str, dict], pyodide_dir: Path):
+    """``{name: {file: bytes}}`` of the wheels of ``names``; all must install into
+    site-packages (as every package of this site does)."""
+    out = {}
     for name in names:
         entry = packages[name]
-        files = wheels.read_wheel(pyodide_dir / entry["file_name"])
-        if entry.get("install_dir", "site") == "site" and bundled(files):
-            inside.append(name)
-            contents[name] = files
-        else:
-            outside.append(name)
-    return inside, outside, contents
+        if entry.get("install_dir", "site") != "site":
+            raise BuildError(f"{name} installs into {entry['install_dir']}, not site-packages")
+        out[name] = wheels.read_wheel(pyodide_dir / entry["file_name"])
+    return out
 
 
-def write(dest: Path, contents: dict[str, dict[str, bytes]]) -> bytes:
-    """Write the archive of the packages' files to ``dest``; return its bytes."""
+def dynlib_url(path: str) -> str:
+    """Where the site serves the library ``path`` (relative to site-packages): ``.wasm`` so
+    that hosts send it as ``application/wasm``, which streaming compilation requires."""
+    return f"dynlib/{path}.wasm"
+
+
+def write(dest: Path, contents: dict[str, dict[str, bytes]]) -> tuple[bytes, dict[str, bytes]]:
+    """Write the archive of the packages' files but their libraries to ``dest``; return its
+    bytes and ``{path: bytes}`` of the libraries (paths relative to site-packages)."""
     files: dict[str, bytes] = {}
     for name, wheel_files in sorted(contents.items()):
         dist_info = wheels.dist_info_of(wheel_files)
@@ -86,6 +98,7 @@ def write(dest: Path, contents: dict[str, dict[str, bytes]]) -> bytes:
             if path in files:
                 raise BuildError(f"{path} is in two start-up packages ({name})")
             files[path] = data
+    dynlibs = {path: files.pop(path) for path in sorted(files) if is_dynlib(path)}
     order = sorted(files)
     index = json.dumps([[path, len(files[path])] for path in order], separators=(",", ":"))
     raw = b"".join(
@@ -93,7 +106,7 @@ def write(dest: Path, contents: dict[str, dict[str, bytes]]) -> bytes:
     )
     data = gzip.compress(raw, compresslevel=9, mtime=0)
     dest.write_bytes(data)
-    return data
+    return data, dynlibs
 
 
 def read(data: bytes) -> dict[str, bytes]:

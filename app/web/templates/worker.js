@@ -40,30 +40,49 @@ def _decrement_in_progress(self, fut=None):
 WebLoop._decrement_in_progress = _decrement_in_progress
 `;
 
-// The pure-Python start-up packages come as one gzip'd archive (app/web/bundle.py), fetched
-// while the runtime boots, inflated natively and written into site-packages from JavaScript:
-// much cheaper than Pyodide unzipping each wheel in Python. Resolves to null when the
-// browser cannot inflate it (the wheels are then installed by loadPackage).
-async function fetchBundle(bundle) {
-  if (bundle == null || typeof DecompressionStream === "undefined") {
+// The start-up packages come as one gzip'd archive of their files (app/web/startup.py),
+// fetched while the runtime boots, inflated natively and written into site-packages from
+// JavaScript, and their WebAssembly libraries as separate files compiled meanwhile, in
+// parallel (streaming compilation; a repeat visit gets the compiled code from the browser's
+// cache). Much cheaper than Pyodide unzipping each wheel in Python and compiling the
+// libraries one by one. Without DecompressionStream or compileStreaming: null, and
+// loadPackage installs the wheels as usual.
+function fetchStartup(bundle) {
+  if (
+    bundle == null ||
+    typeof DecompressionStream === "undefined" ||
+    typeof WebAssembly.compileStreaming !== "function"
+  ) {
     return null;
   }
-  const response = await fetch(BASE + CONFIG.pyodide_dir + bundle.file, {
-    integrity: bundle.integrity,
+  const get = async (url, integrity) => {
+    const response = await fetch(BASE + CONFIG.pyodide_dir + url, {integrity: integrity});
+    if (!response.ok) {
+      throw new Error(url + ": HTTP " + response.status);
+    }
+    return response;
+  };
+  const archive = get(bundle.file, bundle.integrity).then(async (response) => {
+    let bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+      // (a host that sent it with Content-Encoding: gzip has inflated it already)
+      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+      bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+    }
+    return bytes;
   });
-  if (!response.ok) {
-    throw new Error(bundle.file + ": HTTP " + response.status);
-  }
-  let bytes = new Uint8Array(await response.arrayBuffer());
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
-    // (a host that sent it with Content-Encoding: gzip has inflated it already)
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-    bytes = new Uint8Array(await new Response(stream).arrayBuffer());
-  }
-  return bytes;
+  const libs = (bundle.dynlibs || []).map((lib) =>
+    get(lib.url, lib.integrity).then((response) => {
+      const copy = response.clone();
+      return Promise.all([lib.path, WebAssembly.compileStreaming(response), copy.arrayBuffer()]);
+    })
+  );
+  const all = Promise.all([archive, Promise.all(libs)]);
+  all.catch(() => {}); // awaited later; no "unhandled rejection" meanwhile
+  return all;
 }
 
-function installBundle(py, bytes, packages) {
+function installStartup(py, [bytes, libs], packages) {
   const text = new TextDecoder();
   if (text.decode(bytes.subarray(0, 8)) !== "LLMQPSP1") {
     throw new Error("the start-up package archive is damaged");
@@ -72,17 +91,30 @@ function installBundle(py, bytes, packages) {
   const index = JSON.parse(text.decode(bytes.subarray(12, 12 + size)));
   const site = py.runPython("import site; site.getsitepackages()[0]");
   const made = new Set();
-  let offset = 12 + size;
-  for (const [path, length] of index) {
-    const full = path.startsWith("/") ? path : site + "/" + path;
+  const write = (full, data) => {
     const dir = full.slice(0, full.lastIndexOf("/"));
     if (!made.has(dir)) {
       py.FS.mkdirTree(dir);
       made.add(dir);
     }
-    py.FS.writeFile(full, bytes.subarray(offset, offset + length), {canOwn: true});
+    py.FS.writeFile(full, data, {canOwn: true});
+  };
+  let offset = 12 + size;
+  for (const [path, length] of index) {
+    write(path.startsWith("/") ? path : site + "/" + path, bytes.subarray(offset, offset + length));
     offset += length;
   }
+  // What Pyodide's loadPackage does with a package's libraries (loadDynlib), given modules
+  // compiled already: instantiate each (its memory, its constructors) and keep its exports,
+  // which the dynamic loader returns when Python imports the extension module.
+  const module = py._module;
+  for (const [path, compiled, data] of libs) {
+    const full = site + "/" + path;
+    write(full, new Uint8Array(data));
+    const flags = {loadAsync: false, nodelete: true, allowUndefined: true};
+    module.preloadedWasm[full] = module.loadWebAssemblyModule(compiled, flags, full, {});
+  }
+  module.reportUndefinedSymbols();
   for (const name of packages) {
     py.loadedPackages[name] = "default channel"; // as loadPackage records it
   }
@@ -92,10 +124,7 @@ function installBundle(py, bytes, packages) {
 async function startApplication() {
   status("Loading Python runtime (Pyodide " + CONFIG.pyodide_version + ")", "runtime");
   const bundle = CONFIG.bundle;
-  const bundleBytes = fetchBundle(bundle).catch((e) => {
-    console.warn("start-up archive unavailable, installing the wheels instead: " + e);
-    return null;
-  });
+  const startup = fetchStartup(bundle);
   self.pyodide = await loadPyodide({
     indexURL: BASE + CONFIG.pyodide_dir,
     lockFileURL: BASE + CONFIG.pyodide_dir + CONFIG.lock_file,
@@ -105,9 +134,14 @@ async function startApplication() {
     stderr: (s) => console.warn(s),
   });
   if (bundle != null) {
-    const bytes = await bundleBytes;
-    if (bytes != null) {
-      installBundle(self.pyodide, bytes, bundle.packages);
+    let files = null;
+    try {
+      files = startup == null ? null : await startup;
+    } catch (e) {
+      console.warn("start-up archive unavailable, installing the wheels instead: " + e);
+    }
+    if (files != null) {
+      installStartup(self.pyodide, files, bundle.packages);
     } else {
       await self.pyodide.loadPackage(bundle.packages);
     }
