@@ -81,7 +81,7 @@ window.llmqpBoot = (function () {
   boot.start = () => {
     if (boot.worker == null) {
       boot.worker = new Worker(boot.workerUrl);
-      boot.worker.onmessage = (event) => boot.buffered.push(event);
+      boot.worker.onmessage = (event) => boot.buffered.push([event, performance.now()]);
       boot.t0 = performance.now();
     }
     return boot.worker;

@@ -22,9 +22,9 @@ function setState(state, text) {
   }
 }
 
-function mark(name) {
+function mark(name, when) {
   if (!(name in llmqp.timings)) {
-    llmqp.timings[name] = Math.round(performance.now());
+    llmqp.timings[name] = Math.round(when == null ? performance.now() : when);
   }
 }
 
@@ -140,7 +140,8 @@ function startWorker() {
     setState("error", "Error: the Python worker failed (" + (e.message || e) + ")");
   };
 
-  const onMessage = async (event) => {
+  // ``received``: when a message that arrived before this script ran was received.
+  const onMessage = async (event, received) => {
     const msg = event.data;
     if (msg.type === "idle") {
       if (worker.queue.length) {
@@ -152,7 +153,7 @@ function startWorker() {
         mark("first_idle");
       }
     } else if (msg.type === "status") {
-      mark(msg.phase);
+      mark(msg.phase, received);
       llmqp.statusLog.push([Math.round(performance.now()), msg.msg]);
       setState("loading", msg.msg + "\u2026");
     } else if (msg.type === "error") {
@@ -184,8 +185,8 @@ function startWorker() {
     }
   };
 
-  for (const event of window.llmqpBoot.buffered.splice(0)) {
-    onMessage(event);
+  for (const [event, received] of window.llmqpBoot.buffered.splice(0)) {
+    onMessage(event, received);
   }
   worker.onmessage = onMessage;
 
