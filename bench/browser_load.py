@@ -5,7 +5,8 @@ Medians over ``--loads`` page loads in one run:
 * cold time-to-interactive: a fresh browser context (empty cache) until the worker's document
   is rendered and linked (``llmqp.timings.interactive``, ms after navigation start);
 * pre-rendered figures visible: Bokeh has drawn the page's embedded figures;
-* warm time-to-interactive: a reload in the same context (HTTP cache filled);
+* warm time-to-interactive: a reload in the same context, right after the cold load is
+  interactive (HTTP cache and the site's service worker filled);
 * slider -> redrawn figure: set ``k_slider``, wait for figure 1's data to change and a frame;
 * LinUCB steps/s inside Pyodide (the app's own ``LiveRun.advance``, and the online
   ``select``/``update`` loop), beside the same code in this CPython;
