@@ -108,10 +108,6 @@ class Calibration:
     coefficients: dict
     notes: list = field(default_factory=list)
 
-    @property
-    def median_error(self) -> float:
-        return self.errors["all"]["median_abs_rel_err"]
-
     def to_dict(self) -> dict:
         return {
             "hardware": self.hardware.to_dict(),

@@ -22,9 +22,6 @@ from .timing import TimingConfig, default_timing, measure
 
 __all__ = ["HeadSweep", "AmortizedSweep", "Runner"]
 
-HEAD_PLANS = ("dense_head", "sparse_head")
-BODY_PLANS = ("full_step", "amortized_step", "amortized_rerank")
-
 
 @dataclass(frozen=True)
 class HeadSweep:

@@ -59,8 +59,7 @@ def k_grid(vocab, points=64) -> np.ndarray:
     """Geometric grid of integer K from 1 to ``vocab`` inclusive, without duplicates."""
     vocab = check_int("vocab", vocab, 1, 1 << 24)
     points = check_int("points", points, 2, 10_000)
-    grid = np.unique(np.round(np.geomspace(1, vocab, points)).astype(np.int64))
-    return grid
+    return np.unique(np.round(np.geomspace(1, vocab, points)).astype(np.int64))
 
 
 def crossover_curve(d, vocab, batch=1, dtype="bfloat16", hardware="h100", ks=None) -> dict:

@@ -42,7 +42,7 @@ def _mask(mask, n):
     return mask
 
 
-def _ids(ids, n, vocab=None):
+def _ids(ids, n):
     ids = np.asarray(ids)
     if ids.shape != (n,) or ids.dtype.kind not in "iu" or n == 0:
         raise ValueError(f"The 'ids' parameter must be a non-empty integer array of shape ({n},).")

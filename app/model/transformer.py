@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .costs import Cost, kernel_cost
-from .hardware import DTYPE_BYTES, DTYPES, LAUNCHES, get_hardware
+from .hardware import DTYPE_BYTES, DTYPES, get_hardware
 from .validate import check_array, check_choice, check_int
 
 __all__ = [
@@ -23,8 +23,6 @@ __all__ = [
     "prefill_cost",
     "amortized_update_cost",
 ]
-
-KERNELS_PER_LAYER = LAUNCHES["layer"]  # norm, qkv, attention, out-proj, norm, up, act., down
 
 
 @dataclass(frozen=True)
