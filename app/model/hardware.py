@@ -21,7 +21,7 @@ DTYPES = tuple(DTYPE_BYTES)
 
 #: Launches of each operation the model prices, as the model assumes them (one fused kernel per
 #: operation, eight per decoder layer). An implementation that issues more calls (numpy runs a
-#: decoder layer as ~35 library calls) says so in :attr:`Hardware.launches`.
+#: decoder layer as 31 library calls) says so in :attr:`Hardware.launches`.
 LAUNCHES = {
     "dense_gemm": 1,  # h @ Wᵀ over the vocabulary
     "masked_argmax": 1,  # mask the logits, argmax
@@ -58,7 +58,7 @@ class Hardware:
         and every byte when there is no cache level, stream at ``bandwidth``.
     launches : dict
         Launches per operation where the implementation differs from :data:`LAUNCHES` (the
-        model's fused counts); e.g. ``{"layer": 35}`` for numpy's ~35 calls per decoder layer.
+        model's fused counts); e.g. ``{"layer": 31}`` for numpy's 31 calls per decoder layer.
         ``overhead`` is then the cost of one such call.
     """
 
