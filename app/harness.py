@@ -18,8 +18,9 @@ import numpy as np
 from . import __version__
 from .model import PLAN_NAMES, Scenario, amortization_curves, crossover_curve
 from .model.validate import check_int
-from .router.environment import Drift
+from .router.environment import FEATURES, Drift
 from .router.experiment import LEARNERS, run_routers, scenario_stream
+from .router.simulate import make_router
 
 __all__ = ["run_bench", "BENCH_FILES", "DRIFT_ROUTERS"]
 
@@ -136,9 +137,7 @@ def run_bench(seed: int, steps: int, out_dir, progress=None, scenario: Scenario 
 
     oracle = stream.expected.min(axis=1).sum()
     any_report = next(iter(runs.values()))[1]
-    from .router.simulate import make_router
-
-    taus = make_router("experts-hedge", 5, 7, horizon=steps).taus_
+    taus = make_router("experts-hedge", len(PLAN_NAMES), len(FEATURES), horizon=steps).taus_
     summary = {
         "seed": seed,
         "steps": steps,
@@ -160,7 +159,11 @@ def run_bench(seed: int, steps: int, out_dir, progress=None, scenario: Scenario 
         },
         "crossover": crossovers,
         "amortization": amortization,
-        "environment": {"linear_r2": stream.linear_r2, "features": 7, "plans": list(PLAN_NAMES)},
+        "environment": {
+            "linear_r2": stream.linear_r2,
+            "features": len(FEATURES),
+            "plans": list(PLAN_NAMES),
+        },
         "versions": {
             "llm-qp": __version__,
             "numpy": np.__version__,
