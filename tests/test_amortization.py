@@ -77,6 +77,8 @@ def test_amortization_curves_consistent_with_scenario():
     [
         (lambda: refine_probability(-0.1), r"'tau' parameter"),
         (lambda: decision_error_rate(0.1, 0.0), r"'eps' parameter"),
+        (lambda: error_given_margin([0.1, np.nan], 0.1), r"'m' parameter must contain finite"),
+        (lambda: error_given_margin("wide", 0.1), r"'m' parameter must be numeric"),
         (lambda: MarginDistribution(0.0, 1.0), r"'margin_a' parameter"),
         (lambda: decode_totals([1.0, 2.0], [1.0], 0.0), r"'full_s' parameter must have shape"),
         (lambda: decode_totals([1.0], [1.0], -1.0), r"'setup_s' parameter"),

@@ -123,6 +123,10 @@ def test_hardware_round_trip_and_presets():
         (lambda: TOY.replace(overhead=float("inf")), r"'overhead'"),
         (lambda: TOY.replace(peak_flops={"float32": 1.0}), r"'peak_flops'"),
         (lambda: Hardware.from_dict({**TOY.to_dict(), "x": 1}), r"Unknown Hardware fields"),
+        (lambda: crossover_curve(64, 100, ks=64), r"'ks' parameter must have shape \(any\)"),
+        (lambda: crossover_curve(64, 100, ks=[1, 101]), r"'ks' parameter .* \[1, 100\]. Got 101"),
+        (lambda: crossover_curve(64, 100, ks=[[1, 2]]), r"'ks' parameter must have shape"),
+        (lambda: crossover_curve(64, 0), r"'vocab' parameter must be an integer in \[1, "),
     ],
 )
 def test_validation_errors(call, match):

@@ -5,6 +5,7 @@ import pytest
 
 from app.model import Scenario, error_given_margin
 from app.router.environment import FEATURES, Drift, make_stream, model_latency
+from app.router.experiment import router_params
 
 S = Scenario(horizon=2000)
 
@@ -86,3 +87,17 @@ def test_drift_validation():
         Drift(change_points=(0.5, 0.2))
     with pytest.raises(ValueError, match="'lam' parameter"):
         Drift(lam=(0.1, 2.0))
+    with pytest.raises(ValueError, match=r"'lam' parameter must hold at least one value"):
+        Drift(lam=())
+    with pytest.raises(ValueError, match=r"'slowdown' parameter must hold at least one value"):
+        Drift(slowdown=[])
+
+
+def test_scenario_entry_points_need_a_scenario():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"The 's' parameter must be a Scenario. Got None"):
+        make_stream(None, 10, rng)
+    with pytest.raises(ValueError, match=r"The 's' parameter must be a Scenario"):
+        model_latency({"d": 64})
+    with pytest.raises(ValueError, match=r"The 's' parameter must be a Scenario"):
+        router_params("linucb", "h100")

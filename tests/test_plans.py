@@ -8,6 +8,8 @@ from app.model import (
     PLAN_NAMES,
     SCENARIO_LIMITS,
     Scenario,
+    amortization_curves,
+    annotate,
     choose,
     expand,
     explain_dict,
@@ -84,3 +86,29 @@ def test_scenario_bounds_and_errors():
     llama = Scenario.from_model("llama-3-8b")
     assert (llama.ffn, llama.kv_dim, llama.mlp_matrices) == (14_336, 1024, 3)
     assert Scenario(d=256).kv_dim == 64  # shapes scale with d
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: expand({"d": 4096}), r"The 's' parameter must be a Scenario. Got \{'d': 4096\}"),
+        (lambda: plan_costs(None), r"The 's' parameter must be a Scenario. Got None instead."),
+        (lambda: annotate("DenseHead", Scenario()), r"The 'plan' parameter must be a Plan."),
+        (lambda: explain_text("h100"), r"The 's' parameter must be a Scenario."),
+        (lambda: amortization_curves(None), r"The 's' parameter must be a Scenario."),
+        (lambda: choose(plan_costs(Scenario()), -0.1), r"'error_budget' .* \[0, 1\]. Got -0.1"),
+        (lambda: choose(plan_costs(Scenario()), float("nan")), r"'error_budget' parameter"),
+        (lambda: choose([]), r"The 'plans' parameter must hold at least one Plan"),
+        (lambda: choose(["DenseHead"]), r"The 'plans' parameter must be a Plan"),
+    ],
+)
+def test_plan_entry_points_validate(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_choose_says_when_the_budget_admits_no_plan():
+    s = Scenario(tau=0.0)
+    inexact = [p for p in plan_costs(s) if p.error_rate > 0]
+    with pytest.raises(ValueError, match=r"'error_budget' parameter 0 admits no plan"):
+        choose(inexact)

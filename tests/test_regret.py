@@ -95,3 +95,16 @@ def test_report_of_oracle_has_zero_regret_and_null_slope():
 def test_regret_validation_names_parameter(expected, arms, name):
     with pytest.raises(ValueError, match=f"'{name}'"):
         dynamic_regret(expected, arms)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_arms": 0}, r"'n_arms' parameter must be an integer in \[1, inf\). Got 0 instead."),
+        ({"n_arms": 2, "start": -1}, r"'start' parameter must be an integer in \[0, inf\)"),
+        ({"n_arms": 2.5}, r"'n_arms' parameter"),
+    ],
+)
+def test_plan_shares_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plan_shares([0, 1, 0], **kwargs)

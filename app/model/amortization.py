@@ -79,7 +79,7 @@ def safe_tau(eps) -> float:
 def error_given_margin(m, eps):
     """P(amortized top-1 ≠ exact top-1 | true margin m) = ``(1 - m/(2ε))² / 2`` below ``2ε``."""
     eps = check_float("eps", eps, 0.0, 0.5, lo_open=True)
-    m = np.asarray(m, dtype=np.float64)
+    m = check_array("m", m)
     deficit = np.clip(1.0 - m / (2.0 * eps), 0.0, None)
     return 0.5 * deficit**2
 

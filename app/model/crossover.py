@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .costs import dense_head_cost, sparse_head_cost
-from .validate import check_int
+from .validate import check_array, check_int
 
 __all__ = ["Crossover", "find_crossover", "crossover_curve", "k_grid"]
 
@@ -69,7 +69,11 @@ def crossover_curve(d, vocab, batch=1, dtype="bfloat16", hardware="h100", ks=Non
     ``dense_bytes``, ``sparse_bytes`` (arrays of the length of ``ks``), the regimes of both plans
     at each K, and the :class:`Crossover`.
     """
-    ks = k_grid(vocab) if ks is None else np.asarray(ks)
+    vocab = check_int("vocab", vocab, 1, 1 << 24)
+    if ks is None:
+        ks = k_grid(vocab)
+    else:
+        ks = check_array("ks", ks, 1, vocab, integer=True, shape=(None,))
     dense = dense_head_cost(d, vocab, batch, dtype, hardware)
     sparse = sparse_head_cost(d, vocab, ks, batch, dtype, hardware)
     ones = np.ones(len(ks))

@@ -14,6 +14,7 @@ from .amortization import (
 from .costs import sparse_head_cost
 from .scenario import Scenario
 from .transformer import amortized_update_cost, decode_step_cost
+from .validate import check_instance
 
 __all__ = ["amortization_curves", "TAU_GRID"]
 
@@ -38,6 +39,7 @@ def amortization_curves(s: Scenario, taus=None) -> dict:
     ``n_star``. The amortized strategy first pays ``s.warmup_steps`` exact steps to fit its
     stable state, which is what makes it lose on short decodes.
     """
+    check_instance("s", s, Scenario)
     taus = TAU_GRID if taus is None else np.asarray(taus, dtype=np.float64)
     amortized, exact = _step_costs(s, s.context)
     p = refine_probability(taus, s.margins)

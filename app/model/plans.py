@@ -23,6 +23,7 @@ from .amortization import decision_error_rate, refine_probability
 from .costs import Cost, dense_head_cost, sparse_head_cost
 from .scenario import Scenario
 from .transformer import amortized_update_cost, decode_step_cost, prefill_cost
+from .validate import check_float, check_instance
 
 __all__ = ["PLAN_NAMES", "Operator", "Plan", "expand", "annotate", "choose", "plan_costs"]
 
@@ -70,6 +71,7 @@ def _sparse(s: Scenario) -> Operator:
 
 def expand(s: Scenario) -> tuple[Plan, ...]:
     """Plan expansion pass: ``DecodeStep → {DenseHead, SparseHead, AmortizedHead, …}``."""
+    check_instance("s", s, Scenario)
     dense = Operator("DenseScore", f"GEMV over |V|={s.vocab} + mask + argmax")
     refine = Operator("Refine", f"if margin < τ={s.tau:g}", (_exact_state(s), _sparse(s)))
     rerank = Operator("Rerank", f"last layer exact + top-{s.rerank_r} rescore")
@@ -125,6 +127,8 @@ def _annotate_op(op: Operator, s: Scenario, probability: float) -> Operator:
 def annotate(plan: Plan, s: Scenario) -> Plan:
     """Cost annotation: expected latency, bytes, FLOPs, refine probability, decision error rate
     and utilisation (the busy share of the binding resource: ``max(compute, memory) / time``)."""
+    check_instance("plan", plan, Plan)
+    check_instance("s", s, Scenario)
     root = _annotate_op(plan.root, s, 1.0)
     c = root.cost
     if plan.name == "AmortizedHead":
@@ -160,5 +164,17 @@ def choose(plans, error_budget: float = 0.0) -> Plan:
     With a zero budget only plans equivalent to exact decoding qualify — the exact ones, and the
     amortized one once τ reaches the certificate's safe τ. Ties go to the earlier plan.
     """
+    error_budget = check_float("error_budget", error_budget, 0.0, 1.0)
+    plans = tuple(plans)
+    if not plans:
+        raise ValueError("The 'plans' parameter must hold at least one Plan. Got none.")
+    for p in plans:
+        check_instance("plans", p, Plan)
     admissible = [p for p in plans if p.error_rate <= error_budget + 1e-15]
+    if not admissible:
+        lowest = min(p.error_rate for p in plans)
+        raise ValueError(
+            f"The 'error_budget' parameter {error_budget:g} admits no plan; the lowest expected "
+            f"decision error among the plans given is {lowest:.3g}."
+        )
     return min(admissible, key=lambda p: p.latency_s)

@@ -11,7 +11,14 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "check_float", "check_choice", "check_array", "interval"]
+__all__ = [
+    "check_int",
+    "check_float",
+    "check_choice",
+    "check_instance",
+    "check_array",
+    "interval",
+]
 
 
 def interval(lo, hi, lo_open=False, hi_open=False) -> str:
@@ -69,6 +76,13 @@ def check_choice(name: str, value, options) -> str:
             f"The '{name}' parameter must be one of {', '.join(map(repr, options))}. "
             f"Got {value!r} instead."
         )
+    return value
+
+
+def check_instance(name: str, value, cls: type):
+    """Return ``value`` if it is an instance of ``cls``."""
+    if not isinstance(value, cls):
+        raise ValueError(f"The '{name}' parameter must be a {cls.__name__}. Got {value!r} instead.")
     return value
 
 

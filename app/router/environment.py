@@ -36,7 +36,7 @@ from ..model import (
     prefill_cost,
     sparse_head_cost,
 )
-from ..model.validate import check_float, check_int
+from ..model.validate import check_float, check_instance, check_int
 
 __all__ = ["FEATURES", "Drift", "Stream", "model_latency", "make_stream"]
 
@@ -60,6 +60,7 @@ def model_latency(s: Scenario) -> LatencyFn:
     KV-cache miss fractions. The amortized arms never refine here: in the router's world the
     refine decision is the router's own (it picks an exact plan instead).
     """
+    check_instance("s", s, Scenario)
     args = (s.batch, s.dtype, s.hw)
     one_layer = dataclasses.replace(s.shape, layers=1)
     dense_head = float(dense_head_cost(s.d, s.vocab, *args).seconds)
@@ -106,6 +107,9 @@ class Drift:
         points = [check_float("change_points", c, 0.0, 1.0, True, True) for c in self.change_points]
         if points != sorted(set(points)):
             raise ValueError("The 'change_points' parameter must be strictly increasing.")
+        for name in ("lam", "slowdown"):
+            if len(getattr(self, name)) == 0:
+                raise ValueError(f"The '{name}' parameter must hold at least one value. Got ().")
         for v in self.lam:
             check_float("lam", v, 0.0, 1.0)
         for v in self.slowdown:
@@ -193,6 +197,7 @@ def make_stream(
     misses half or more of the context; ``drift`` makes the run piecewise-stationary;
     ``latency`` replaces the model's per-plan seconds (e.g. by measured ones).
     """
+    check_instance("s", s, Scenario)
     steps = check_int("steps", steps, 1, 10_000_000)
     noise = check_float("noise", noise, 0.0, 1.0)
     free_text = check_float("free_text", free_text, 0.0, 1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import PLAN_NAMES, Scenario
-from ..model.validate import check_choice, check_float, check_int
+from ..model.validate import check_choice, check_float, check_instance, check_int
 from .environment import FEATURES, Drift, Stream, make_stream
 from .regret import best_fixed_arm, regret_report
 from .simulate import make_router
@@ -32,6 +32,7 @@ DEFAULT_ALPHA = 0.1  # losses are ~0.1 with noise 0.01: a wide bonus (α≈1) ov
 def router_params(name: str, s: Scenario, alpha: float = DEFAULT_ALPHA) -> dict:
     """Constructor parameters of ``name`` for scenario ``s`` (horizon ``s.horizon``)."""
     check_choice("router", name, LEARNERS)
+    check_instance("s", s, Scenario)
     alpha = check_float("alpha", alpha, 0.0, 100.0)
     window = max(s.horizon // 8, 100)
     return {

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from app.model.validate import check_array
+from app.model.validate import check_array, check_int
 
 __all__ = [
     "step_loss",
@@ -80,6 +80,8 @@ def regret_percent(expected, arms) -> float:
 
 def plan_shares(arms, n_arms: int, start: int = 0) -> np.ndarray:
     """Fraction of steps ``t >= start`` that played each plan, shape ``(n_arms,)``."""
+    n_arms = check_int("n_arms", n_arms, 1)
+    start = check_int("start", start, 0)
     arms = check_array("arms", arms, lo=0, hi=n_arms - 1, integer=True, shape=(None,))[start:]
     # intp: Pyodide (wasm32) bincount refuses int64 input.
     counts = np.bincount(arms.astype(np.intp), minlength=n_arms).astype(np.float64)
