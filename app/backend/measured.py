@@ -154,7 +154,7 @@ def measured_latency(
             f"No measured sparse head at d={s.d}, vocab={s.vocab}, batch={s.batch}, "
             f"dtype={s.dtype!r} on {device}; run a head sweep at that shape first."
         )
-    hw = hardware or _calibrated(mine, device, impl, s)
+    hw = hardware or _calibrated(mine, device, s)
     args = (s.batch, s.dtype, hw)
     shape = s.shape
     one_layer = TransformerShape(s.d, 1, s.vocab, s.ffn, s.kv_dim, s.mlp_matrices)
@@ -221,7 +221,7 @@ def measured_latency(
     return latency
 
 
-def _calibrated(rows, device, impl, s) -> Hardware:
+def _calibrated(rows, device, s) -> Hardware:
     kind = device.split(":", 1)[0]
     base, _ = preset_for(kind, device.split(":", 1)[-1])
     if rows:  # one kernel version and cache mode: those of the newest row

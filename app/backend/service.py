@@ -30,14 +30,13 @@ from .calibration import Calibration
 from .jobs import Busy, JobManager
 from .kernels import available_impls, peak_figures
 from .limits import Limits
-from .store import Point
+from .store import INT_FIELDS, Point
 from .sweeps import AmortizedSweep, HeadSweep, Runner
 
 __all__ = ["BackendServer", "API_VERSION", "create_server"]
 
 API_VERSION = 1
 log = logging.getLogger(__name__)
-_INT_FILTERS = {"d", "vocab", "batch", "k", "layers", "context", "rerank_r"}
 _FILTERS = tuple(Point.__dataclass_fields__)
 
 
@@ -233,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError(
                         f"Unknown filter {name!r}; allowed: {', '.join(_FILTERS)}, limit."
                     )
-                elif name in _INT_FILTERS:
+                elif name in INT_FIELDS:
                     filters[name] = check_int(name, _int(value), 0, None)
                 else:
                     filters[name] = value

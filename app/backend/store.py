@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from ..model.validate import check_choice, check_int
 from .timing import Timing
 
-__all__ = ["PLANS", "Point", "ResultStore", "SCHEMA_VERSION"]
+__all__ = ["PLANS", "INT_FIELDS", "Point", "ResultStore", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
@@ -65,13 +65,14 @@ class Point:
 
 
 _POINT = tuple(f.name for f in fields(Point))
-_INT = {"d", "vocab", "batch", "k", "layers", "context", "rerank_r"}
+#: Point fields stored (and filtered) as integers.
+INT_FIELDS = frozenset({"d", "vocab", "batch", "k", "layers", "context", "rerank_r"})
 _TIMING = ("median_s", "p10_s", "p25_s", "p75_s", "p90_s", "mean_s", "min_s", "samples", "calls")
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY,
-    {", ".join(f"{n} {'INTEGER' if n in _INT else 'TEXT'} NOT NULL" for n in _POINT)},
+    {", ".join(f"{n} {'INTEGER' if n in INT_FIELDS else 'TEXT'} NOT NULL" for n in _POINT)},
     median_s REAL NOT NULL, p10_s REAL NOT NULL, p25_s REAL NOT NULL, p75_s REAL NOT NULL,
     p90_s REAL NOT NULL, mean_s REAL NOT NULL, min_s REAL NOT NULL,
     samples INTEGER NOT NULL, calls INTEGER NOT NULL, stable INTEGER NOT NULL,
@@ -157,7 +158,7 @@ class ResultStore:
                 f"Unknown result filter(s) {sorted(unknown)}; allowed: {', '.join(_POINT)}."
             )
         where = " AND ".join(f"{n} = ?" for n in filters) or "1"
-        args = [int(v) if n in _INT else str(v) for n, v in filters.items()]
+        args = [int(v) if n in INT_FIELDS else str(v) for n, v in filters.items()]
         sql = f"SELECT * FROM results WHERE {where} ORDER BY created, key LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
