@@ -94,6 +94,7 @@ class RouterFigure:
         self.primary = None
         self.stride = 1
         self.stream = None
+        self._stream_key = None  # what the stream was drawn for (see reset)
         self._setup = None
 
     def _regret_panel(self):
@@ -202,7 +203,7 @@ class RouterFigure:
         """New stream for ``s`` and fresh runs of ``router`` and each of ``compare``, at step 0."""
         # τ only moves the threshold router's rule, not the stream: keep the stream then.
         key = (s.replace(tau=0.0), drift, latency)
-        if key != getattr(self, "_stream_key", None):
+        if key != self._stream_key:
             self.stream = scenario_stream(s, Drift() if drift else None, latency)
             self._stream_key = key
         self._setup = (s, alpha, drift)
