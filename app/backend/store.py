@@ -152,6 +152,7 @@ class ResultStore:
     def query(self, limit: int = 10_000, **filters) -> list[dict]:
         """Rows whose point fields equal ``filters`` (e.g. ``plan='sparse_head', d=256``),
         oldest first, at most ``limit``."""
+        limit = check_int("limit", limit, 1, None)
         unknown = set(filters) - set(_POINT)
         if unknown:
             raise ValueError(
@@ -161,7 +162,7 @@ class ResultStore:
         args = [int(v) if n in INT_FIELDS else str(v) for n, v in filters.items()]
         sql = f"SELECT * FROM results WHERE {where} ORDER BY created, key LIMIT ?"
         with self._lock:
-            rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
+            rows = self._conn.execute(sql, (*args, limit)).fetchall()
         return [_row(r) for r in rows]
 
     def count(self) -> int:

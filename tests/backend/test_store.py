@@ -49,6 +49,8 @@ def test_put_get_query_roundtrip(tmp_path):
         assert store.count() == 2 and store.get(a)["median_s"] == 5e-3
         with pytest.raises(ValueError, match=r"Unknown result filter\(s\) \['colour'\]"):
             store.query(colour="red")
+        with pytest.raises(ValueError, match=r"'limit' parameter must be an integer in \[1, inf\)"):
+            store.query(limit=-1)  # SQLite would read a negative LIMIT as no limit
         assert store.integrity() == "ok"
     conn = sqlite3.connect(tmp_path / "r.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
