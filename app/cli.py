@@ -51,12 +51,14 @@ def _cmd_bench(args) -> int:
     progress = None if args.quiet else _progress_printer()
     summary = run_bench(args.seed, args.steps, args.out, progress=progress)
     lin = summary["routers"]["linucb"]
+    pct = "n/a" if lin["regret_pct"] is None else f"{lin['regret_pct']:.2f}%"
+    slope = "n/a" if lin["slope"] is None else f"{lin['slope']:.2f}"
     print(
         f"wrote {args.out}/{{crossover.csv, amortization.csv, regret.csv, summary.json}}\n"
         f"LinUCB: loss {lin['total_loss']:.2f} vs oracle {lin['oracle_loss']:.2f} "
-        f"({lin['regret_pct']:.2f}% above), best fixed plan {summary['fixed']['best_fixed_plan']} "
+        f"({pct} above), best fixed plan {summary['fixed']['best_fixed_plan']} "
         f"{summary['fixed']['best_fixed_loss']:.2f}, always-dense "
-        f"{summary['fixed']['always_dense_loss']:.2f}; regret slope {lin['slope']:.2f}"
+        f"{summary['fixed']['always_dense_loss']:.2f}; regret slope {slope}"
     )
     return 0
 
@@ -176,6 +178,9 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    except BrokenPipeError:  # e.g. `llmqp explain | head`: the reader has left
+        sys.stdout = None  # nothing more to flush at exit
+        return 0
     except ValueError as exc:  # validation errors name the parameter, value and range
         return _fail(f"llmqp: error: {exc}")
     except OSError as exc:

@@ -89,3 +89,8 @@ def test_amortization_curves_consistent_with_scenario():
 def test_validation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_sample_needs_a_generator():
+    with pytest.raises(ValueError, match="'rng' parameter"):
+        MarginDistribution().sample(0, 10)

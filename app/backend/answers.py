@@ -20,6 +20,11 @@ def measured_crossover(ks, sparse_s, dense_s) -> tuple:
     sparse head is no slower than the dense one, and where the log-log line between it and the
     next grid point crosses the dense time. ``(None, None)`` when sparse loses at the first K."""
     ks, sparse_s = np.asarray(ks, dtype=np.float64), np.asarray(sparse_s, dtype=np.float64)
+    if ks.ndim != 1 or len(ks) == 0 or sparse_s.shape != ks.shape:
+        raise ValueError(
+            f"The 'ks' and 'sparse_s' parameters must be equally long non-empty 1-D arrays. "
+            f"Got shapes {ks.shape} and {sparse_s.shape}."
+        )
     wins = sparse_s <= dense_s
     if not wins[0]:
         return None, None

@@ -54,6 +54,8 @@ class MarginDistribution:
 
     def sample(self, rng: np.random.Generator, size) -> np.ndarray:
         """Inverse-CDF draws: ``m = (1 - (1-u)^(1/b))^(1/a)``."""
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"The 'rng' parameter must be a numpy.random.Generator. Got {rng!r}.")
         u = rng.random(size)
         return (1.0 - (1.0 - u) ** (1.0 / self.b)) ** (1.0 / self.a)
 

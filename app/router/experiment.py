@@ -77,6 +77,8 @@ class LiveRun:
     """
 
     def __init__(self, s: Scenario, router="linucb", alpha=DEFAULT_ALPHA, drift=None, stream=None):
+        if drift is not None and stream is not None:
+            raise ValueError("Pass 'drift' or 'stream', not both: a given stream has its drift.")
         self.scenario = s
         self.name = router
         self.params = router_params(router, s, alpha)

@@ -1,0 +1,62 @@
+"""LiveRun (the app's play button) against whole runs, and measured_crossover's edges."""
+
+import numpy as np
+import pytest
+
+from app.backend.answers import measured_crossover
+from app.model import Scenario
+from app.router import Drift, LiveRun, regret_report, run_routers, scenario_stream
+
+S = Scenario(horizon=600, seed=3)
+
+
+def test_chunks_add_up_to_the_whole_run():
+    live = LiveRun(S, "linucb")
+    parts = [live.advance(n) for n in (1, 50, 200, 1000)]
+    assert live.done and live.t == 600 and len(parts[-1]["step"]) == 349
+    curve = np.concatenate([p["dynamic_regret"] for p in parts])
+    _, runs = run_routers(S, ("linucb",), stream=live.stream)
+    arms, report = runs["linucb"]
+    assert np.array_equal(live.arms, arms)
+    assert np.allclose(curve, report.dynamic_curve)
+    assert live.summary()["dynamic_regret"] == pytest.approx(report.dynamic_regret)
+    assert live.advance(10)["step"].size == 0  # done: nothing more
+
+
+def test_same_seed_same_curve_and_reset_replays():
+    a, b = LiveRun(S, "lints"), LiveRun(S, "lints")
+    first = a.advance(300)["dynamic_regret"]
+    assert np.array_equal(first, b.advance(300)["dynamic_regret"])
+    a.reset()
+    assert a.t == 0 and np.array_equal(a.advance(300)["dynamic_regret"], first)
+
+
+def test_reference_curves_and_summary_at_start():
+    live = LiveRun(S)
+    assert live.summary() == {"router": "linucb", "steps": 0, "dynamic_regret": 0.0}
+    ref = live.reference_curves()
+    expected = live.stream.expected
+    assert ref["always_dense"][-1] == pytest.approx((expected[:, 0] - expected.min(1)).sum())
+    assert ref["best_fixed"][-1] <= ref["always_dense"][-1]
+    report = regret_report(expected, np.zeros(600, dtype=np.int64))
+    assert ref["always_dense"][-1] == pytest.approx(report.dynamic_regret)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'router' parameter"):
+        LiveRun(S, "ucb1")
+    with pytest.raises(ValueError, match="not both"):
+        LiveRun(S, drift=Drift(), stream=scenario_stream(S))
+    with pytest.raises(ValueError, match="'n' parameter"):
+        LiveRun(S).advance(0)
+
+
+def test_measured_crossover():
+    ks = [1, 10, 100, 1000]
+    assert measured_crossover(ks, [1.0, 2.0, 3.0, 4.0], 2.5)[0] == 10
+    assert measured_crossover(ks, [3.0, 3.0, 3.0, 3.0], 2.5) == (None, None)
+    assert measured_crossover(ks, [1.0, 1.0, 1.0, 1.0], 2.5) == (1000, 1000.0)
+    k_grid, k_interp = measured_crossover(ks, [1.0, 2.0, 3.0, 4.0], 2.5)
+    assert 10 < k_interp < 100
+    with pytest.raises(ValueError, match="'ks' and 'sparse_s'"):
+        measured_crossover([], [], 1.0)
