@@ -192,23 +192,32 @@ class Engine:
             raise GrammarError(f"request {req.id}: {exc}") from None
         return Constraint(self.ll_tokenizer, text, self.config.vocab)
 
-    def decode(self, req: DecodeRequest, plan: str = "auto", on_step=None) -> DecodeResult:
+    def decode(
+        self, req: DecodeRequest, plan: str = "auto", on_step=None, executor=None
+    ) -> DecodeResult:
         """Greedy constrained decoding of ``req``; ``plan`` is a key of
-        :data:`app.engine.plans.PLAN_CHOICES`. ``on_step(step)`` is called after every token."""
+        :data:`app.engine.plans.PLAN_CHOICES`. ``on_step(step)`` is called after every token.
+
+        ``executor``, if given, scores the steps the policy does not force: an object with
+        ``run(h, legal, telemetry) -> (token, margin, plan_name)`` for ``h`` (d,) float32, ``legal``
+        (K,) ascending int64 and ``telemetry`` ``{"k", "position", "last_margin"}`` — a compiled
+        step (app.compiler) that routes and scores in one call. The body stays the engine's.
+        """
         if plan not in plans.PLAN_CHOICES:
             raise ValueError(f"--plan must be one of {', '.join(plans.PLAN_CHOICES)}, got {plan!r}")
         fixed = plans.PLAN_CHOICES[plan]
         prompt = self.prompt_ids(req)
         constraint = self.constraint(req)
-        return _Decode(self, req, prompt, constraint, fixed, on_step).run()
+        return _Decode(self, req, prompt, constraint, fixed, on_step, executor).run()
 
 
 class _Decode:
     """The state of one request's decode loop."""
 
-    def __init__(self, engine: Engine, req, prompt, constraint, fixed, on_step):
+    def __init__(self, engine: Engine, req, prompt, constraint, fixed, on_step, executor):
         self.e, self.req, self.prompt, self.constraint = engine, req, prompt, constraint
-        self.fixed, self.on_step = fixed, on_step
+        self.fixed, self.on_step, self.executor = fixed, on_step, executor
+        self.last_margin: float | None = None
         self.tokens: list[int] = []
         self.pending: list[int] = []  # consumed by the grammar, not yet run through the body
         self.steps: list[Step] = []
@@ -252,8 +261,18 @@ class _Decode:
         else:
             ran = self._state(plan)
             t2 = clock()
-            head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
-            token, margin = head(self.e.output, self.h, legal)
+            if self.executor is not None:
+                telemetry = {
+                    "k": k,
+                    "position": len(self.prompt) + index,
+                    "last_margin": self.last_margin,
+                }
+                token, margin, plan = self.executor.run(self.h, legal, telemetry)
+            else:
+                head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
+                token, margin = head(self.e.output, self.h, legal)
+            if margin is not None:
+                self.last_margin = margin
         t3 = clock()
         if self.constraint:
             self.constraint.consume(token)
