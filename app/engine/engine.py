@@ -105,6 +105,15 @@ def _versions() -> dict:
     }
 
 
+def _one_blas_thread() -> None:
+    """One BLAS thread, process-wide: a threaded GEMV splits rows by thread count, which would
+    change the rounding that plans.py keeps equal across plans (and on a busy 2-core machine
+    threads mostly contend)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Engine:
     """A loaded model: weights, tokenizer, llguidance tokenizer, body, and the ``auto`` rule."""
 
@@ -112,6 +121,7 @@ class Engine:
         from .forward_numpy import NumpyLlama
         from .tokenizer import tokenizer_from_gguf
 
+        _one_blas_thread()
         self.path, self.weights, self.config = path, weights, weights.config
         self.device = device
         self.tokenizer = tokenizer_from_gguf(fields)
