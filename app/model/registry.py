@@ -268,7 +268,9 @@ def check_plans(plans) -> tuple[PlanSpec, ...]:
     apply everywhere; ``ValueError`` naming what is wrong otherwise."""
     plans = tuple(plans)
     if not plans or not all(isinstance(p, PlanSpec) for p in plans):
-        raise ValueError(f"The 'plans' parameter must be a non-empty tuple of PlanSpec. Got {plans!r}.")
+        raise ValueError(
+            f"The 'plans' parameter must be a non-empty tuple of PlanSpec. Got {plans!r} instead."
+        )
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise ValueError(f"The 'plans' parameter must have unique names. Got {names}.")

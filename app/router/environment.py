@@ -25,8 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model import PLANS, Scenario, Setting, Step, check_plans, error_given_margin
-from ..model import plan_quality, plan_seconds
+from ..model import (
+    PLANS,
+    Scenario,
+    Setting,
+    Step,
+    check_plans,
+    error_given_margin,
+    plan_quality,
+    plan_seconds,
+)
 from ..model.validate import check_float, check_instance, check_int
 
 __all__ = ["FEATURES", "Drift", "Stream", "model_latency", "make_stream"]
