@@ -354,8 +354,19 @@ def plan_seconds(c: Setting, x: Step, prices: Prices | None = None, plans=PLANS)
     ``prices`` maps term names to ``f(setting, step) -> (T,) seconds`` that replace the model's
     (measured kernels); the other terms come from :data:`TERMS`.
     """
-    seconds = {n: (lambda c, x, n=n: TERMS[n](c, x).seconds) for n in TERMS}
-    seconds.update(prices or {})
+    source = {n: (lambda c, x, n=n: TERMS[n](c, x).seconds) for n in TERMS}
+    source.update(prices or {})
+    memo: dict = {}  # each term once per call, however many plans share it
+
+    def once(name):
+        def term(c, x):
+            if name not in memo:
+                memo[name] = np.asarray(source[name](c, x), dtype=np.float64)
+            return memo[name]
+
+        return term
+
+    seconds = {n: once(n) for n in source}
     T = np.shape(np.broadcast_arrays(x.k, x.context, x.missing, x.forced)[0])
 
     def total(spec):
