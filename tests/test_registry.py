@@ -21,6 +21,7 @@ from app.model import (
     check_plans,
     decode_step_cost,
     dense_head_cost,
+    effective_plan,
     error_given_margin,
     expand,
     explain_dict,
@@ -69,7 +70,10 @@ def test_names_and_exactness_derive_from_the_registry():
     for p in PLANS:
         module, func = p.kernel.split(":")
         assert module == "app.engine.plans" and func.isidentifier()
-    assert get_plan("ForcedToken").kernel == "app.engine.plans:forced_token"
+    forced = get_plan("ForcedToken")
+    assert forced.kernel == "app.engine.plans:forced_token"
+    assert effective_plan(forced, 1) is forced
+    assert effective_plan(forced, 2).kernel == "app.engine.plans:dense_head"
 
 
 def test_every_tree_leaf_is_a_kernel_term():

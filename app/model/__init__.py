@@ -38,6 +38,7 @@ from .registry import (
     Setting,
     Step,
     check_plans,
+    effective_plan,
     get_plan,
     plan_cost,
     plan_quality,

@@ -20,6 +20,7 @@ from .registry import (
     Setting,
     Step,
     check_plans,
+    effective_plan,
     get_plan,
     plan_tree,
     price_tree,
@@ -74,9 +75,7 @@ def annotate(plan: Plan, s: Scenario, plans=PLANS) -> Plan:
     check_instance("plan", plan, Plan)
     check_instance("s", s, Scenario)
     plans = check_plans(plans)
-    spec = get_plan(plan.name, plans)
-    if not bool(spec.applies(s.k)):
-        spec = get_plan(spec.fallback, plans)
+    spec = effective_plan(get_plan(plan.name, plans), s.k, plans)
     p_refine = float(refine_probability(s.tau, s.margins))
     root = price_tree(plan.root, Setting.of(s), Step.of(s), p_refine)
     c = root.cost

@@ -57,6 +57,7 @@ __all__ = [
     "EXACT_PLANS",
     "check_plans",
     "get_plan",
+    "effective_plan",
     "plan_tree",
     "price_tree",
     "plan_cost",
@@ -292,6 +293,12 @@ def get_plan(name: str, plans: tuple[PlanSpec, ...] = PLANS) -> PlanSpec:
             return p
     names = ", ".join(p.name for p in plans)
     raise ValueError(f"The 'name' parameter must be one of {names}. Got {name!r} instead.")
+
+
+def effective_plan(spec: PlanSpec, k, plans=PLANS) -> PlanSpec:
+    """The plan that runs for one step of legal-set size ``k``: ``spec`` where it applies, its
+    fallback elsewhere (ForcedToken at K > 1 runs DenseHead). The engine runs its ``kernel``."""
+    return spec if bool(np.all(spec.applies(k))) else get_plan(spec.fallback, plans)
 
 
 def plan_tree(spec: PlanSpec, c: Setting, x: Step, plans=PLANS) -> Operator:
