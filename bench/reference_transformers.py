@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from standard_stack import default_gguf_path, load_transformers  # noqa: E402
+from standard_stack import default_model_path, load_transformers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "tests" / "engine" / "fixtures" / "transformers_reference.json"
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    gguf_path = Path(args.gguf) if args.gguf else default_gguf_path()
+    gguf_path = Path(args.gguf) if args.gguf else default_model_path()
     t0 = time.perf_counter()
     model, tok = load_transformers(gguf_path)
     print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

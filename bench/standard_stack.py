@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ from typing import Any
 
 import numpy as np
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from app.engine.fetch import default_model_path  # noqa: E402
+
 N_VOCAB = 49152
 EOS_ID = 2
 
@@ -53,16 +57,6 @@ EXAMPLE_INSTRUCTION = (
     "Extract the person as JSON with keys name, age and city. "
     "Text: Bob Smith is 42 years old and lives in Lyon."
 )
-
-
-def cache_dir() -> Path:
-    """The project's cache: ``$LLMQP_CACHE`` if set, else ``~/.cache/llmqp``."""
-    env = os.environ.get("LLMQP_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "llmqp"
-
-
-def default_gguf_path() -> Path:
-    return cache_dir() / "models" / GGUF_NAME
 
 
 @dataclass
@@ -108,7 +102,7 @@ def make_lltokenizer(tokenizer_json_str_or_lltok: Any):
 def load_standard_stack(gguf_path: str | os.PathLike | None = None) -> tuple[StandardStack, float]:
     """Load model, tokenizer and llguidance tokenizer; returns (stack, seconds it took)."""
     t0 = time.perf_counter()
-    model, tok = load_transformers(gguf_path or default_gguf_path())
+    model, tok = load_transformers(gguf_path or default_model_path())
     tok_json = tok.backend_tokenizer.to_str()
     lltok = make_lltokenizer(tok_json)
     return StandardStack(model, tok, lltok, tok_json), time.perf_counter() - t0
