@@ -257,9 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prompt: {len(prompt)} tokens")
     runs = []
     for _ in range(args.repeats):
+        cpu0 = time.process_time()
         ids, secs = standard_stack_decode(stack.model, stack.lltok, prompt, spec, args.max_tokens)
+        cpu = time.process_time() - cpu0
         runs.append(secs)
-        print(f"  {len(ids)} tokens in {secs:.2f} s: {len(ids) / secs:.1f} tokens/s")
+        print(
+            f"  {len(ids)} tokens in {secs:.2f} s: {len(ids) / secs:.1f} tokens/s "
+            f"({len(ids) / cpu:.1f} per CPU-second)"
+        )
     print("ids:", ids)
     print("text:", repr(stack.hf_tokenizer.decode(ids)))
     free, free_s = standard_stack_decode(stack.model, stack.lltok, prompt, None, len(ids))
