@@ -16,8 +16,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "ModelMissingError", "cache_dir", "default_model_path", "fetch_model",
-           "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelMissingError",
+    "cache_dir",
+    "default_model_path",
+    "fetch_model",
+    "resolve_model",
+]
 
 DEFAULT_MODEL = {
     "name": "SmolLM2-135M-Instruct",

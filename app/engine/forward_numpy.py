@@ -3,6 +3,13 @@
 Per layer: RMSNorm → fused QKV → RoPE (adjacent pairs, GGUF order) → grouped-query causal
 attention over the cache → output projection → RMSNorm → SiLU-gated MLP. Constants are Python
 floats so float32 stays float32 (numpy ≥ 2 promotes float32 / np.float64 scalars to float64).
+
+Batch invariance: a forward over T tokens gives, bit for bit, the states T one-token forwards
+give. BLAS GEMMs round differently for every row count, so projections run as GEMVs — one per
+row over blocks of weight rows that stay in cache while every row uses them (the weights stream
+from memory once per forward, not once per token) — and attention runs per query over exactly
+the keys a one-token step would see. ForcedToken's batched run and FullRecompute's rebuild then
+decode exactly what token-by-token decoding does.
 """
 
 from __future__ import annotations
@@ -27,6 +34,22 @@ class KVCache:
     def truncate(self, n: int) -> None:
         """Forget every position from ``n`` on (a rollback)."""
         self.length = min(self.length, n)
+
+
+ROW_BLOCK = 256  # weight rows per block: 256 × d floats stay in a core's L2 cache for d ≤ 1024
+
+
+def _proj(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(T, in) @ (out, in)ᵀ -> (T, out), every row through the same GEMV kernel."""
+    t = x.shape[0]
+    if t == 1:
+        return (w @ x[0])[None]
+    out = np.empty((t, w.shape[0]), np.float32)
+    for lo in range(0, w.shape[0], ROW_BLOCK):
+        block = w[lo : lo + ROW_BLOCK]
+        for r in range(t):
+            np.matmul(block, x[r], out=out[r, lo : lo + ROW_BLOCK])
+    return out
 
 
 def _rmsnorm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
@@ -84,21 +107,15 @@ class NumpyLlama:
         out[..., 1::2] = x0 * sin + x1 * cos
         return out
 
-    def _attention(self, q, i: int, cache: KVCache, start: int) -> np.ndarray:
-        """q (T, H, hd) against cached positions [0, start + T): (T, H·hd)."""
-        c, t = self.cfg, q.shape[0]
-        n, group = start + t, c.n_heads // c.n_kv_heads
+    def _attention(self, q, i: int, cache: KVCache, n: int) -> np.ndarray:
+        """One query q (H, hd) at position n - 1 against cached positions [0, n): (H·hd,)."""
+        c = self.cfg
         k, v = cache.k[i, :, :n], cache.v[i, :, :n]  # (Hkv, n, hd)
-        qg = q.transpose(1, 0, 2).reshape(c.n_kv_heads, group * t, c.head_dim)
-        s = np.matmul(qg, k.transpose(0, 2, 1)) * self.scale  # (Hkv, g·T, n)
-        if t > 1:  # causal: query t sees keys up to start + t
-            s = s.reshape(c.n_kv_heads, group, t, n)
-            s[..., np.triu(np.ones((t, n), bool), k=start + 1)] = -np.inf
-            s = s.reshape(c.n_kv_heads, group * t, n)
+        qg = q.reshape(c.n_kv_heads, c.n_heads // c.n_kv_heads, c.head_dim)  # (Hkv, g, hd)
+        s = np.matmul(qg, k.transpose(0, 2, 1)) * self.scale  # (Hkv, g, n)
         s = np.exp(s - s.max(axis=-1, keepdims=True))
         s *= 1.0 / s.sum(axis=-1, keepdims=True)
-        o = np.matmul(s, v)  # (Hkv, g·T, hd)
-        return o.reshape(c.n_heads, t, c.head_dim).transpose(1, 0, 2).reshape(t, -1)
+        return np.matmul(s, v).reshape(-1)  # (Hkv, g, hd) -> (H·hd,)
 
     def forward(self, ids, cache: KVCache) -> np.ndarray:
         """Run ``ids`` (T,) at positions ``cache.length …``; append to ``cache``; return (T, d)."""
@@ -109,17 +126,18 @@ class NumpyLlama:
         x = w.tok_embd[ids]  # (T, d)
         nq, nkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         for i, lw in enumerate(w.layers):
-            qkv = _rmsnorm(x, lw.attn_norm, c.norm_eps) @ self.wqkv[i].T
+            qkv = _proj(_rmsnorm(x, lw.attn_norm, c.norm_eps), self.wqkv[i])
             q = self._rope(qkv[:, :nq].reshape(t, c.n_heads, c.head_dim), start)
             k = self._rope(qkv[:, nq : nq + nkv].reshape(t, c.n_kv_heads, c.head_dim), start)
             cache.k[i, :, start : start + t] = k.transpose(1, 0, 2)
             cache.v[i, :, start : start + t] = (
                 qkv[:, nq + nkv :].reshape(t, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
             )
-            x = x + self._attention(q, i, cache, start) @ lw.wo.T
-            gu = _rmsnorm(x, lw.ffn_norm, c.norm_eps) @ self.wgu[i].T
+            att = np.stack([self._attention(q[r], i, cache, start + r + 1) for r in range(t)])
+            x = x + _proj(att, lw.wo)
+            gu = _proj(_rmsnorm(x, lw.ffn_norm, c.norm_eps), self.wgu[i])
             gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
-            x = x + (gate / (1.0 + np.exp(-gate)) * up) @ lw.w_down.T
+            x = x + _proj(gate / (1.0 + np.exp(-gate)) * up, lw.w_down)
         cache.length = start + t
         return _rmsnorm(x, w.norm, c.norm_eps)
 

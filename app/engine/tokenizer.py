@@ -46,27 +46,26 @@ class Tokenizer:
         )
 
 
-def _field(reader, key, default=None):
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
+def tokenizer_from_gguf(fields: dict) -> Tokenizer:
+    """Build the tokenizer from GGUF metadata ``fields`` (plain values, as
+    :func:`app.engine.weights.load_gguf` returns them); ``ValueError`` for a kind we lack."""
 
-
-def tokenizer_from_gguf(reader) -> Tokenizer:
-    """Build the tokenizer from an open ``gguf.GGUFReader``; ``ValueError`` for a kind we lack."""
     from tokenizers import AddedToken, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
-    kind = _field(reader, "tokenizer.ggml.model")
+    kind = fields.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise ValueError(f"tokenizer.ggml.model {kind!r} is not supported (byte-level BPE: 'gpt2')")
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
-    types = _field(reader, "tokenizer.ggml.token_type", [1] * len(tokens))
+    tokens = fields.get("tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in fields.get("tokenizer.ggml.merges") or ()]
+    types = fields.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     hf = HFTokenizer(
-        models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, byte_fallback=False)
+        models.BPE(
+            {t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, byte_fallback=False
+        )
     )
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if _field(reader, "tokenizer.ggml.pre") in _DIGIT_SPLIT_PRE:
+    if fields.get("tokenizer.ggml.pre") in _DIGIT_SPLIT_PRE:
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Digits(individual_digits=True), byte_level]
         )
@@ -75,11 +74,11 @@ def tokenizer_from_gguf(reader) -> Tokenizer:
     hf.decoder = decoders.ByteLevel()
     specials = [t for t, ty in zip(tokens, types) if ty == _CONTROL]
     hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    bos = _field(reader, "tokenizer.ggml.bos_token_id")
+    bos = fields.get("tokenizer.ggml.bos_token_id")
     return Tokenizer(
         hf=hf,
         vocab=len(tokens),
         bos=None if bos is None else int(bos),
-        eos=int(_field(reader, "tokenizer.ggml.eos_token_id")),
-        chat_template=_field(reader, "tokenizer.chat_template"),
+        eos=int(fields.get("tokenizer.ggml.eos_token_id")),
+        chat_template=fields.get("tokenizer.chat_template"),
     )
