@@ -9,6 +9,12 @@ torch is imported here and nowhere else in ``app.engine``: importing the package
 ``dtype`` may be ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``; with a half type the
 weights, activations and cache are in that type, while RMSNorm statistics and the attention
 softmax are computed in float32.
+
+Batch invariance: with ``batch_invariant=True`` (the default, as the engine's plans assume of
+every body) a forward over T tokens runs them one at a time through the one-token path, so it
+gives, bit for bit, what T one-token forwards give; prefill then streams the weights T times.
+``batch_invariant=False`` runs the T rows as one GEMM per projection (faster prefill; rows then
+differ from the one-token path by float32 rounding, ~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -54,7 +60,13 @@ class TorchLlama:
 
     impl = "torch"
 
-    def __init__(self, weights: LlamaWeights, device: str = "cpu", dtype: str = "float32"):
+    def __init__(
+        self,
+        weights: LlamaWeights,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_invariant: bool = True,
+    ):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         c = weights.config
@@ -62,6 +74,7 @@ class TorchLlama:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
         self.cfg, self.device, self.dtype_name = c, torch.device(device), dtype
         self.dtype = _DTYPES[dtype]
+        self.batch_invariant = bool(batch_invariant)
         self.scale = 1.0 / float(np.sqrt(c.head_dim))
 
         def t(a: np.ndarray) -> torch.Tensor:
@@ -162,23 +175,31 @@ class TorchLlama:
         if t == 0:
             return np.zeros((0, c.d), np.float32)
         self._reserve(cache, start + t)
-        nq, nkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         with torch.inference_mode():
-            x = self.tok_embd[ids_t]  # (T, d)
-            for i, (attn_norm, wqkv, wo, ffn_norm, wgu, w_down) in enumerate(self.layers):
-                qkv = F.linear(self._rmsnorm(x, attn_norm), wqkv)
-                q = self._rope(qkv[:, :nq].reshape(t, c.n_heads, c.head_dim), start)
-                k = self._rope(qkv[:, nq : nq + nkv].reshape(t, c.n_kv_heads, c.head_dim), start)
-                v = qkv[:, nq + nkv :].reshape(t, c.n_kv_heads, c.head_dim)
-                cache.k[i, :, start : start + t] = k.permute(1, 0, 2)
-                cache.v[i, :, start : start + t] = v.permute(1, 0, 2)
-                x = x + F.linear(self._attention(q, i, cache, start), wo)
-                gu = F.linear(self._rmsnorm(x, ffn_norm), wgu)
-                gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
-                x = x + F.linear(F.silu(gate) * up, w_down)
-            cache.length = start + t
-            h = self._rmsnorm(x, self.norm)
+            if self.batch_invariant and t > 1:
+                h = torch.cat([self._body(ids_t[j : j + 1], cache, start + j) for j in range(t)])
+            else:
+                h = self._body(ids_t, cache, start)
             return h.float().cpu().numpy()
+
+    def _body(self, ids_t: torch.Tensor, cache: TorchKVCache, start: int) -> torch.Tensor:
+        """ids (T,) at positions ``start …`` (cache reserved): final-normed states (T, d)."""
+        c, t = self.cfg, int(ids_t.shape[0])
+        nq, nkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        x = self.tok_embd[ids_t]  # (T, d)
+        for i, (attn_norm, wqkv, wo, ffn_norm, wgu, w_down) in enumerate(self.layers):
+            qkv = F.linear(self._rmsnorm(x, attn_norm), wqkv)
+            q = self._rope(qkv[:, :nq].reshape(t, c.n_heads, c.head_dim), start)
+            k = self._rope(qkv[:, nq : nq + nkv].reshape(t, c.n_kv_heads, c.head_dim), start)
+            v = qkv[:, nq + nkv :].reshape(t, c.n_kv_heads, c.head_dim)
+            cache.k[i, :, start : start + t] = k.permute(1, 0, 2)
+            cache.v[i, :, start : start + t] = v.permute(1, 0, 2)
+            x = x + F.linear(self._attention(q, i, cache, start), wo)
+            gu = F.linear(self._rmsnorm(x, ffn_norm), wgu)
+            gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
+            x = x + F.linear(F.silu(gate) * up, w_down)
+        cache.length = start + t
+        return self._rmsnorm(x, self.norm)
 
     def head(self, h) -> np.ndarray:
         """(…, d) -> (…, V) float32 logits: ``h @ output.T``."""

@@ -37,10 +37,11 @@ def small():
     return w, ids
 
 
+@pytest.mark.parametrize("batch_invariant", [True, False])
 @pytest.mark.parametrize("device", DEVICES)
-def test_prefill_and_steps_match_numpy(small, device):
+def test_prefill_and_steps_match_numpy(small, device, batch_invariant):
     w, ids = small
-    ref, tl = NumpyLlama(w), TorchLlama(w, device=device)
+    ref, tl = NumpyLlama(w), TorchLlama(w, device=device, batch_invariant=batch_invariant)
     rc, tc = ref.new_cache(capacity=4), tl.new_cache(capacity=4)  # both caches must grow
     h_ref = np.concatenate(
         [ref.forward(ids[:7], rc)] + [ref.forward(ids[i : i + 1], rc) for i in range(7, 12)]
@@ -60,11 +61,19 @@ def test_prefill_and_steps_match_numpy(small, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_chunked_prefill_equals_one_prefill(small, device):
     w, ids = small
-    tl = TorchLlama(w, device=device)
-    whole = tl.forward(ids, tl.new_cache())
-    cache = tl.new_cache()
-    parts = [tl.forward(ids[a:b], cache) for a, b in ((0, 5), (5, 6), (6, 12))]
-    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=ATOL_NUMPY)
+    for batch_invariant in (True, False):
+        tl = TorchLlama(w, device=device, batch_invariant=batch_invariant)
+        whole = tl.forward(ids, tl.new_cache())
+        cache = tl.new_cache()
+        parts = np.concatenate([tl.forward(ids[a:b], cache) for a, b in ((0, 5), (5, 6), (6, 12))])
+        if batch_invariant:  # bit for bit, however the tokens are grouped
+            np.testing.assert_array_equal(parts, whole)
+            steps = tl.new_cache()
+            np.testing.assert_array_equal(
+                np.concatenate([tl.forward([t], steps) for t in ids]), whole
+            )
+        else:
+            np.testing.assert_allclose(parts, whole, rtol=0, atol=ATOL_NUMPY)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -111,12 +120,12 @@ def test_bad_dtype_is_refused(small):
 def real():
     pytest.importorskip("gguf")
     from app.engine.fetch import default_model_path
-    from app.engine.weights import read_gguf
+    from app.engine.weights import load_gguf
 
     path = default_model_path()
     if not path.exists():
         pytest.skip(f"model not in the cache ({path.name}); `llmqp model fetch` puts it there")
-    return read_gguf(path)[1]
+    return load_gguf(path)[1]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -122,11 +122,11 @@ def _numpy_constrained_greedy(weights, tok_json, prompt, spec, max_tokens):
 
 def test_matches_numpy_engine_loop(stack):
     from app.engine.tokenizer import tokenizer_from_gguf
-    from app.engine.weights import read_gguf
+    from app.engine.weights import load_gguf
 
     st, path = stack
-    reader, weights = read_gguf(path)
-    engine_tok = tokenizer_from_gguf(reader)
+    fields, weights = load_gguf(path)
+    engine_tok = tokenizer_from_gguf(fields)
     prompt = engine_tok.encode(engine_tok.chat(ss.EXAMPLE_INSTRUCTION))
     assert prompt == _prompt(st, ss.EXAMPLE_INSTRUCTION)
     spec = {"schema": ss.EXAMPLE_SCHEMA}
