@@ -231,6 +231,53 @@ def standard_stack_decode(
     return out, time.perf_counter() - t0
 
 
+def standard_stack_generate(
+    model: Any,
+    tokenizer_json_str_or_lltok: Any,
+    prompt_ids: list[int] | np.ndarray,
+    grammar_spec: dict[str, Any],
+    max_tokens: int,
+) -> tuple[list[int], float]:
+    """The same decode through ``model.generate()`` with the mask as a ``LogitsProcessor``
+    (how the stack is usually wired); returns (generated ids, seconds).
+
+    Differs from :func:`standard_stack_decode` only where the grammar stops by itself: the
+    matcher then allows nothing but EOS, so ``generate()`` spends one more forward and appends
+    EOS. ``seconds`` excludes grammar compilation, as there."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    _set_one_thread()
+    proc = LLGuidanceLogitsProcessor(
+        make_matcher(make_lltokenizer(tokenizer_json_str_or_lltok), grammar_spec)
+    )
+    n_prompt = len(prompt_ids)
+
+    class _Masked(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] > n_prompt:  # the token chosen last step
+                proc.consume(int(input_ids[0, -1]))
+            return proc(input_ids, scores)
+
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_tokens,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    ids = torch.tensor([list(map(int, prompt_ids))], dtype=torch.long)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        seq = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=config,
+            logits_processor=LogitsProcessorList([_Masked()]),
+        )
+    return [int(t) for t in seq[0, n_prompt:]], time.perf_counter() - t0
+
+
 def chat_prompt_ids(hf_tokenizer: Any, user_text: str) -> list[int]:
     """The GGUF chat template applied to one user message (the template adds SmolLM's default
     system message), with the assistant turn opened; tokenized without extra special tokens."""
@@ -267,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("ids:", ids)
     print("text:", repr(stack.hf_tokenizer.decode(ids)))
+    gen, gen_s = standard_stack_generate(stack.model, stack.lltok, prompt, spec, args.max_tokens)
+    same = gen[: len(ids)] == ids
+    print(f"generate(): {len(gen)} tokens, {len(gen) / gen_s:.1f} tokens/s; same ids: {same}")
     free, free_s = standard_stack_decode(stack.model, stack.lltok, prompt, None, len(ids))
     print(f"unconstrained, same length: {len(free)} tokens, {len(free) / free_s:.1f} tokens/s")
     best = min(runs)

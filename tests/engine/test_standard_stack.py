@@ -65,6 +65,17 @@ def test_json_schema_decode_is_valid(stack):
     assert isinstance(obj["age"], int) and obj["city"] in ("Paris", "Lyon", "Berlin")
 
 
+def test_generate_wiring_gives_the_same_tokens(stack):
+    st, _ = stack
+    prompt = _prompt(st, ss.EXAMPLE_INSTRUCTION)
+    spec = {"schema": ss.EXAMPLE_SCHEMA}
+    ours, _ = ss.standard_stack_decode(st.model, st.lltok, prompt, spec, 48)
+    gen, secs = ss.standard_stack_generate(st.model, st.lltok, prompt, spec, 48)
+    assert secs > 0
+    # The JSON object closes the grammar: the loop stops there, generate() adds EOS.
+    assert gen == ours or gen == ours + [ss.EOS_ID]
+
+
 @pytest.mark.parametrize(
     "spec, check",
     [
