@@ -20,6 +20,7 @@ Needs the ``reference`` extra (torch, transformers, accelerate) plus ``gguf``, `
 Usage::
 
     python bench/standard_stack.py [--gguf PATH] [--max-tokens 64] [--repeats 3]
+    python bench/standard_stack.py --requests bench/workload/requests.jsonl --json [--limit N]
 """
 
 from __future__ import annotations
@@ -110,25 +111,14 @@ def load_standard_stack(gguf_path: str | os.PathLike | None = None) -> tuple[Sta
 
 def grammar_from_spec(grammar_spec: dict[str, Any]) -> str:
     """llguidance grammar text for ``{"schema": obj} | {"regex": s} | {"choices": [..]} |
-    {"lark": s}``. Choices become a Lark alternation of JSON-quoted string literals."""
-    from llguidance import LLMatcher
+    {"lark": s} | {"json_object": None}``: the engine's own compilation (app.engine.grammar), so
+    both stacks decode under the same grammar, compact JSON separators included."""
+    from app.engine.grammar import compile_grammar
 
     if len(grammar_spec) != 1:
         raise ValueError(f"grammar spec needs exactly one key, got {sorted(grammar_spec)}")
     ((kind, value),) = grammar_spec.items()
-    if kind == "schema":
-        return LLMatcher.grammar_from_json_schema(
-            value if isinstance(value, str) else json.dumps(value)
-        )
-    if kind == "regex":
-        return LLMatcher.grammar_from_regex(value)
-    if kind == "lark":
-        return LLMatcher.grammar_from_lark(value)
-    if kind == "choices":
-        if not value or not all(isinstance(c, str) and c for c in value):
-            raise ValueError("choices must be a non-empty list of non-empty strings")
-        return LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in value))
-    raise ValueError(f"unknown grammar spec kind {kind!r}")
+    return compile_grammar(kind, value)
 
 
 def make_matcher(lltok: Any, grammar_spec: dict[str, Any]):
@@ -192,8 +182,10 @@ def standard_stack_decode(
     prompt_ids: list[int] | np.ndarray,
     grammar_spec: dict[str, Any] | None,
     max_tokens: int,
+    timings: dict | None = None,
 ) -> tuple[list[int], float]:
-    """Greedy constrained decode; returns (generated token ids, seconds).
+    """Greedy constrained decode; returns (generated token ids, seconds). ``timings``, if
+    given, receives ``prefill_s`` (the prompt's forward and the first logits).
 
     ``grammar_spec`` None decodes unconstrained (still stopping on EOS). ``seconds`` is the wall
     time from the prefill to the last token, masks included; building the matcher (grammar
@@ -212,6 +204,8 @@ def standard_stack_decode(
     cache = new_kv_cache(model)
     with torch.inference_mode():
         res = model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
+        if timings is not None:
+            timings["prefill_s"] = time.perf_counter() - t0
         while True:
             scores = res.logits[0, -1, :].float().clone()
             if proc is not None:
@@ -287,12 +281,69 @@ def chat_prompt_ids(hf_tokenizer: Any, user_text: str) -> list[int]:
     return list(hf_tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def run_requests(stack: StandardStack, path: str, limit: int | None) -> dict:
+    """Decode a JSONL workload (app.engine.requests) the standard way; the summary
+    bench/engine.py compares with the engine: per request the ids and seconds, and totals."""
+    import resource
+
+    from app.engine.requests import load_requests
+
+    results = []
+    for req in load_requests(path)[:limit]:
+        if req.chat:
+            prompt = chat_prompt_ids(stack.hf_tokenizer, req.prompt)
+        else:
+            prompt = list(stack.hf_tokenizer(req.prompt, add_special_tokens=False)["input_ids"])
+        spec = None if req.grammar is None else {req.grammar[0]: req.grammar[1]}
+        timings: dict = {}
+        ids, secs = standard_stack_decode(
+            stack.model, stack.lltok, prompt, spec, req.max_tokens, timings
+        )
+        results.append(
+            {
+                "id": req.id,
+                "prompt_tokens": prompt,
+                "tokens": ids,
+                "seconds": secs,
+                "prefill_s": timings["prefill_s"],
+            }
+        )
+    tokens = sum(len(r["tokens"]) for r in results)
+    decode_s = sum(r["seconds"] - r["prefill_s"] for r in results)
+    import torch
+    import transformers
+
+    return {
+        "results": results,
+        "tokens": tokens,
+        "decode_s": decode_s,
+        "tokens_per_s": tokens / decode_s,
+        "tokens_per_s_with_prefill": tokens / sum(r["seconds"] for r in results),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gguf", default=None, help="GGUF path (default: the project cache)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", default=None, help="a JSONL workload: decode it all")
+    ap.add_argument("--limit", type=int, default=None, help="with --requests: the first N")
+    ap.add_argument("--json", action="store_true", help="with --requests: the summary as JSON")
     args = ap.parse_args(argv)
+
+    if args.requests:
+        stack, load_s = load_standard_stack(args.gguf)
+        summary = run_requests(stack, args.requests, args.limit)
+        summary["load_s"] = load_s
+        print(
+            json.dumps(summary)
+            if args.json
+            else f"{summary['tokens']} tokens, {summary['tokens_per_s']:.2f} tokens/s"
+        )
+        return 0
 
     stack, load_s = load_standard_stack(args.gguf)
     print(f"load: {load_s:.1f} s")
