@@ -38,8 +38,8 @@ chromium:
 	  SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
-bench: $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
+bench: $(STAMP) model
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench,reference]"
 	$(PY) bench/run_all.py
 
 clean:
