@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .engine import DEVICES
+from .engine import DEVICES, IMPLS
 from .plans import PLAN_CHOICES
 
 __all__ = ["add_engine_commands"]
@@ -96,7 +96,7 @@ def _cmd_decode(args) -> int:
     from .engine import Engine
 
     requests = _requests(args)
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, impl=args.impl)
     for req in requests:  # check every request before the first decodes
         engine.prompt_ids(req)
         engine.constraint(req)
@@ -143,6 +143,12 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
     d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
     d.add_argument("--device", choices=DEVICES, default="cpu")
+    d.add_argument(
+        "--impl",
+        choices=IMPLS,
+        default=None,
+        help="the body's library (default: numpy on cpu, torch on cuda)",
+    )
     d.add_argument("--model", default=None, help="a Llama-family GGUF (default: SmolLM2-135M)")
     d.add_argument("--json", action="store_true", help="one JSON object per request")
     d.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -161,3 +161,13 @@ def test_fetch_is_idempotent_and_checks_the_sha256(tmp_path, monkeypatch):
     assert path.read_bytes() == b"GGUF tampered"
     n = len(calls)
     assert fetch.fetch_model(progress=lambda _: None) == path and len(calls) == n  # no download
+
+
+def test_device_and_impl_choices(capsys, engine):
+    import importlib.util
+
+    code, _, err = _run(capsys, "decode", "--prompt", "x", "--device", "cuda", "--impl", "numpy")
+    assert code == 2 and "--device cuda runs the torch body" in err
+    if importlib.util.find_spec("torch") is None:
+        code, _, err = _run(capsys, "decode", "--prompt", "x", "--impl", "torch")
+        assert code == 2 and "--impl torch needs PyTorch" in err and err.count("\n") == 1
