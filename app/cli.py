@@ -113,10 +113,8 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_lower(args) -> int:
-    try:
-        from .compiler.cli import run_lower
-    except ImportError as exc:  # the [compiler] extra is optional
-        raise ValueError(f"llmqp lower needs the [compiler] extra (jax, jaxlib): {exc}") from None
+    from .compiler.cli import run_lower
+
     return run_lower(args)
 
 

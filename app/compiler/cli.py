@@ -68,10 +68,13 @@ def run_lower(args) -> int:
     """The command's body: validate, build, print, write."""
     if args.emit not in EMITS:
         raise ValueError(f"--emit must be one of {', '.join(EMITS)}, got {args.emit!r}")
-    from .artifact import build
+    d, vocab, context = shape_of(args)
+    try:
+        from .artifact import build
+    except ImportError as exc:  # the [compiler] extra is optional
+        raise ValueError(f"llmqp lower needs the [compiler] extra (jax, jaxlib): {exc}") from None
     from .catalog import build_catalog
 
-    d, vocab, context = shape_of(args)
     art = build(build_catalog(d, vocab, args.hardware, context))
     if args.emit == "stablehlo":
         print(art.text)
