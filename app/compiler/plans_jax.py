@@ -71,7 +71,10 @@ def dense_head(*args, cat: Catalog, branch: int = Catalog.DENSE):
 def _gathered(w, h, ids, k, rows: int):
     """Score the first ``rows`` padded legal ids; positions ≥ k are masked."""
     sel = ids[:rows]
-    picked = jnp.take(w, sel, axis=0, mode="clip")  # (rows, d); the sentinel clips, then masks
+    # (rows, d). The ids are ascending and the sentinel (one past the last row) is larger than
+    # all of them, so the clipped indices stay sorted; telling XLA so makes its CPU gather ~5x
+    # faster. Positions ≥ k are masked below.
+    picked = jnp.take(w, sel, axis=0, mode="clip", indices_are_sorted=True)
     scores = jnp.matmul(picked, h, precision=_HI)
     valid = jnp.arange(rows, dtype=jnp.int32) < k
     return jnp.where(valid, scores, -jnp.inf), sel
