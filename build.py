@@ -79,7 +79,8 @@ SOFT_DEPENDENCIES = {
     "tornado",
     "requests",
 }
-APP_EXCLUDE = ("app/backend", "app/web")  # server-only and build-only code stays out
+# Server-, CLI- and build-only code stays out of the browser's wheel.
+APP_EXCLUDE = ("app/backend", "app/engine", "app/compiler", "app/web")
 APP_WHEEL_PREFIX = "llm_qp-"
 
 BOKEH_BUNDLES = ("bokeh", "bokeh-gl", "bokeh-widgets", "bokeh-tables")

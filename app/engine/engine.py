@@ -27,8 +27,10 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class Step:
-    """One generated token. ``margin`` is None where nothing was scored or K < 2; the ``*_s``
-    fields split ``seconds`` into mask computation, body forward and head scoring."""
+    """One generated token. ``margin`` is None where nothing was scored or K < 2. ``seconds``
+    splits into ``mask_s`` (the grammar: legal set, forced run, consuming the token),
+    ``body_s`` (the forward of ``body_tokens`` positions), ``head_s`` (scoring) and the rest
+    (the policy's decision, bookkeeping)."""
 
     index: int
     token: int
@@ -105,6 +107,15 @@ def _versions() -> dict:
     }
 
 
+def _one_blas_thread() -> None:
+    """One BLAS thread, process-wide: a threaded GEMV splits rows by thread count, which would
+    change the rounding that plans.py keeps equal across plans (and on a busy 2-core machine
+    threads mostly contend)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Engine:
     """A loaded model: weights, tokenizer, llguidance tokenizer, body, and the ``auto`` rule."""
 
@@ -112,6 +123,7 @@ class Engine:
         from .forward_numpy import NumpyLlama
         from .tokenizer import tokenizer_from_gguf
 
+        _one_blas_thread()
         self.path, self.weights, self.config = path, weights, weights.config
         self.device = device
         self.tokenizer = tokenizer_from_gguf(fields)
@@ -255,45 +267,53 @@ class _Decode:
         t1 = clock()
         plan = self._policy(k)
         ran = 0
+        tp = t2 = clock()
         if plan == "ForcedToken":
             token, margin = plans.forced_token(legal)
-            t2 = t1
         else:
             ran = self._state(plan)
             t2 = clock()
-            if self.executor is not None:
-                telemetry = {
-                    "k": k,
-                    "position": len(self.prompt) + index,
-                    "last_margin": self.last_margin,
-                }
-                token, margin, plan = self.executor.run(self.h, legal, telemetry)
-            else:
-                head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
-                token, margin = head(self.e.output, self.h, legal)
-            if margin is not None:
-                self.last_margin = margin
+            token, margin, plan = self._score(plan, legal, k, index)
         t3 = clock()
         if self.constraint:
             self.constraint.consume(token)
         self.tokens.append(token)
         self.pending.append(token)
         t4 = clock()
+        text = self.e.tokenizer.decode([token])
+        t5 = clock()
+        grammar_s = (t1 - t0) + (t4 - t3)
         return Step(
             index,
             token,
-            self.e.tokenizer.decode([token]),
+            text,
             plan,
             k,
             k == 1,
             margin,
-            t4 - t0,
+            t5 - t0,
             run,
             ran,
-            (t1 - t0) + (t4 - t3),
-            t2 - t1,
+            grammar_s,
+            t2 - tp,
             t3 - t2,
         )
+
+    def _score(self, plan: str, legal, k: int, index: int):
+        """(token, margin, plan that ran) from the current state ``self.h``."""
+        if self.executor is not None:
+            telemetry = {
+                "k": k,
+                "position": len(self.prompt) + index,
+                "last_margin": self.last_margin,
+            }
+            token, margin, plan = self.executor.run(self.h, legal, telemetry)
+        else:
+            head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
+            token, margin = head(self.e.output, self.h, legal)
+        if margin is not None:
+            self.last_margin = margin
+        return token, margin, plan
 
     def run(self) -> DecodeResult:
         e, req = self.e, self.req
