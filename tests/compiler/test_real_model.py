@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,16 @@ def test_compiled_decode_is_token_identical(real, obj):
     assert got.tokens == want.tokens and got.text == want.text
     scored = [s for s in got.steps if s.plan != "ForcedToken"]
     assert scored and all(s.plan in {p.name for p in real.executor.catalog.plans} for s in scored)
+
+
+def test_decode_cli_with_the_xla_executor(real, capsys):
+    from app.cli import main
+
+    args = ["decode", "--prompt", "The capital of France is", "--max-tokens", "3", "--json"]
+    assert main(args) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert main([*args, "--executor", "xla"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["tokens"] == want["tokens"]
+    assert main([*args, "--executor", "xla", "--plan", "dense"]) == 2
+    assert "--executor xla routes every step itself" in capsys.readouterr().err
