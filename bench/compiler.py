@@ -14,7 +14,11 @@ The routing kernel alone (``llmqp.route`` compiled on its own over the same oper
 against an empty compiled function with the same operands (the dispatch floor); its net cost is
 reported as a share of each branch's step. Timings on a shared machine are noisy (medians).
 
-Usage: ``python bench/compiler.py [--repeats 30] [--d 576 --vocab 49152 | default model]``.
+``--workload FILE`` (JSONL requests, e.g. bench/workload/requests.jsonl) also decodes every request
+with the numpy engine and with ``XlaStepExecutor`` and reports token identity and tokens/s.
+
+Usage: ``python bench/compiler.py [--repeats 30] [--d 576 --vocab 49152 | default model]
+[--workload FILE]``.
 Writes bench/results/compiler.json. No GPU was lent to the session that wrote this; on a CUDA
 jaxlib the same script runs on the GPU (``jax.devices()`` decides).
 """
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=None)
     p.add_argument("--hardware", default="cpu")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "compiler.json"))
+    p.add_argument("--workload", default=None, help="JSONL requests to decode both ways")
     args = p.parse_args(argv)
 
     import jax
@@ -175,6 +180,8 @@ def main(argv=None) -> int:
         "route_net_us": net,
         "plans": rows,
     }
+    if args.workload:
+        result["workload"] = _workload(args.workload)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"{source}; XLA backend {result['backend']}; K* = {cat.k_star:,}")
@@ -186,6 +193,28 @@ def main(argv=None) -> int:
         )
     print(f"routing kernel alone {route_us:.1f} us, empty call {empty_us:.1f} us, net {net:.1f} us")
     return 0
+
+
+def _workload(path) -> dict:
+    """Decode every request with numpy heads and with the compiled step; compare tokens."""
+    from app.compiler.executor import XlaStepExecutor
+    from app.engine.engine import Engine
+    from app.engine.requests import load_requests
+
+    engine = Engine.load()
+    ex = XlaStepExecutor(engine)
+    rows, same = [], 0
+    for req in load_requests(path):
+        a = engine.decode(req)
+        b = engine.decode(req, executor=ex)
+        same += a.tokens == b.tokens
+        rows.append({"id": req.id, "tokens": len(a.tokens), "identical": a.tokens == b.tokens,
+                     "numpy_tok_s": a.tokens_per_s, "xla_tok_s": b.tokens_per_s})  # fmt: skip
+        line = f"  {req.id:<24} {len(a.tokens):>4} tokens  identical={a.tokens == b.tokens}"
+        rate = f"numpy {a.tokens_per_s:5.1f} tok/s  xla {b.tokens_per_s:5.1f} tok/s"
+        print(f"{line}  {rate}", flush=True)
+    print(f"workload: {same}/{len(rows)} requests token-identical; executor {ex.stats}")
+    return {"requests": rows, "identical": same, "total": len(rows), "executor": ex.stats}
 
 
 if __name__ == "__main__":
