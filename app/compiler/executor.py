@@ -58,7 +58,7 @@ class XlaStepExecutor:
         import jax
 
         if policy not in POLICIES:
-            raise ValueError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         cfg = engine.config
         cat = build_catalog(cfg.d, cfg.vocab, hardware, cfg.context)
         if engine.output.shape != (cat.rows, cat.d):

@@ -147,3 +147,33 @@ def test_identity_amortizer_is_exact(small, jitted):
         h = rng.standard_normal(small.cat.d).astype(np.float32)
         token, _, close, _, _ = _run(fn, operands(small, h, legal))
         assert token == plans.sparse_head(small.engine.output, h, legal)[0] or close > 1
+
+
+def test_executor_validates_its_arguments(small):
+    from app.router.linucb import LinUCB
+
+    with pytest.raises(ValueError, match="policy must be one of rule, linucb, got 'greedy'"):
+        XlaStepExecutor(small.engine, policy="greedy", artifact=small.art)
+    with pytest.raises(ValueError, match=r"router must be LinUCB\(3, 5\)"):
+        XlaStepExecutor(small.engine, policy="linucb", router=LinUCB(2, 5), artifact=small.art)
+
+
+def test_linucb_policy_routes_in_the_module_and_updates_the_router(small):
+    """policy = linucb: the module's arm is LinUCB.select's; the router learns between steps."""
+    from app.compiler.routing import features
+    from app.router.linucb import LinUCB
+
+    rng = np.random.default_rng(12)
+    router = LinUCB(3, 5, alpha=0.5)
+    ex = XlaStepExecutor(small.engine, policy="linucb", router=router, artifact=small.art)
+    cat = small.cat
+    for i in range(30):
+        k = int(rng.choice([2, 40, 300, 900]))
+        legal = np.sort(rng.choice(cat.vocab, k, replace=False))
+        h = rng.standard_normal(cat.d).astype(np.float32)
+        x = features(k, i, None, cat.vocab, cat.context)
+        want_arm = LinUCB.select(router, x)
+        token, _, name = ex.run(h, legal, {"k": k, "position": i, "last_margin": None})
+        assert name == cat.plans[cat.arm_branch(want_arm, k)].name
+        assert token == plans.dense_head(small.engine.output, h, legal)[0]  # identity amortizer
+    assert router.t == 30
