@@ -114,6 +114,12 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_lower(args) -> int:
+    from .compiler.cli import run_lower
+
+    return run_lower(args)
+
+
 def _int(text):
     try:
         value = int(text)
@@ -164,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write each figure as standalone HTML and Bokeh JSON")
     x.add_argument("--out", default="out/figures")
     x.set_defaults(func=_cmd_export)
+
+    lo = sub.add_parser("lower", help="the decode step as StableHLO: module, plans, routing rule")
+    from .compiler.cli import add_arguments as add_lower_arguments
+
+    add_lower_arguments(lo)
+    lo.set_defaults(func=_cmd_lower)
 
     try:
         from .backend.cli import add_backend_command

@@ -92,6 +92,19 @@ def _requests(args):
     return [DecodeRequest("prompt", args.prompt, _grammar_arg(args), **defaults)]
 
 
+def _executor(args, engine):
+    """None (the engine's numpy heads) or the compiled step under XLA (app.compiler)."""
+    if args.executor == "numpy":
+        return None
+    if args.plan != "auto":
+        raise ValueError("--executor xla routes every step itself: use it with --plan auto")
+    try:
+        from ..compiler.executor import XlaStepExecutor
+    except ImportError as exc:  # the [compiler] extra is optional
+        raise ValueError(f"--executor xla needs the [compiler] extra: {exc}") from None
+    return XlaStepExecutor(engine)
+
+
 def _cmd_decode(args) -> int:
     from .engine import Engine
 
@@ -101,8 +114,9 @@ def _cmd_decode(args) -> int:
         engine.prompt_ids(req)
         engine.constraint(req)
     show = len(requests) > 1 and not args.quiet
+    executor = _executor(args, engine)
     for n, req in enumerate(requests, 1):
-        result = engine.decode(req, plan=args.plan)
+        result = engine.decode(req, plan=args.plan, executor=executor)
         print(json.dumps(result.to_json()) if args.json else result.text, flush=True)
         if show:
             print(
@@ -148,6 +162,12 @@ def add_engine_commands(sub) -> None:
         choices=IMPLS,
         default=None,
         help="the body's library (default: numpy on cpu, torch on cuda)",
+    )
+    d.add_argument(
+        "--executor",
+        choices=("numpy", "xla"),
+        default="numpy",
+        help="xla: score each step through the compiled, expanded StableHLO step ([compiler])",
     )
     d.add_argument("--model", default=None, help="a Llama-family GGUF (default: SmolLM2-135M)")
     d.add_argument("--json", action="store_true", help="one JSON object per request")
