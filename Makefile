@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,engine]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,engine,compiler]"
 	touch $@
 
 # Main job: the app in server mode on 127.0.0.1 (in-process measurement backend).
