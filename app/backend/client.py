@@ -150,14 +150,14 @@ def start_in_process(host: str = "127.0.0.1", port: int = 0, db=None, **options)
 
     ``port=0`` picks a free port; ``db=None`` keeps results in memory. ``options`` go to
     :func:`app.backend.service.create_server` (``device``, ``impl``, ``timing``, ``limits``,
-    ``busy_timeout``, ``threads``). ``stop_fn()`` shuts the server down and closes the store.
+    ``busy_timeout``, ``threads``, ``allow_hosts``, ``allow_origins``, ``engine``). The
+    service runs on its own event loop in that thread, under the same access rules and limits
+    as ``llmqp backend``. ``stop_fn()`` shuts the server down and closes the store.
     """
     from .service import create_server
 
     server = create_server(host, port, db, **options)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="llmqp-backend", daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, name="llmqp-backend", daemon=True)
     thread.start()
     stopped = threading.Event()
 
