@@ -62,7 +62,9 @@ def in_process_url() -> str:
     if "url" not in _IN_PROCESS:
         from app.backend.client import start_in_process
 
-        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process()
+        origin = os.environ.get("LLMQP_APP_ORIGIN")  # set by `llmqp serve`
+        origins = [origin, origin.replace("127.0.0.1", "localhost")] if origin else None
+        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process(allow_origins=origins)
     return _IN_PROCESS["url"]
 
 
