@@ -83,25 +83,35 @@ class AccessPolicy:
         return cls(frozenset(hosts), frozenset(origins))
 
     def refusal(self, method: str, headers) -> tuple[int, str] | None:
-        """``(status, message)`` when a request with ``headers`` must be refused, else None."""
+        """``(status, message)`` when a request with ``headers`` must be refused, else None:
+        :meth:`origin_refusal`, then :meth:`body_refusal`."""
+        return self.origin_refusal(headers) or self.body_refusal(method, headers)
+
+    def origin_refusal(self, headers) -> tuple[int, str] | None:
+        """403 for a ``Host`` not served here or an ``Origin`` not on the allow-list."""
         host = (headers.get("Host") or "").strip().lower()
         if host not in self.hosts:
             return 403, (
-                f"Host {host!r} is not served here; allowed: {', '.join(sorted(self.hosts))} "
-                "(add one with --allow-host)."
+                f"Host {host[:100]!r} is not served here; allowed: "
+                f"{', '.join(sorted(self.hosts))} (add one with --allow-host)."
             )
         origin = headers.get("Origin")
         if origin is not None and origin.strip().rstrip("/").lower() not in self.origins:
             return 403, (
-                f"Origin {origin!r} may not use this service; allowed: "
+                f"Origin {origin[:100]!r} may not use this service; allowed: "
                 f"{', '.join(sorted(self.origins))} (add one with --allow-origin)."
             )
+        return None
+
+    @staticmethod
+    def body_refusal(method: str, headers) -> tuple[int, str] | None:
+        """415 for a POST/PUT/PATCH whose body is not declared ``application/json``."""
         if method in ("POST", "PUT", "PATCH"):
             ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype not in JSON_TYPES:
                 return 415, (
                     f"A {method} body must have Content-Type: application/json; got "
-                    f"{ctype or 'none'!r}."
+                    f"{ctype[:60] or 'none'!r}."
                 )
         return None
 
@@ -209,20 +219,20 @@ def _json_bare_errors(stream: iostream.IOStream, max_header_bytes: int) -> None:
         return write(data, *args, **kwargs)
 
     stream.write = json_write
-    read_until_regex = stream.read_until_regex
+    close = stream.close
 
-    async def bounded_head(regex, max_bytes=None):
-        try:
-            return await read_until_regex(regex, max_bytes=max_bytes)
-        except iostream.UnsatisfiableReadError:
+    def close_with_431(exc_info=False):
+        # Tornado closes the stream itself when a request head outgrows max_header_size
+        # (UnsatisfiableReadError); say why first, in one small non-blocking send.
+        exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+        if isinstance(exc, iostream.UnsatisfiableReadError) and stream.socket is not None:
             msg = (
                 f"The request line and headers exceed {max_header_bytes} bytes (max_header_bytes)."
             )
             try:
-                await write(raw_json_response(431, "Request Header Fields Too Large", msg))
-            except iostream.StreamClosedError:
+                stream.socket.send(raw_json_response(431, "Request Header Fields Too Large", msg))
+            except OSError:
                 pass
-            stream.close()
-            raise iostream.StreamClosedError() from None
+        return close(exc_info=exc_info)
 
-    stream.read_until_regex = bounded_head
+    stream.close = close_with_431

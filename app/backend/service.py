@@ -78,14 +78,17 @@ class JsonHandler(tornado.web.RequestHandler):
         self.clear_header("Server")
 
     def prepare(self) -> None:
-        method = self.request.method
-        refusal = self.server.policy.refusal(method, self.request.headers)
+        method, headers, policy = self.request.method, self.request.headers, self.server.policy
+        refusal = policy.origin_refusal(headers)
         if refusal is not None:
             raise ApiError(*refusal)
         if method not in self.ALLOW:
             path = self.request.path
             raise ApiError(405, f"{path} accepts {', '.join(self.ALLOW)} only.",
                            {"Allow": ", ".join(self.ALLOW)})  # fmt: skip
+        refusal = policy.body_refusal(method, headers)
+        if refusal is not None:
+            raise ApiError(*refusal)
 
     # Tornado's own methods answer 405 through write_error; unknown ones never reach a handler.
     def _refuse(self, *args, **kwargs):
@@ -191,7 +194,7 @@ class NotFound(JsonHandler):
     ALLOW = ("GET", "POST")
 
     def prepare(self) -> None:
-        refusal = self.server.policy.refusal(self.request.method, self.request.headers)
+        refusal = self.server.policy.origin_refusal(self.request.headers)
         if refusal is not None:
             raise ApiError(*refusal)
         raise ApiError(404, f"No endpoint {self.request.path[:200]!r}; see GET / for the list.")
