@@ -1,4 +1,5 @@
-"""``llmqp``: the command line. ``bench``, ``explain``, ``serve``, ``export``, ``backend``.
+"""``llmqp``: the command line. ``bench``, ``explain``, ``serve``, ``export``, ``backend``,
+``model``, ``decode``.
 
 Bad arguments print one line (``llmqp: error: ...``) and exit with status 2; no tracebacks.
 """
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_backend_command(sub)
+    from .engine.cli import add_engine_commands
+
+    add_engine_commands(sub)
     return p
 
 

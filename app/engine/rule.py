@@ -1,0 +1,52 @@
+"""``--plan auto``: the cost model's rewrite rule, from a step's telemetry.
+
+* K = 1 (the grammar forces the token): ``ForcedToken`` — score nothing; the token joins the
+  run that the next scored step feeds through the body in one forward.
+* otherwise ``SparseHead`` while K ≤ K*, the roofline crossover of the model's head on the
+  hardware profile, else ``DenseHead``. ``FullRecompute`` rebuilds a state the cache already
+  holds, so with a warm cache it never wins; the rule names it only for a cold cache.
+
+K* is found once per profile (bisection in :func:`app.model.find_crossover`), so a step's
+decision is two comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import find_crossover, get_hardware
+
+__all__ = ["CostRule"]
+
+
+@dataclass(frozen=True)
+class CostRule:
+    """The rewrite rule for one model shape on one hardware profile."""
+
+    d: int
+    vocab: int
+    hardware: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        hw = get_hardware(self.hardware)
+        k_star = find_crossover(self.d, self.vocab, 1, self.dtype, hw).k_roofline
+        object.__setattr__(self, "k_star", 0 if k_star is None else int(k_star))
+
+    def select(self, k: int, cached: bool = True) -> str:
+        """The plan for a step with ``k`` legal tokens; ``cached``: the KV cache is warm."""
+        if k == 1:
+            return "ForcedToken"
+        if not cached:
+            return "FullRecompute"
+        return "SparseHead" if k <= self.k_star else "DenseHead"
+
+    def to_dict(self) -> dict:
+        return {
+            "rule": "cost",
+            "hardware": self.hardware,
+            "dtype": self.dtype,
+            "k_star": self.k_star,
+            "vocab": self.vocab,
+            "d": self.d,
+        }
