@@ -59,7 +59,7 @@ class Limits:
     max_prompt_tokens: int = 2048
     max_grammar_bytes: int = 16_384
     max_choices: int = 256
-    max_queue_wait_s: float = 60.0
+    max_queue_wait_s: float = 120.0
     d: tuple = (1, 16_384)
     vocab: tuple = (2, 262_144)
     batch: tuple = (1, 64)

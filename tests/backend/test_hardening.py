@@ -465,3 +465,29 @@ def test_cli_serve_port_in_use_is_one_line():
                              capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "cannot serve on" in lines[0]
+
+
+def test_the_device_lock_is_granted_in_arrival_order():
+    from app.backend.jobs import FairLock
+
+    lock, order = FairLock(), []
+    lock.acquire()
+
+    def wait(i):
+        assert lock.acquire(timeout=30)
+        order.append(i)
+        lock.release()
+
+    threads = []
+    for i in range(6):
+        threads.append(threading.Thread(target=wait, args=(i,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while len(lock._queue) < i + 1:  # wait until thread i stands in the queue
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    assert not lock.acquire(timeout=0.05)  # a late comer times out and leaves the queue
+    lock.release()
+    for t in threads:
+        t.join(10)
+    assert order == list(range(6)) and not lock.locked()

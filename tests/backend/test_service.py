@@ -34,7 +34,7 @@ def service():
 def call(url, method, path, body=None, raw=None, headers=None):
     """``(status, parsed JSON, headers)`` of one request."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)  # a busy CI box
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     sent = {"Content-Type": "application/json"} if data is not None else {}
     conn.request(method, path, body=data, headers={**sent, **(headers or {})})
