@@ -66,7 +66,7 @@ class Load:
         t0 = time.monotonic()
         status, job = _request(self.port, "POST", "/v1/sweeps/head", body)
         self._note(status)
-        while status == 202 and job["status"] in ("queued", "running"):
+        while status in (200, 202) and job["status"] in ("queued", "running"):
             if time.monotonic() > self.deadline:
                 self.wrong.append(f"sweep {i}/{r}: past the deadline")
                 return
