@@ -74,13 +74,15 @@ class LLMQPApp:
         self.state.param.watch(self._router_inputs_changed, list(ROUTER_PARAMS))
         self._router_pending = False
         self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
-        self.measured = None
+        self.measured = self.decode = None
         self.update_model()
         self.update_router()
         if server:
+            from .decode import DecodePanel
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)
+            self.decode = DecodePanel(self.measured)
 
     @property
     def figures(self) -> list:
@@ -151,6 +153,9 @@ class LLMQPApp:
             pn.pane.Bokeh(self.router.layout, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+        if self.decode is not None:
+            main.append(_heading("Decode on the backend (real model, step by step)"))
+            main.append(self.decode)
         return pn.Column(
             pn.pane.HTML(_INTRO, sizing_mode="stretch_width"),
             pn.Row(pn.Column(*sidebar, width=300), main, sizing_mode="stretch_width"),

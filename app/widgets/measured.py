@@ -64,7 +64,12 @@ def in_process_url() -> str:
 
         origin = os.environ.get("LLMQP_APP_ORIGIN")  # set by `llmqp serve`
         origins = [origin, origin.replace("127.0.0.1", "localhost")] if origin else None
-        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process(allow_origins=origins)
+        from app.backend.decoding import engine_loader
+
+        # the model loads on the first decode only (the Decode panel), once per process
+        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process(
+            allow_origins=origins, engine=engine_loader()
+        )
     return _IN_PROCESS["url"]
 
 

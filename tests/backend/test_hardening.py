@@ -491,3 +491,20 @@ def test_the_device_lock_is_granted_in_arrival_order():
     for t in threads:
         t.join(10)
     assert order == list(range(6)) and not lock.locked()
+
+
+def test_the_apps_in_process_backend_follows_the_same_rules(monkeypatch):
+    from app.widgets import measured
+
+    monkeypatch.setenv("LLMQP_APP_ORIGIN", "http://127.0.0.1:5999")
+    monkeypatch.setattr(measured, "_IN_PROCESS", {})
+    url = measured.in_process_url()
+    try:
+        assert call(url, "GET", "/v1/device", headers={"Origin": "http://127.0.0.1:5999"})[0] == 200
+        for bad in ({"Origin": "http://127.0.0.1:5006"}, {"Host": "evil.example"}):
+            assert call(url, "GET", "/v1/device", headers=bad)[0] == 403
+        status, _, _ = call(url, "POST", "/v1/sweeps/head", SWEEP,
+                            headers={"Content-Type": "text/plain"})  # fmt: skip
+        assert status == 415
+    finally:
+        measured._IN_PROCESS["stop"]()
