@@ -22,8 +22,7 @@ import re
 from dataclasses import dataclass
 
 from tornado import iostream
-from tornado.http1connection import HTTP1ServerConnection
-from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httpserver import HTTPServer
 
 __all__ = ["AccessPolicy", "loads_json", "GuardedHTTPServer", "raw_json_response", "JSON_TYPES"]
 
@@ -201,10 +200,7 @@ class GuardedHTTPServer(HTTPServer):
             stream.write(data).add_done_callback(lambda f: stream.close())
             return
         _json_bare_errors(stream, self.conn_params.max_header_size)
-        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
-        conn = HTTP1ServerConnection(stream, self.conn_params, context)
-        self._connections.add(conn)
-        conn.start_serving(self)
+        super().handle_stream(stream, address)
 
 
 def _json_bare_errors(stream: iostream.IOStream, max_header_bytes: int) -> None:
