@@ -270,6 +270,9 @@ class _OpenAIHandler(PostHandler):
                 self.set_header(name, value)
         elif exc is not None and status_code >= 500:
             message = f"Internal error: {type(exc).__name__}: {exc}"
+        elif status_code == 405:
+            message = f"{self.request.path} accepts POST only."
+            self.set_header("Allow", "POST")
         else:
             message = getattr(exc, "log_message", None) or self._reason
         kind = "invalid_request_error" if status_code < 500 else "server_error"

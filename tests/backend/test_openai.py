@@ -163,6 +163,30 @@ def test_decoding_and_sweeps_share_the_device(real, engine):
     assert out.usage.completion_tokens >= 1
 
 
+@needs_model
+def test_llmqp_backend_loads_the_model_once_and_serves_openai_clients():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "app.backend", "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, cwd=root)  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("llmqp backend on http://127.0.0.1:") and "decoding " in line
+        url = line.split()[3]
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        out = client.chat.completions.create(model=model, max_tokens=8,
+                                             messages=[{"role": "user", "content": "Yes or no?"}],
+                                             extra_body={"choices": ["yes", "no"]})  # fmt: skip
+        assert out.choices[0].message.content in ("yes", "no")
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(timeout=30) == 0
+
+
 # -- a fake engine: protocol, bounds, queueing --------------------------------------------------
 
 

@@ -251,7 +251,7 @@ def test_cli_port_in_use_and_bad_arguments_exit_without_traceback():
 
 def test_cli_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.backend", "--port", "0"],
+        [sys.executable, "-m", "app.backend", "--port", "0", "--no-model"],
         stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
