@@ -71,9 +71,27 @@ def _cmd_explain(args) -> int:
               "forced_run")  # fmt: skip
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     given["error_budget"] = args.error_budget
-    s = Scenario.from_model(args.model, **given) if args.model else Scenario(**given)
+    s = Scenario.from_model(args.model, **given) if args.model is not None else Scenario(**given)
     print(json.dumps(explain_dict(s), indent=2) if args.json else explain_text(s))
     return 0
+
+
+def _check_bind(address: str, port: int) -> str | None:
+    """Why ``address:port`` cannot be served (bad address, port in use), else None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        return f"bad --address {address!r}: {exc}"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            return f"cannot serve on {address}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _cmd_serve(args) -> int:
@@ -81,7 +99,11 @@ def _cmd_serve(args) -> int:
     env = dict(os.environ)
     if args.backend:
         env["LLMQP_BACKEND_URL"] = args.backend
+    problem = _check_bind(args.address, args.port)
+    if problem:
+        return _fail(f"llmqp serve: error: {problem}")
     origin = f"{args.address}:{args.port}"
+    env["LLMQP_APP_ORIGIN"] = f"http://{origin}"  # the in-process backend allows this origin
     cmd = [
         sys.executable,
         "-m",
@@ -128,6 +150,13 @@ def _int(text):
     return value
 
 
+def _port(text):
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmqp", description="LLM-QP: query planning for constrained decoding.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -162,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="serve the Panel app on 127.0.0.1 (server mode)")
     s.add_argument("--address", default="127.0.0.1")
-    s.add_argument("--port", type=_int, default=5006)
+    s.add_argument("--port", type=_port, default=5006)
     s.add_argument("--backend", default=None, help="measurement backend URL (default: in-process)")
     s.add_argument("--show", action="store_true", help="open a browser")
     s.set_defaults(func=_cmd_serve)

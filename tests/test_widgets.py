@@ -185,6 +185,18 @@ def test_url_with_bad_values_keeps_the_good_ones():
     assert state.tau == ScenarioState().tau and state.router == "linucb"
 
 
+def test_url_with_huge_integers_still_builds_the_app():
+    """A 4,301-digit value (Python's int() limit) under any key, known or not, and non-ASCII
+    digits, used to raise inside Panel's parse_query and leave a blank page."""
+    huge = "7" * 5000
+    state = ScenarioState()
+    loc = Location(search=f"?K=99&zzz={huge}&V={huge}&tau=%C2%B2")
+    sync_url(state, loc)
+    assert state.k == 99 and state.vocab == ScenarioState().vocab
+    assert huge not in loc.search and "K=99" in loc.search
+    assert LLMQPApp(state, server=False).view() is not None
+
+
 def test_explain_table_highlights_chosen_plan(app):
     from app.model import explain
 

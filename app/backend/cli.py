@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -28,14 +29,19 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(kind):
+def _positive(kind, hi=None):
+    """A positive, finite ``kind`` no larger than ``hi``."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = -1
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
+        if not (value > 0 and math.isfinite(value) and (hi is None or value <= hi)):
+            top = "" if hi is None else f" no larger than {hi}"
+            raise argparse.ArgumentTypeError(
+                f"must be a positive finite {kind.__name__}{top}, got {text!r}"
+            )
         return value
 
     return parse
@@ -68,8 +74,29 @@ def add_backend_command(subparsers) -> argparse.ArgumentParser:
                    help="kernel backend (default: numpy on cpu, torch on cuda)")  # fmt: skip
     p.add_argument("--threads", type=_positive(int), default=None,
                    help="BLAS threads for the numpy backend (needs threadpoolctl)")  # fmt: skip
-    p.add_argument("--busy-timeout", type=_positive(float), default=2.0,
+    p.add_argument("--busy-timeout", type=_positive(float, 3600), default=2.0,
                    help="seconds a synchronous sweep waits for the device before 503")  # fmt: skip
+    p.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+        help="another Host header to accept (repeatable; default: the bound address)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-origin", action="append", default=None, metavar="URL",
+        help="a browser Origin allowed to call the service (repeatable; default: the "
+        "service's own and the app's, http://127.0.0.1:5006)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fresh", action="store_true",
+        help="move an existing --db aside (renamed, kept) and start an empty store",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", default=None,
+        help="GGUF model to decode with (default: the fetched SmolLM2-135M-Instruct)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-model", action="store_true",
+        help="serve measurements only: no decoding endpoint, no model loaded",
+    )  # fmt: skip
     p.set_defaults(func=run_backend)
     return p
 
@@ -79,28 +106,54 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _load_engine(args):
+    """``(engine or None, a short note)``: the model is loaded once, before serving."""
+    if args.no_model:
+        return None, "decoding off (--no-model)"
+    try:
+        from app.engine.engine import Engine
+    except ImportError as exc:
+        return None, f"decoding off (engine not installed: {exc})"
+    try:
+        engine = Engine.load(args.model, device=args.device)
+    except (ValueError, OSError) as exc:
+        return None, f"decoding off ({exc})"
+    return engine, f"decoding {engine.info().get('model', 'model')}"
+
+
 def run_backend(args) -> int:
     """Serve until interrupted; returns the exit code."""
     if args.device == "cuda" and args.impl == "numpy":
         return _fail("--impl numpy runs on the CPU only; use --impl torch with --device cuda", 2)
     from .service import create_server
+    from .store import StoreError
 
+    if args.fresh and not args.db:
+        return _fail("--fresh needs --db (an in-memory store is always fresh)", 2)
+    engine, note = _load_engine(args)
+    if engine is None and args.model is not None:
+        return _fail(note, 2)
     try:
         server = create_server(
             args.host, args.port, args.db, device=args.device, impl=args.impl,
-            busy_timeout=args.busy_timeout, threads=args.threads,
+            busy_timeout=args.busy_timeout, threads=args.threads, allow_hosts=args.allow_host,
+            allow_origins=args.allow_origin, engine=engine, fresh=args.fresh,
         )  # fmt: skip
+    except StoreError as exc:  # damaged, foreign or newer store: one line, nothing touched
+        return _fail(str(exc))
     except ValueError as exc:  # e.g. torch missing, no CUDA device
         return _fail(str(exc), 2)
-    except OSError as exc:  # port in use, unwritable database path
+    except OSError as exc:  # port in use, bad address, unwritable database path
         return _fail(f"cannot start on {args.host}:{args.port} with db {args.db!r}: {exc}")
     except Exception as exc:  # e.g. sqlite3.DatabaseError for a file that is not a database
         return _fail(f"{type(exc).__name__}: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     info = server.runner.info
+    moved = server.runner.store.moved_aside
     print(
         f"llmqp backend on {server.url}  ({info['device_name']}, {info['impl']}; "
-        f"db {args.db or 'in memory'}; Ctrl-C stops)",
+        f"db {args.db or 'in memory'}{'; old db moved to ' + moved if moved else ''}; "
+        f"{note}; Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )

@@ -63,12 +63,7 @@ class BackendClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                message = str(exc.reason)
-            cls = BackendBusy if exc.code == 503 else BackendError
-            raise cls(exc.code, message) from None
+            raise _error_of(exc) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BackendUnavailable(f"No measurement backend at {self.url}: {reason}") from None
@@ -124,6 +119,43 @@ class BackendClient:
         )  # fmt: skip
         return self._sweep("/v1/sweeps/amortized", body, wait, on_progress)
 
+    # -- decoding (the OpenAI-compatible endpoint) -----------------------------------------------
+    def models(self) -> list:
+        """``GET /v1/models``'s ``data`` (empty when the service decodes nothing)."""
+        return self._request("GET", "/v1/models")["data"]
+
+    def chat(self, body: dict) -> dict:
+        """``POST /v1/chat/completions`` (no streaming): the whole answer."""
+        return self._request("POST", "/v1/chat/completions", {**body, "stream": False})
+
+    def chat_stream(self, body: dict):
+        """``POST /v1/chat/completions`` with ``stream: true``: yields each event's chunk as a
+        dict, as the server sends it. Errors raise as :meth:`chat` does."""
+        data = json.dumps({**body, "stream": True}).encode()
+        req = urllib.request.Request(self.url + "/v1/chat/completions", data=data, method="POST")
+        req.add_header("Content-Type", "application/json")
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise _error_of(exc) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendUnavailable(f"No measurement backend at {self.url}: {reason}") from None
+        with resp:
+            if "text/event-stream" not in resp.headers.get("Content-Type", ""):
+                yield json.loads(resp.read() or b"null")
+                return
+            for raw in resp:
+                line = raw.decode("utf-8").strip()
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    return
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise BackendError(500, _message(chunk["error"]))
+                yield chunk
+
     def _sweep(self, path, body, wait, on_progress, poll_s=0.2) -> dict:
         job = self._request("POST", path, {**body, "async": True})
         while wait and job["status"] in ("queued", "running"):
@@ -140,6 +172,20 @@ class BackendClient:
         return job["result"]
 
 
+def _message(error) -> str:
+    """The text of an error body: ``"..."`` or OpenAI's ``{"message": "..."}``."""
+    return str(error.get("message", error) if isinstance(error, dict) else error)
+
+
+def _error_of(exc) -> BackendError:
+    try:
+        message = _message(json.loads(exc.read()).get("error", exc.reason))
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    cls = BackendBusy if exc.code == 503 else BackendError
+    return cls(exc.code, message)
+
+
 def _body(**fields) -> dict:
     """Drop unset (``None``) fields so the server's defaults apply."""
     return {k: v for k, v in fields.items() if v is not None}
@@ -150,14 +196,14 @@ def start_in_process(host: str = "127.0.0.1", port: int = 0, db=None, **options)
 
     ``port=0`` picks a free port; ``db=None`` keeps results in memory. ``options`` go to
     :func:`app.backend.service.create_server` (``device``, ``impl``, ``timing``, ``limits``,
-    ``busy_timeout``, ``threads``). ``stop_fn()`` shuts the server down and closes the store.
+    ``busy_timeout``, ``threads``, ``allow_hosts``, ``allow_origins``, ``engine``). The
+    service runs on its own event loop in that thread, under the same access rules and limits
+    as ``llmqp backend``. ``stop_fn()`` shuts the server down and closes the store.
     """
     from .service import create_server
 
     server = create_server(host, port, db, **options)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="llmqp-backend", daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, name="llmqp-backend", daemon=True)
     thread.start()
     stopped = threading.Event()
 

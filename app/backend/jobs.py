@@ -17,7 +17,54 @@ from collections import OrderedDict
 
 from .sweeps import HeadSweep, Runner
 
-__all__ = ["Busy", "Job", "JobManager"]
+__all__ = ["Busy", "Job", "JobManager", "FairLock"]
+
+
+class FairLock:
+    """A lock granted in arrival order (``threading.Lock`` is not), so a request that waits for
+    the device is served before later ones; ``acquire(timeout=...)`` gives up at the timeout."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._tickets = itertools.count()
+        self._queue: list = []
+        self._held = False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._cond:
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            got = False
+            try:
+                while self._held or self._queue[0] != ticket:
+                    if not blocking:
+                        return False
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._held = got = True
+                return True
+            finally:
+                self._queue.remove(ticket)
+                if not got:  # the next in line may be free to go now
+                    self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class Busy(RuntimeError):
@@ -78,10 +125,10 @@ class JobManager:
     asynchronous jobs; ``keep``: finished jobs remembered for polling.
     """
 
-    def __init__(self, runner: Runner, busy_timeout=2.0, max_queue=8, keep=64):
+    def __init__(self, runner: Runner, busy_timeout=2.0, max_queue=64, keep=64):
         self.runner = runner
         self.busy_timeout = float(busy_timeout)
-        self.device_lock = threading.Lock()
+        self.device_lock = FairLock()
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._jobs: OrderedDict = OrderedDict()
         self._jobs_lock = threading.Lock()

@@ -138,6 +138,10 @@ class NumpyKernels:
     def _dtype(self, dtype):
         return np.dtype(check_choice("dtype", dtype, self.dtypes))
 
+    def release(self) -> None:
+        """Drop the work arrays (a sweep's buffers must not outlive it)."""
+        self._buffers.clear()
+
     def _buffer(self, name, shape, dtype=np.float32):
         """A reusable work array of ``shape`` (one per name and shape, reused across calls)."""
         key = (name, shape, dtype)

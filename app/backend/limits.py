@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from ..model import DTYPE_BYTES
 from ..model.validate import check_choice, check_int
 
-__all__ = ["Limits", "parse_fields", "int_list", "head_bytes", "model_bytes"]
+__all__ = [
+    "Limits",
+    "parse_fields",
+    "int_list",
+    "head_bytes",
+    "model_bytes",
+    "head_sweep_bytes",
+    "amortized_sweep_bytes",
+    "check_budget",
+]
 
 GiB = 1 << 30
 
@@ -25,12 +34,32 @@ class Limits:
     transformer's weights plus its KV cache, ``layers·(12·d² + 2·batch·(context+1)·d)·bytes``.
     ``max_points`` bounds the K values (or contexts) of one sweep; ``max_body_bytes`` a request
     body.
+
+    ``max_request_bytes`` is the memory budget of one request: every byte a sweep would
+    allocate (weights, KV caches, masks, logits, gather buffers and the float32 transients of
+    generating them: :func:`head_sweep_bytes`, :func:`amortized_sweep_bytes`) is counted before
+    anything is allocated. The HTTP bounds (connections, deadlines, header size, JSON nesting
+    and number length) and the decoding bounds (tokens, prompt, grammar) sit here too, so
+    ``GET /v1/device`` lists them all.
     """
 
     max_head_bytes: int = 2 * GiB
     max_model_bytes: int = 4 * GiB
+    max_request_bytes: int = 1 * GiB
     max_points: int = 64
     max_body_bytes: int = 64 << 10
+    max_header_bytes: int = 16 << 10
+    max_connections: int = 256
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_json_depth: int = 64
+    max_number_chars: int = 40
+    max_tokens: int = 256
+    max_prompt_chars: int = 16_384
+    max_prompt_tokens: int = 2048
+    max_grammar_bytes: int = 16_384
+    max_choices: int = 256
+    max_queue_wait_s: float = 120.0
     d: tuple = (1, 16_384)
     vocab: tuple = (2, 262_144)
     batch: tuple = (1, 64)
@@ -98,5 +127,55 @@ def model_bytes(d, layers, batch, context_max, dtype, limits: Limits) -> int:
             f"at d={d}, layers={layers}, batch={batch}, context={context_max}; the limit is "
             f"{limits.max_model_bytes} bytes (max_model_bytes). Use fewer layers or a shorter "
             "context."
+        )
+    return need
+
+
+#: The numpy sparse head's gather buffer (``kernels_numpy.CHUNK_BYTES``) with room to spare.
+_GATHER_BYTES = 2 << 20
+#: Timing samples, small temporaries and numpy's own bookkeeping.
+_SLACK_BYTES = 1 << 20
+
+
+def _body_bytes(d, layers, batch, context, size) -> int:
+    """One decoder body: weights ``12·d²`` a layer, a KV cache of ``context+1`` positions."""
+    return layers * (12 * d * d + 2 * batch * (context + 1) * d) * size + 3 * batch * d * size
+
+
+def head_sweep_bytes(d, vocab, batch, dtype, k_max) -> int:
+    """Bytes a head sweep allocates at its peak.
+
+    ``W`` (|V|·d, generated in float32, then cast), the mask (B·|V| bools), the dense head's
+    two logit buffers (2·B·|V|), the legal ids (B·K int64 plus numpy's |V|-long permutation
+    when it samples without replacement), the scores (B·K) and the gather buffer. Masks and ids
+    count twice: one point's are still referenced while the next point's are built.
+    """
+    size = DTYPE_BYTES[dtype]
+    weights = vocab * d * (4 + (size if size != 4 else 0))
+    per_batch = batch * (2 * vocab * (1 + size) + 2 * k_max * (8 + size) + d * 4)
+    gather = max(_GATHER_BYTES, 16 * batch * d * size)
+    return weights + per_batch + 2 * vocab * 8 + gather + _SLACK_BYTES
+
+
+def amortized_sweep_bytes(d, layers, vocab, batch, dtype, k, context_max, rerank_r) -> int:
+    """Bytes an amortized sweep allocates at its peak: the head of :func:`head_sweep_bytes`
+    and two bodies at the longest context (the previous context's body is still referenced
+    while the next one is built), plus the float32 transients of generating the largest
+    tensor (a KV cache: drawn, scaled, cast) and the attention scores."""
+    size = DTYPE_BYTES[dtype]
+    body = _body_bytes(d, layers, batch, context_max, size)
+    largest = max(batch * (context_max + 1) * d, 4 * d * d) * 4
+    scores = batch * (context_max + 1) * max(1, d // 64) * 4 * 2
+    head = head_sweep_bytes(d, vocab, batch, dtype, max(k, rerank_r))
+    return head + 2 * body + 2 * largest + scores + 16 * batch * d * 4
+
+
+def check_budget(need: int, what: str, limits: Limits) -> int:
+    """``need`` if it fits ``limits.max_request_bytes``; else a ``ValueError`` naming it."""
+    if need > limits.max_request_bytes:
+        raise ValueError(
+            f"This {what} would allocate about {need} bytes ({need / GiB:.2f} GiB); the memory "
+            f"budget of one request is {limits.max_request_bytes} bytes (max_request_bytes). "
+            "Use smaller shapes, fewer layers or a shorter context."
         )
     return need

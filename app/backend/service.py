@@ -1,4 +1,4 @@
-"""The measurement backend's HTTP JSON service (standard library ``http.server`` only).
+"""The measurement backend's HTTP JSON service, on Tornado.
 
 Endpoints (see docs/backend.md for examples):
 
@@ -9,182 +9,239 @@ Endpoints (see docs/backend.md for examples):
 * ``GET  /v1/progress``          the running (else the last) job's progress, the queue length
 * ``GET  /v1/results``           stored results, filtered by query string (``?plan=...&d=...``)
 * ``GET  /v1/calibration``       the calibrated profile and the model's error per plan
+* ``GET  /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``: the
+  OpenAI-compatible decoding endpoint (:mod:`app.backend.openai_api`)
 
 Errors are JSON ``{"error": "..."}``: 400 bad parameter (naming it, its value and the allowed
-range or limit), 404 unknown path or job, 405 wrong method, 409 nothing to calibrate yet, 411 no
-Content-Length, 413 body too large, 503 device busy or queue full (with ``Retry-After``), 500 a
-bug (the server keeps serving). Binds to 127.0.0.1 unless told otherwise.
+range or limit) or malformed request, 403 a Host or Origin not allowed, 404 unknown path or job,
+405 wrong method, 409 nothing to calibrate yet, 411 no Content-Length, 413 body too large, 415
+not ``application/json``, 431 request head too large, 503 device busy, queue or connections full
+(with ``Retry-After``), 500 a bug (the server keeps serving). Binds to 127.0.0.1 unless told
+otherwise. Blocking work (measuring, decoding, reading the store) runs on worker threads, so the
+event loop keeps answering while the device measures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from concurrent.futures import ThreadPoolExecutor
+
+import tornado.ioloop
+import tornado.web
+from tornado.netutil import bind_sockets
 
 from ..model.validate import check_int
 from .calibration import Calibration
+from .guard import AccessPolicy, GuardedHTTPServer, loads_json
 from .jobs import Busy, JobManager
 from .kernels import available_impls, peak_figures
 from .limits import Limits
 from .store import INT_FIELDS, Point
-from .sweeps import AmortizedSweep, HeadSweep, Runner
+from .sweeps import AmortizedSweep, HeadSweep
 
-__all__ = ["BackendServer", "API_VERSION", "create_server"]
+__all__ = ["BackendServer", "API_VERSION", "ApiError", "create_server", "JsonHandler"]
 
 API_VERSION = 1
 log = logging.getLogger(__name__)
 _FILTERS = tuple(Point.__dataclass_fields__)
+#: SQLite stores integers as signed 64-bit.
+_SQLITE_MAX = 2**63 - 1
 
 
-class HTTPError(Exception):
+class ApiError(Exception):
+    """An answer other than 200: ``status``, a one-line ``message`` and extra ``headers``."""
+
     def __init__(self, status: int, message: str, headers=None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-class BackendServer(ThreadingHTTPServer):
-    """A threaded HTTP server around one :class:`JobManager` (one device, one store).
+class JsonHandler(tornado.web.RequestHandler):
+    """Base of every handler: access rules first, JSON answers, JSON errors, quiet disconnects.
 
-    ``max_handlers`` bounds requests served at once (more get 503).
+    Subclasses list their methods in ``ALLOW``; any other method is a JSON 405 with ``Allow``.
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # listen backlog (socketserver's default of 5 resets bursts)
+    ALLOW: tuple = ("GET",)
 
-    def __init__(self, address, manager: JobManager, limits: Limits, max_handlers=64):
-        self.manager, self.runner, self.limits = manager, manager.runner, limits
-        self.slots = threading.BoundedSemaphore(max_handlers)
-        super().__init__(address, _Handler)
+    def initialize(self, server: BackendServer) -> None:
+        self.server = server
+        self.left = False
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.clear_header("Server")
 
-    def close(self) -> None:
-        """Stop serving, stop the worker, close the store."""
-        self.shutdown()
-        self.server_close()
-        self.manager.close()
-        self.runner.store.close()
+    def prepare(self) -> None:
+        method, headers, policy = self.request.method, self.request.headers, self.server.policy
+        refusal = policy.origin_refusal(headers)
+        if refusal is not None:
+            raise ApiError(*refusal)
+        if method not in self.ALLOW:
+            path = self.request.path
+            raise ApiError(405, f"{path} accepts {', '.join(self.ALLOW)} only.",
+                           {"Allow": ", ".join(self.ALLOW)})  # fmt: skip
+        refusal = policy.body_refusal(method, headers)
+        if refusal is not None:
+            raise ApiError(*refusal)
 
+    # Tornado's own methods answer 405 through write_error; unknown ones never reach a handler.
+    def _refuse(self, *args, **kwargs):
+        raise ApiError(405, f"{self.request.path} accepts {', '.join(self.ALLOW)} only.",
+                       {"Allow": ", ".join(self.ALLOW)})  # fmt: skip
 
-class _Handler(BaseHTTPRequestHandler):
-    server: BackendServer
-    timeout = 30  # seconds a client may take to send its request
-    server_version = "llmqp-backend/1"
+    head = options = patch = put = delete = _refuse
 
-    def log_message(self, fmt, *args):  # quiet: the standard library prints every request
-        log.debug("%s " + fmt, self.address_string(), *args)
-
-    # -- plumbing ---------------------------------------------------------------------------
-    def _send(self, status: int, payload, headers=None) -> None:
+    def send_json(self, status: int, payload) -> None:
         try:
-            body = json.dumps(payload, allow_nan=False, default=_jsonable).encode()
+            body = json.dumps(payload, allow_nan=False, default=_jsonable)
         except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
-            body = json.dumps(_finite(payload), allow_nan=False, default=_jsonable).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+            body = json.dumps(_finite(payload), allow_nan=False, default=_jsonable)
+        self.set_status(status)
+        self.finish(body)
 
-    def _dispatch(self, method: str) -> None:
-        if not self.server.slots.acquire(blocking=False):
-            self._send(503, {"error": "Too many concurrent requests; retry later."},
-                       {"Retry-After": "1"})  # fmt: skip
-            return
+    def read_json(self):
+        """The request body as JSON (bounded nesting and numbers); 400 when it is not."""
+        limits = self.server.limits
         try:
-            path = urlsplit(self.path).path.rstrip("/") or "/"
-            status, payload = self._route(method, path)
-            self._send(status, payload)
-        except HTTPError as exc:
-            self._send(exc.status, {"error": exc.message}, exc.headers)
-        except Exception as exc:  # a bug: answer 500, keep serving
-            log.exception("internal error on %s %s", method, self.path)
-            self._send(500, {"error": f"Internal error: {type(exc).__name__}: {exc}"})
-        finally:
-            self.server.slots.release()
+            return loads_json(self.request.body, limits.max_json_depth, limits.max_number_chars)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
 
-    def do_GET(self):
-        self._dispatch("GET")
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            status_code, message = exc.status, exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message or self._reason
+            if status_code == 405:
+                message = f"{self.request.path} accepts {', '.join(self.ALLOW)} only."
+                self.set_header("Allow", ", ".join(self.ALLOW))
+        elif exc is not None:
+            message = f"Internal error: {type(exc).__name__}: {exc}"
+        else:
+            message = self._reason
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        if self.request.method == "HEAD":
+            self.finish()
+        else:
+            self.finish(json.dumps({"error": message}))
 
-    def do_POST(self):
-        self._dispatch("POST")
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, (ApiError, tornado.web.HTTPError)):
+            log.debug("%s %s -> %s", self.request.method, self.request.path, value)
+        else:  # a bug: one traceback in the log, a 500 to the client, keep serving
+            log.error("internal error on %s %s", self.request.method, self.request.path,
+                      exc_info=(typ, value, tb))  # fmt: skip
 
-    def do_PUT(self):
-        self._dispatch("PUT")
+    def on_connection_close(self) -> None:
+        if not self.left and not self._finished:
+            self.left = True
+            log.info("client %s left before the answer to %s %s", self.request.remote_ip,
+                     self.request.method, self.request.path)  # fmt: skip
 
-    def do_DELETE(self):
-        self._dispatch("DELETE")
+    async def blocking(self, fn, *args, pool: str = "io"):
+        """Run ``fn(*args)`` on a worker thread (``pool``: "io" for the store, "device")."""
+        return await asyncio.get_running_loop().run_in_executor(self.server.pools[pool], fn, *args)
 
-    def _read_json(self):
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise HTTPError(411, "A Content-Length header is required.")
-        try:
-            n = int(length)
-        except ValueError:
-            raise HTTPError(400, f"Bad Content-Length {length!r}.") from None
+
+@tornado.web.stream_request_body
+class PostHandler(JsonHandler):
+    """A handler that takes a JSON body: Content-Length required and bounded before reading."""
+
+    ALLOW = ("POST",)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._chunks, self._size = [], 0
         limit = self.server.limits.max_body_bytes
-        if n < 0 or n > limit:
-            self.close_connection = True
-            raise HTTPError(
-                413, f"The request body has {n} bytes; the limit is {limit} (max_body_bytes)."
-            )
-        raw = self.rfile.read(n)
-        try:
-            return json.loads(raw or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HTTPError(400, f"The request body is not valid JSON: {exc}.") from None
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            if "chunked" not in self.request.headers.get("Transfer-Encoding", "").lower():
+                raise ApiError(411, "A Content-Length header is required.")
+        else:
+            if not length.strip().isdigit() or len(length) > 19:
+                raise ApiError(400, f"Bad Content-Length {length[:40]!r}.")
+            if int(length) > limit:
+                raise ApiError(
+                    413,
+                    f"The request body has {int(length)} bytes; the limit is {limit} "
+                    "(max_body_bytes).",
+                )
+        self.request.connection.set_max_body_size(limit)
+        # the body's deadline, answered in JSON (Tornado's own, a little later, only closes)
+        self._deadline = tornado.ioloop.IOLoop.current().call_later(
+            self.server.limits.body_timeout_s, self._body_too_slow
+        )
 
-    # -- routes -----------------------------------------------------------------------------
-    def _route(self, method: str, path: str):
-        routes = {
-            "/": ("GET", self._index),
-            "/v1/device": ("GET", self._device),
-            "/v1/progress": ("GET", lambda: self.server.manager.progress()),
-            "/v1/results": ("GET", self._results),
-            "/v1/calibration": ("GET", self._calibration),
-            "/v1/sweeps/head": ("POST", lambda: self._sweep(HeadSweep)),
-            "/v1/sweeps/amortized": ("POST", lambda: self._sweep(AmortizedSweep)),
-        }
-        if path.startswith("/v1/jobs/"):
-            routes[path] = ("GET", lambda: self._job(path[len("/v1/jobs/") :]))
-        if path not in routes:
-            raise HTTPError(404, f"No endpoint {path!r}; see GET / for the list.")
-        allowed, fn = routes[path]
-        if method != allowed:
-            raise HTTPError(405, f"{path} accepts {allowed} only.", {"Allow": allowed})
-        out = fn()
-        return out if isinstance(out, tuple) else (200, out)
+    def _body_too_slow(self) -> None:
+        self._deadline = None
+        if self._finished:
+            return
+        limit = self.server.limits.body_timeout_s
+        log.info("client %s sent its body too slowly (%s %s)", self.request.remote_ip,
+                 self.request.method, self.request.path)  # fmt: skip
+        self.set_status(408)
+        self.set_header("Connection", "close")
+        self.finish(json.dumps({"error": f"The request body did not arrive within {limit:g} s "
+                                         "(body_timeout_s)."}))  # fmt: skip
 
-    def _index(self):
-        return {
+    def on_finish(self) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(deadline)
+            self._deadline = None
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.server.limits.max_body_bytes:
+            raise ApiError(413, f"The request body is over {self.server.limits.max_body_bytes} "
+                                "bytes (max_body_bytes).")  # fmt: skip
+        self._chunks.append(chunk)
+
+    def read_json(self):
+        self.on_finish()  # the body is complete: its deadline is met
+        self.request.body = b"".join(self._chunks)
+        return super().read_json()
+
+
+class NotFound(JsonHandler):
+    ALLOW = ("GET", "POST")
+
+    def prepare(self) -> None:
+        refusal = self.server.policy.origin_refusal(self.request.headers)
+        if refusal is not None:
+            raise ApiError(*refusal)
+        raise ApiError(404, f"No endpoint {self.request.path[:200]!r}; see GET / for the list.")
+
+
+class Index(JsonHandler):
+    def get(self) -> None:
+        self.send_json(200, {
             "service": "llmqp measurement backend",
             "api": API_VERSION,
             "endpoints": [
-                "GET /v1/device",
-                "POST /v1/sweeps/head",
-                "POST /v1/sweeps/amortized",
-                "GET /v1/jobs/<id>",
-                "GET /v1/progress",
-                "GET /v1/results",
-                "GET /v1/calibration",
+                "GET /v1/device", "POST /v1/sweeps/head", "POST /v1/sweeps/amortized",
+                "GET /v1/jobs/<id>", "GET /v1/progress", "GET /v1/results",
+                "GET /v1/calibration", "GET /v1/models", "POST /v1/chat/completions",
+                "POST /v1/completions",
             ],
-        }
+        })  # fmt: skip
 
-    def _device(self):
+
+class Device(JsonHandler):
+    def get(self) -> None:
         r = self.server.runner
-        return {
+        self.send_json(200, {
             **r.info,
             "api": API_VERSION,
             "device_key": r.device_key,
@@ -192,68 +249,86 @@ class _Handler(BaseHTTPRequestHandler):
             "timing": r.timing.to_dict(),
             "limits": self.server.limits.to_dict(),
             "impls": {k: v is None for k, v in available_impls().items()},
-        }
+        })  # fmt: skip
 
-    def _sweep(self, cls):
-        body = self._read_json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "The request body must be a JSON object.")
-        run_async = body.pop("async", False)
-        if not isinstance(run_async, bool):
-            raise HTTPError(400, f"The 'async' parameter must be true or false. Got {run_async!r}.")
-        try:
-            sweep = cls.parse(body, self.server.runner.kernels.dtypes, self.server.limits)
-        except ValueError as exc:
-            raise HTTPError(400, str(exc)) from None
-        manager = self.server.manager
-        try:
-            if run_async:
-                job = manager.submit(sweep)
-                return 202, job.to_dict(result=job.status == "done")
-            return manager.run_sync(sweep)
-        except Busy as exc:
-            raise HTTPError(503, str(exc), {"Retry-After": "1"}) from None
 
-    def _job(self, job_id: str):
+class Progress(JsonHandler):
+    def get(self) -> None:
+        self.send_json(200, self.server.manager.progress())
+
+
+class JobStatus(JsonHandler):
+    def get(self, job_id: str) -> None:
         job = self.server.manager.get(job_id)
         if job is None:
-            raise HTTPError(404, f"No job {job_id!r} (finished jobs are kept for a while only).")
-        return job.to_dict(result=job.status == "done")
+            raise ApiError(
+                404, f"No job {job_id[:80]!r} (finished jobs are kept for a while only)."
+            )
+        self.send_json(200, job.to_dict(result=job.status == "done"))
 
-    def _results(self):
-        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+
+class Results(JsonHandler):
+    async def get(self) -> None:
         filters, limit = {}, 10_000
-        for name, values in query.items():
-            value = values[-1]
+        for name, values in self.request.query_arguments.items():
+            value = values[-1].decode("utf-8", "replace")
             try:
                 if name == "limit":
                     limit = check_int("limit", _int(value), 1, 100_000)
                 elif name not in _FILTERS:
                     raise ValueError(
-                        f"Unknown filter {name!r}; allowed: {', '.join(_FILTERS)}, limit."
+                        f"Unknown filter {name[:40]!r}; allowed: {', '.join(_FILTERS)}, limit."
                     )
                 elif name in INT_FIELDS:
-                    filters[name] = check_int(name, _int(value), 0, None)
+                    filters[name] = check_int(name, _int(value), 0, _SQLITE_MAX)
                 else:
                     filters[name] = value
             except ValueError as exc:
-                raise HTTPError(400, str(exc)) from None
-        rows = self.server.runner.store.query(limit=limit, **filters)
-        return {"count": len(rows), "results": rows}
+                raise ApiError(400, str(exc)) from None
+        store = self.server.runner.store
+        rows = await self.blocking(lambda: store.query(limit=limit, **filters))
+        self.send_json(200, {"count": len(rows), "results": rows})
 
-    def _calibration(self):
+
+class CalibrationHandler(JsonHandler):
+    async def get(self) -> None:
         r = self.server.runner
-        cal = r.calibration()
+        cal = await self.blocking(r.calibration)
         if not isinstance(cal, Calibration):
-            raise HTTPError(409, f"Nothing to calibrate yet: {cal}")
-        return {"device_key": r.device_key, "cache": r.timing.cache, **cal.to_dict()}
+            raise ApiError(409, f"Nothing to calibrate yet: {cal}")
+        self.send_json(200, {"device_key": r.device_key, "cache": r.timing.cache, **cal.to_dict()})
+
+
+class Sweep(PostHandler):
+    async def post(self, kind: str) -> None:
+        cls = HeadSweep if kind == "head" else AmortizedSweep
+        body = self.read_json()
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        run_async = body.pop("async", False)
+        if not isinstance(run_async, bool):
+            raise ApiError(400, f"The 'async' parameter must be true or false. Got {run_async!r}.")
+        server = self.server
+        try:
+            sweep = cls.parse(body, server.runner.kernels.dtypes, server.limits)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        manager = server.manager
+        try:
+            if run_async:
+                job = await self.blocking(manager.submit, sweep)
+                return self.send_json(202, job.to_dict(result=job.status == "done"))
+            with server.device_waiter():
+                answer = await self.blocking(manager.run_sync, sweep, pool="device")
+        except Busy as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
+        self.send_json(200, answer)
 
 
 def _int(text: str):
-    try:
-        return int(text)
-    except ValueError:
+    if len(text) > 40 or not text.lstrip("-").isdigit() or not text.isascii():
         return text  # check_int names it in the error
+    return int(text)
 
 
 def _finite(value):
@@ -276,6 +351,138 @@ def _jsonable(value):
     return str(value)
 
 
+class _QuietApplication(tornado.web.Application):
+    def log_request(self, handler) -> None:  # the access log at debug level only
+        log.debug("%d %s %.1fms", handler.get_status(), handler._request_summary(),
+                  1000.0 * handler.request.request_time())  # fmt: skip
+
+
+class BackendServer:
+    """One device, one store, one Tornado application, bound before it serves.
+
+    ``serve_forever()`` runs the event loop in the calling thread until :meth:`shutdown`;
+    :meth:`close` also stops the job worker and closes the store. ``engine`` is the decoding
+    engine (an object with ``decode``, ``info``; see :mod:`app.backend.decoding`), a callable
+    that loads one on first use, or ``None`` for no decoding.
+    """
+
+    def __init__(self, sockets, manager: JobManager, limits: Limits, policy: AccessPolicy,
+                 engine=None, max_device_waiters: int = 64):  # fmt: skip
+        from .decoding import EngineSlot
+        from .openai_api import routes as openai_routes
+
+        self.sockets, self.manager, self.runner = sockets, manager, manager.runner
+        self.limits, self.policy = limits, policy
+        self.engine = EngineSlot(engine)
+        self.pools = {
+            "io": ThreadPoolExecutor(4, thread_name_prefix="llmqp-io"),
+            "device": ThreadPoolExecutor(4, thread_name_prefix="llmqp-device"),
+        }
+        self.max_device_waiters = int(max_device_waiters)
+        self._waiting = 0
+        kw = {"server": self}
+        self.app = _QuietApplication(
+            [
+                (r"/", Index, kw),
+                (r"/v1/device/?", Device, kw),
+                (r"/v1/progress/?", Progress, kw),
+                (r"/v1/results/?", Results, kw),
+                (r"/v1/calibration/?", CalibrationHandler, kw),
+                (r"/v1/sweeps/(head|amortized)/?", Sweep, kw),
+                (r"/v1/jobs/([^/]+)/?", JobStatus, kw),
+                *openai_routes(kw),
+            ],
+            default_handler_class=NotFound,
+            default_handler_args=kw,
+            compress_response=False,
+            xsrf_cookies=False,  # no cookies at all: Origin, Host and the JSON type guard POSTs
+        )
+        self._loop = None
+        self._stop = None
+        self._stopped = threading.Event()
+        self._closed = False
+
+    @property
+    def address(self) -> tuple:
+        return self.sockets[0].getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    class _Waiter:
+        def __init__(self, server):
+            self.server = server
+
+        def __enter__(self):
+            s = self.server
+            if s._waiting >= s.max_device_waiters:
+                raise Busy(f"{s._waiting} requests already wait for the device; retry later.")
+            s._waiting += 1
+
+        def __exit__(self, *exc):
+            self.server._waiting -= 1
+
+    def device_waiter(self):
+        """Counts requests waiting for the device (event-loop thread only); Busy beyond the cap."""
+        return self._Waiter(self)
+
+    async def _serve(self) -> None:
+        lim = self.limits
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        http = GuardedHTTPServer(
+            self.app,
+            max_connections=lim.max_connections,
+            idle_connection_timeout=lim.header_timeout_s,
+            body_timeout=lim.body_timeout_s + 5.0,  # a backstop: handlers answer 408 first
+            max_body_size=lim.max_body_bytes,
+            max_header_size=lim.max_header_bytes,
+        )
+        http.add_sockets(self.sockets)
+        self.http = http
+        try:
+            await self._stop.wait()
+        finally:
+            http.stop()
+            try:
+                await asyncio.wait_for(http.close_all_connections(), 2.0)
+            except (asyncio.TimeoutError, Exception):  # closing anyway
+                pass
+
+    def serve_forever(self) -> None:
+        """Serve on this thread until :meth:`shutdown` (or Ctrl-C: KeyboardInterrupt)."""
+        self._stopped.clear()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._stopped.set()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # loop already gone
+                return
+            self._stopped.wait(timeout)
+
+    def close(self) -> None:
+        """Stop serving, stop the worker, close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self.shutdown()
+        for sock in self.sockets:
+            sock.close()
+        self.manager.close()
+        for pool in self.pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.store.close()
+
+
 def create_server(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -287,24 +494,36 @@ def create_server(
     limits: Limits | None = None,
     busy_timeout: float = 2.0,
     threads: int | None = None,
+    allow_hosts=(),
+    allow_origins=None,
+    engine=None,
+    fresh: bool = False,
 ) -> BackendServer:
-    """A ready (not yet serving) backend: kernels, store (``db`` path, ``None`` in memory),
-    runner and job manager. ``impl`` defaults to numpy on the CPU and torch on CUDA;
-    ``threads`` limits the numpy backend's BLAS threads."""
+    """A ready (bound, not yet serving) backend: kernels, store (``db`` path, ``None`` in
+    memory; checked, see :class:`app.backend.store.ResultStore`), runner and job manager.
+    ``impl`` defaults to numpy on the CPU and torch on CUDA; ``threads`` limits the numpy
+    backend's BLAS threads; ``allow_hosts``/``allow_origins`` extend the access policy
+    (:meth:`AccessPolicy.for_address`); ``engine`` enables decoding; ``fresh`` moves an
+    existing ``db`` aside (kept, renamed) and starts an empty one."""
     from .kernels import get_kernels
     from .kernels_numpy import set_blas_threads
     from .store import ResultStore
+    from .sweeps import Runner
 
     impl = impl or ("torch" if device == "cuda" else "numpy")
     kernels = get_kernels(impl, device)
     if threads is not None:
         set_blas_threads(threads)
-    store = ResultStore(":memory:" if db is None else db)
+    limits = limits or Limits()
+    sockets = bind_sockets(port, host, backlog=128)
+    try:
+        store = ResultStore.open(":memory:" if db is None else db, fresh=fresh)
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
     runner = Runner(kernels, store, timing)
     manager = JobManager(runner, busy_timeout=busy_timeout)
-    try:
-        return BackendServer((host, port), manager, limits or Limits())
-    except OSError:
-        manager.close()
-        store.close()
-        raise
+    bound_port = sockets[0].getsockname()[1]
+    policy = AccessPolicy.for_address(host, bound_port, allow_hosts, allow_origins)
+    return BackendServer(sockets, manager, limits, policy, engine=engine)

@@ -10,6 +10,7 @@ first and measures only the missing ones (unless forced).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,9 +19,14 @@ from dataclasses import asdict, dataclass, fields
 from ..model.validate import check_choice, check_int
 from .timing import Timing
 
-__all__ = ["PLANS", "INT_FIELDS", "Point", "ResultStore", "SCHEMA_VERSION"]
+__all__ = ["PLANS", "INT_FIELDS", "Point", "ResultStore", "SCHEMA_VERSION", "StoreError"]
 
 SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """The file is not a sound result store of this version (damaged, foreign or newer)."""
+
 
 #: Measured plans. Head sweep: ``dense_head``, ``sparse_head``. Amortized sweep: ``full_step``
 #: (every layer with a KV cache, then the sparse head), ``amortized_step`` (state update, then the
@@ -104,7 +110,49 @@ class ResultStore:
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+        self.moved_aside = None  # where open(fresh=True) moved an older file
         self.writes = 0  # bumped by every put; lets callers cache derived results
+
+    @classmethod
+    def open(cls, path=":memory:", fresh: bool = False) -> ResultStore:
+        """A store that passed its start-up checks, else :class:`StoreError` (one line).
+
+        The checks: SQLite can read the file, ``PRAGMA integrity_check`` answers ``ok`` (every
+        page, not just the first), and ``schema_version`` is :data:`SCHEMA_VERSION`.
+        ``fresh=True`` first moves an existing file (and its ``-wal``/``-shm``) aside to
+        ``<path>.<UTC time>.old`` and starts an empty store: nothing is deleted.
+        """
+        path = str(path)
+        moved = _move_aside(path) if fresh and path != ":memory:" else None
+        hint = f"start with --fresh to move {path!r} aside and begin an empty store"
+        try:
+            store = cls(path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path!r} is not a readable result store ({exc}); {hint}.") from None
+        try:
+            verdict = store.integrity()
+            version = store.schema_version()
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise StoreError(f"{path!r} is damaged ({exc}); {hint}.") from None
+        if verdict != "ok":
+            store.close()
+            raise StoreError(f"{path!r} is damaged (integrity_check: {verdict[:120]}); {hint}.")
+        if version != str(SCHEMA_VERSION):
+            store.close()
+            raise StoreError(
+                f"{path!r} has schema_version {version[:20]!r}; this build reads version "
+                f"{SCHEMA_VERSION}; {hint}."
+            )
+        store.moved_aside = moved
+        return store
+
+    def schema_version(self) -> str:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'"
+            ).fetchone()
+        return "" if row is None else str(row[0])
 
     def close(self) -> None:
         with self._lock:
@@ -173,6 +221,23 @@ class ResultStore:
         """``PRAGMA integrity_check``'s answer (``'ok'`` when sound)."""
         with self._lock:
             return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _move_aside(path: str) -> str | None:
+    """Rename ``path`` (and its WAL files) to ``<path>.<UTC time>.old``; the new name or None."""
+    if not os.path.exists(path):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{path}.{stamp}.old"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.{stamp}-{n}.old"
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, target + suffix)
+    return target
 
 
 def _row(row) -> dict:

@@ -15,7 +15,16 @@ from ..model.validate import check_choice, check_int
 from .answers import body_answer, head_answer
 from .calibration import Calibration, calibrate
 from .kernels import preset_for
-from .limits import Limits, head_bytes, int_list, model_bytes, parse_fields
+from .limits import (
+    Limits,
+    amortized_sweep_bytes,
+    check_budget,
+    head_bytes,
+    head_sweep_bytes,
+    int_list,
+    model_bytes,
+    parse_fields,
+)
 from .modelled import model_seconds
 from .store import Point, ResultStore
 from .timing import TimingConfig, default_timing, measure
@@ -49,7 +58,7 @@ class HeadSweep:
         dtype = check_choice("dtype", f["dtype"], dtypes)
         head_bytes(d, vocab, dtype, limits)
         ks = f["k"] if f["k"] is not None else k_grid(vocab, 12).tolist()
-        return cls(
+        sweep = cls(
             d=d,
             vocab=vocab,
             batch=check_int("batch", f["batch"], *limits.batch),
@@ -58,6 +67,12 @@ class HeadSweep:
             force=_bool("force", f["force"]),
             seed=check_int("seed", f["seed"], *limits.seed),
         )
+        check_budget(sweep.nbytes(), "head sweep", limits)
+        return sweep
+
+    def nbytes(self) -> int:
+        """Peak bytes measuring this sweep allocates (:func:`limits.head_sweep_bytes`)."""
+        return head_sweep_bytes(self.d, self.vocab, self.batch, self.dtype, max(self.k))
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ class AmortizedSweep:
         context = int_list("context", f["context"], *limits.context, limits.max_points)
         head_bytes(d, vocab, dtype, limits)
         model_bytes(d, layers, batch, context[-1], dtype, limits)
-        return cls(
+        sweep = cls(
             d=d,
             layers=layers,
             vocab=vocab,
@@ -115,6 +130,15 @@ class AmortizedSweep:
             force=_bool("force", f["force"]),
             seed=check_int("seed", f["seed"], *limits.seed),
         )
+        check_budget(sweep.nbytes(), "amortized sweep", limits)
+        return sweep
+
+    def nbytes(self) -> int:
+        """Peak bytes measuring this sweep allocates (:func:`limits.amortized_sweep_bytes`)."""
+        return amortized_sweep_bytes(
+            self.d, self.layers, self.vocab, self.batch, self.dtype, self.k,
+            max(self.context), self.rerank_r,
+        )  # fmt: skip
 
 
 def _bool(name, value) -> bool:
@@ -187,7 +211,12 @@ class Runner:
 
         if todo:
             measure_fn = self._head if isinstance(sweep, HeadSweep) else self._body
-            measure_fn(sweep, pts, todo, record)
+            try:
+                measure_fn(sweep, pts, todo, record)
+            finally:  # work buffers sized for this sweep must not outlive it (memory budget)
+                release = getattr(self.kernels, "release", None)
+                if release is not None:
+                    release()
         else:
             for p in pts:
                 record(p, None, None)

@@ -74,13 +74,15 @@ class LLMQPApp:
         self.state.param.watch(self._router_inputs_changed, list(ROUTER_PARAMS))
         self._router_pending = False
         self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
-        self.measured = None
+        self.measured = self.decode = None
         self.update_model()
         self.update_router()
         if server:
+            from .decode import DecodePanel
             from .measured import MeasuredPanel  # server only: may import app.backend
 
             self.measured = MeasuredPanel(self, client=client)
+            self.decode = DecodePanel(self.measured)
 
     @property
     def figures(self) -> list:
@@ -151,6 +153,9 @@ class LLMQPApp:
             pn.pane.Bokeh(self.router.layout, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+        if self.decode is not None:
+            main.append(_heading("Decode on the backend (real model, step by step)"))
+            main.append(self.decode)
         return pn.Column(
             pn.pane.HTML(_INTRO, sizing_mode="stretch_width"),
             pn.Row(pn.Column(*sidebar, width=300), main, sizing_mode="stretch_width"),
@@ -189,7 +194,30 @@ def sync_url(state: ScenarioState, location) -> None:
         if rejected:
             log.warning("ignored URL parameters %s", rejected)
 
+    _drop_unparseable(location)
     location.sync(state, URL_PARAMS, on_error=lenient)
+
+
+#: Longest all-digit query value kept: Panel's ``parse_query`` turns digit strings into ints, and
+#: Python refuses ``int()`` of more than 4,300 digits (or of non-ASCII digits such as "²").
+MAX_QUERY_DIGITS = 64
+
+
+def _drop_unparseable(location) -> None:
+    """Remove query values Panel's parser would raise on, under any key, before it runs."""
+    from urllib.parse import parse_qsl, urlencode
+
+    search = location.search or ""
+    pairs = parse_qsl(search[1:], keep_blank_values=True)
+    keep = [
+        (k, v)
+        for k, v in pairs
+        if not (v.isdigit() and (len(v) > MAX_QUERY_DIGITS or not v.isascii()))
+    ]
+    if len(keep) != len(pairs):
+        dropped = sorted({k[:40] for k, v in pairs if (k, v) not in keep})
+        log.warning("ignored URL parameters %s: integers too long to read", dropped)
+        location.search = ("?" + urlencode(keep)) if keep else ""
 
 
 def build_app(state: ScenarioState | None = None, server: bool | None = None, client=None):

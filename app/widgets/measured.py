@@ -62,7 +62,14 @@ def in_process_url() -> str:
     if "url" not in _IN_PROCESS:
         from app.backend.client import start_in_process
 
-        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process()
+        origin = os.environ.get("LLMQP_APP_ORIGIN")  # set by `llmqp serve`
+        origins = [origin, origin.replace("127.0.0.1", "localhost")] if origin else None
+        from app.backend.decoding import engine_loader
+
+        # the model loads on the first decode only (the Decode panel), once per process
+        _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process(
+            allow_origins=origins, engine=engine_loader()
+        )
     return _IN_PROCESS["url"]
 
 

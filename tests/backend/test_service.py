@@ -34,9 +34,10 @@ def service():
 def call(url, method, path, body=None, raw=None, headers=None):
     """``(status, parsed JSON, headers)`` of one request."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)  # a busy CI box
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    conn.request(method, path, body=data, headers=headers or {})
+    sent = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, body=data, headers={**sent, **(headers or {})})
     resp = conn.getresponse()
     payload = json.loads(resp.read() or b"null")
     conn.close()
@@ -138,7 +139,8 @@ def test_malformed_and_oversized_bodies(service):
     # No Content-Length at all (hand-written request).
     host, port = urlsplit(service).hostname, urlsplit(service).port
     with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(b"POST /v1/sweeps/head HTTP/1.0\r\n\r\n")
+        head = f"POST /v1/sweeps/head HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+        s.sendall(head.encode() + b"Content-Type: application/json\r\n\r\n")
         assert b" 411 " in s.recv(4096).split(b"\r\n")[0]
     with socket.create_connection((host, port), timeout=10) as s:  # not HTTP at all
         s.sendall(b"\x00\x01garbage\r\n\r\n")
@@ -249,7 +251,7 @@ def test_cli_port_in_use_and_bad_arguments_exit_without_traceback():
 
 def test_cli_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.backend", "--port", "0"],
+        [sys.executable, "-m", "app.backend", "--port", "0", "--no-model"],
         stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:

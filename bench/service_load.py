@@ -1,0 +1,186 @@
+"""A short load test of the backend: concurrent clients mixing sweeps and decodes, 127.0.0.1 only.
+
+Usage: ``python bench/service_load.py [--clients 50] [--rounds 1] [--deadline 300]``.
+
+It starts ``python -m app.backend --port 0`` (decoding the fetched model when present, else
+measurements only, said in the output), runs ``--clients`` threads of ``--rounds`` requests each
+(even clients: a head sweep, submitted as a job and polled every 0.5 s, half of them at a shape
+of their own and half at one shared shape; odd ones: a chat completion under a choices
+grammar), checks every answer, and reports the 5xx count,
+p50/p99 latency per kind, the server's peak resident memory (VmHWM) and its baseline after
+start-up. Bounded in count and time: at most clients × rounds requests plus polls, and the
+whole run stops at ``--deadline`` seconds. Results go to ``bench/results/service_load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+CHOICES = ["red", "green", "blue"]
+
+
+def _request(port, method, path, body=None, timeout=300):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    payload = json.loads(resp.read() or b"null")
+    conn.close()
+    return resp.status, payload
+
+
+def _vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Load:
+    def __init__(self, port, model, deadline):
+        self.port, self.model, self.deadline = port, model, deadline
+        self.lock = threading.Lock()
+        self.latency = {"sweep": [], "decode": []}
+        self.statuses: dict = {}
+        self.wrong: list = []
+
+    def _note(self, status):
+        with self.lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def sweep(self, i, r):
+        # half the sweep clients ask for a shape of their own (measured), half for one shared
+        # shape (measured once, then answered from the store without the device)
+        vocab = 512 + 32 * i + 8 * r if i % 4 == 0 else 4096
+        body = {"d": 64, "vocab": vocab, "k": [1, 16], "async": True}
+        t0 = time.monotonic()
+        status, job = _request(self.port, "POST", "/v1/sweeps/head", body)
+        self._note(status)
+        while status in (200, 202) and job["status"] in ("queued", "running"):
+            if time.monotonic() > self.deadline:
+                self.wrong.append(f"sweep {i}/{r}: past the deadline")
+                return
+            time.sleep(0.5)
+            status, job = _request(self.port, "GET", job["poll"])
+            self._note(status)
+        dt = time.monotonic() - t0
+        ans = (job or {}).get("result") or {}
+        ok = (ans.get("k") == [1, 16] and ans.get("params", {}).get("vocab") == vocab
+              and all(ans["plans"]["sparse_head"]["tokens_match"]))  # fmt: skip
+        with self.lock:
+            self.latency["sweep"].append(dt)
+            if not ok:
+                self.wrong.append(f"sweep {i}/{r}: status {status}, job {str(job)[:200]}")
+
+    def decode(self, i, r):
+        ask = [{"role": "user", "content": f"Client {i} asks: pick a colour."}]
+        body = {"model": self.model, "max_tokens": 6, "choices": CHOICES, "messages": ask}
+        t0 = time.monotonic()
+        status, out = _request(self.port, "POST", "/v1/chat/completions", body)
+        dt = time.monotonic() - t0
+        self._note(status)
+        ok = status == 200 and out["choices"][0]["message"]["content"] in CHOICES
+        ok = ok and out["usage"]["completion_tokens"] == len(out["llmqp"]["steps"])
+        with self.lock:
+            self.latency["decode"].append(dt)
+            if not ok:
+                self.wrong.append(f"decode {i}/{r}: status {status}, {str(out)[:200]}")
+
+    def client(self, i, rounds, decoding):
+        for r in range(rounds):
+            if time.monotonic() > self.deadline:
+                return
+            if decoding and i % 2:
+                self.decode(i, r)
+            else:
+                self.sweep(i, r)
+
+
+def _pct(values, q):
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole run")
+    p.add_argument("--out", default=str(HERE / "results" / "service_load.json"))
+    args = p.parse_args(argv)
+    if not (1 <= args.clients <= 200 and 1 <= args.rounds <= 20 and 0 < args.deadline <= 900):
+        p.error("--clients in [1, 200], --rounds in [1, 20], --deadline in (0, 900]")
+
+    from app.engine.fetch import default_model_path
+
+    decoding = default_model_path().exists()
+    cmd = [sys.executable, "-m", "app.backend", "--port", "0", "--busy-timeout", "30"]
+    if not decoding:
+        cmd.append("--no-model")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stderr.readline()
+        if "llmqp backend on http://127.0.0.1:" not in line:
+            print(f"the backend did not start: {line.strip()}", file=sys.stderr)
+            return 1
+        port = int(line.split()[3].rsplit(":", 1)[1])
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain its log
+        model = None
+        if decoding:
+            model = _request(port, "GET", "/v1/models")[1]["data"][0]["id"]
+        baseline = _vm(proc.pid, "VmRSS")
+        load = Load(port, model, time.monotonic() + args.deadline)
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(args.clients) as pool:
+            for f in [pool.submit(load.client, i, args.rounds, decoding)
+                      for i in range(args.clients)]:  # fmt: skip
+                f.result()
+        wall = time.monotonic() - t0
+        status, _ = _request(port, "GET", "/v1/device")
+        report = {
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "decoding": decoding,
+            "wall_s": round(wall, 2),
+            "requests_by_status": {str(k): v for k, v in sorted(load.statuses.items())},
+            "5xx": sum(v for k, v in load.statuses.items() if k >= 500),
+            "wrong_answers": load.wrong[:10],
+            "n_wrong": len(load.wrong),
+            "device_after": status,
+            "peak_rss_bytes": _vm(proc.pid, "VmHWM"),
+            "baseline_rss_bytes": baseline,
+            "latency_s": {
+                kind: {"n": len(v), "p50": _pct(v, 0.5), "p99": _pct(v, 0.99)}
+                for kind, v in load.latency.items()
+            },
+        }
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    ok = report["5xx"] == 0 and not report["n_wrong"] and report["device_after"] == 200
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
