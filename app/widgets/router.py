@@ -24,7 +24,8 @@ from bokeh.models import ColumnDataSource, Div, FactorRange
 
 from app.model import PLAN_NAMES, Scenario
 from app.router.environment import Drift
-from app.router.experiment import LEARNERS, LiveRun, scenario_stream
+from app.router.experiment import LiveRun, scenario_stream
+from app.router.registry import LEARNERS, REGISTRY
 
 from .plotting import COLORS, add_hover, legend_item, line, new_figure, vbar
 
@@ -33,18 +34,9 @@ __all__ = ["RouterFigure", "ROUTER_COLORS", "ROUTER_LABELS", "MAX_POINTS"]
 #: At most this many points per curve on screen (every ``horizon // MAX_POINTS``-th step).
 MAX_POINTS = 1500
 
-ROUTER_LABELS = {
-    "linucb": "LinUCB",
-    "lints": "linear Thompson",
-    "sw-linucb": "sliding-window LinUCB",
-    "restart-linucb": "restart LinUCB",
-    "experts-hedge": "experts (Hedge)",
-    "experts-exp3": "experts (Exp3)",
-    "threshold": "threshold m < τ",
-}
-ROUTER_COLORS = dict(
-    zip(LEARNERS, ("#0072B2", "#009E73", "#56B4E9", "#CC79A7", "#E69F00", "#D55E00", "#000000"))
-)
+#: Legend label and line colour of each router (from the registry).
+ROUTER_LABELS = {name: REGISTRY[name].label for name in LEARNERS}
+ROUTER_COLORS = {name: REGISTRY[name].color for name in LEARNERS}
 
 
 class RouterFigure:
