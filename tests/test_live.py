@@ -84,3 +84,11 @@ def test_summary_cost_does_not_grow_with_the_steps_run():
     live.advance(4000)
     summ = live.summary()
     assert all(not isinstance(v, list) or len(v) == 5 for v in summ.values())
+
+
+def test_curve_equals_the_streamed_chunks():
+    live = LiveRun(S, "sw-linucb")
+    parts = [live.advance(n) for n in (3, 100, 40)]
+    step, curve = live.curve()
+    assert np.array_equal(step, np.concatenate([p["step"] for p in parts]))
+    assert np.array_equal(curve, np.concatenate([p["dynamic_regret"] for p in parts]))

@@ -108,7 +108,8 @@ class LiveRun:
         expected = self.stream.expected[start:stop]
         played = expected[idx - start, arms]
         oracle = self._oracle[start:stop]
-        curve = self._regret + np.cumsum(played - oracle)
+        # One running sum from step 0 (the previous total first), so chunks and curve() agree.
+        curve = np.cumsum(np.concatenate([[self._regret], played - oracle]))[1:]
         self._regret = float(curve[-1]) if len(curve) else self._regret
         self._loss += float(played.sum())
         self._oracle_loss += float(oracle.sum())
@@ -117,6 +118,13 @@ class LiveRun:
         self._counts += np.bincount(arms.astype(np.intp), minlength=len(self._counts))
         self.t = stop
         return {"step": idx + 1, "dynamic_regret": curve, "arm": arms.copy()}
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(step, dynamic_regret)`` of the steps run so far (1-based steps), equal to the
+        concatenated :meth:`advance` outputs."""
+        idx = np.arange(self.t)
+        excess = self.stream.expected[idx, self.arms] - self._oracle[: self.t]
+        return idx + 1, np.cumsum(excess)
 
     def summary(self) -> dict:
         """JSON-ready regret numbers of the steps run so far, from running totals (O(arms)).
