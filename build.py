@@ -1,6 +1,6 @@
 """Build ``static/``: the app as a self-hosted, offline Pyodide + Panel site.
 
-    python build.py                 # static/ from app/main.py
+    python build.py                 # static/: index.html (app/main.py), paper.html (app/paper.py)
     python build.py --app PATH      # another Panel script
     python -m http.server -d static # then open http://127.0.0.1:8000/
 
@@ -176,6 +176,20 @@ def start_packages(app: Path, packages: dict[str, dict]) -> list[str]:
     return sorted(set(START_PACKAGES) | wanted | {"llm-qp"})
 
 
+#: The site's pages: (page, its worker, the Panel script it converts, page-specific scripts).
+PAGES = (
+    ("index.html", "worker.js", ROOT / "app" / "main.py", ()),
+    ("paper.html", "paper-worker.js", ROOT / "app" / "paper.py", ("autoplay.js",)),
+)
+
+
+def pages_of(args: argparse.Namespace) -> tuple:
+    """:data:`PAGES`, or only ``index.html`` from ``--app`` when another script is given."""
+    if args.app.resolve() != PAGES[0][2]:
+        return (("index.html", "worker.js", args.app.resolve(), ()),)
+    return PAGES
+
+
 def build(args: argparse.Namespace) -> Path:
     out, cache, app = args.out, args.cache, args.app
     started = time.perf_counter()
@@ -208,7 +222,7 @@ def build(args: argparse.Namespace) -> Path:
         )
     packages = make_lock(pyodide_dir, compiled, pure)
     (pyodide_dir / "pyodide-lock.json").write_text(wheels.lock_json(npm_lock["info"], packages))
-    start = start_packages(app, packages)
+    start = start_packages(app, packages)  # app/paper.py imports nothing app/main.py lacks
     worker_packages = {"packages": start}
     if args.bundle:
         inside = startup.closure(start, packages)
@@ -236,32 +250,39 @@ def build(args: argparse.Namespace) -> Path:
             f"and {len(dynlibs)} libraries, {sum(map(len, dynlibs.values())) / 1e6:.1f} MB"
         )
 
-    log(f"page: pre-rendering {app}")
-    config = {
-        "worker": "worker.js",
-        "service_worker": "sw.js" if args.service_worker else "",
-        "start": args.worker_start,
-        "loading_spinner": "pn-arc",
-        "worker_config": {
-            "pyodide_version": PYODIDE_VERSION,
-            "pyodide_dir": "pyodide/",
-            "lock_file": "pyodide-lock.json",
-            "panel_root": "panel/",
-            **worker_packages,
-        },
-    }
-    site = page.build_page(app, config, CDN_PREFIXES)
-    (out / "index.html").write_text(site.html, encoding="utf-8")
-    (out / "worker.js").write_text(site.worker, encoding="utf-8")
+    bundled: set[str] = set()
+    written = []
+    for html_name, worker_name, page_app, scripts in pages_of(args):
+        log(f"page {html_name}: pre-rendering {page_app.relative_to(ROOT)}")
+        config = {
+            "worker": worker_name,
+            "service_worker": "sw.js" if args.service_worker else "",
+            "start": args.worker_start,
+            "loading_spinner": "pn-arc",
+            "scripts": scripts,
+            "worker_config": {
+                "pyodide_version": PYODIDE_VERSION,
+                "pyodide_dir": "pyodide/",
+                "lock_file": "pyodide-lock.json",
+                "panel_root": "panel/",
+                **worker_packages,
+            },
+        }
+        site = page.build_page(page_app, config, CDN_PREFIXES)
+        (out / html_name).write_text(site.html, encoding="utf-8")
+        (out / worker_name).write_text(site.worker, encoding="utf-8")
+        bundled |= site.bundled
+        written += [html_name, worker_name]
     import bokeh
     import panel
 
     assets.copy_bokeh_js(out / "bokeh", bokeh.__version__, BOKEH_BUNDLES)
-    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", set(site.bundled))
+    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", bundled)
 
     if args.service_worker:  # last: its cache is named after every other file
         (out / "sw.js").write_text(page.service_worker(page.build_id(out)), encoding="utf-8")
-    for name in ("index.html", "worker.js", *(["sw.js"] if args.service_worker else [])):
+        written.append("sw.js")
+    for name in written:
         remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
         if remote:
             raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")

@@ -247,6 +247,9 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
         count=1,
     )
     html = html.replace("</head>", '<link rel="icon" href="data:,">\n</head>', 1)  # no /favicon.ico
+    for name in config.get("scripts", ()):  # page-specific scripts (templates/<name>)
+        script = (TEMPLATES / name).read_text()
+        html = html.replace("</body>", f"<script>\n{script}</script>\n</body>", 1)
     worker = (TEMPLATES / "worker.js").read_text()
     worker = worker.replace("__CONFIG__", json.dumps(config["worker_config"], indent=1))
     worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))

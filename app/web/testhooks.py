@@ -1,7 +1,7 @@
 """Test-only hooks for the built site: never written into ``static/`` or an embed folder.
 
 The browser tests and ``bench/browser_load.py`` serve the site themselves; their server appends
-:data:`WORKER_EVAL` to every ``worker.js`` it serves (:func:`serve_worker`), and their browser
+:data:`WORKER_EVAL` to every ``*worker.js`` it serves (:func:`serve_worker`), and their browser
 context runs :data:`PAGE_EVAL` before the page's scripts. Together they give the page
 ``window.llmqpTest.eval(code)``: run Python in the page's worker, resolve to the JSON of the last
 expression. A real visitor's page has neither.
@@ -69,7 +69,7 @@ PAGE_EVAL = r"""
 
 def serve_worker(path: str, body: bytes) -> bytes:
     """``body`` as a test server sends it: a ``worker.js`` gets :data:`WORKER_EVAL` appended."""
-    if path.split("?", 1)[0].endswith("/worker.js"):
+    if path.split("?", 1)[0].endswith("worker.js"):
         return body + WORKER_EVAL.encode()
     return body
 
@@ -82,7 +82,7 @@ class HookedHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         path = self.translate_path(self.path)
-        if not self.path.split("?", 1)[0].endswith("/worker.js") or not os.path.isfile(path):
+        if not self.path.split("?", 1)[0].endswith("worker.js") or not os.path.isfile(path):
             return super().do_GET()
         with open(path, "rb") as f:
             body = serve_worker(self.path, f.read())

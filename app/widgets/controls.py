@@ -22,7 +22,35 @@ from bokeh.models import CustomJSTickFormatter
 
 from .state import ScenarioState
 
-__all__ = ["hooked", "LogSlider", "Player", "model_controls", "router_controls"]
+__all__ = [
+    "hooked",
+    "LogSlider",
+    "Player",
+    "model_controls",
+    "router_controls",
+    "WIDGET_OF",
+]
+
+#: State parameter -> key of its widget in :func:`model_controls` / :func:`router_controls`
+#: (a layout that shows "the slider of λ" looks it up here).
+WIDGET_OF = {
+    "d": "d",
+    "vocab": "vocab",
+    "k": "k",
+    "batch": "batch",
+    "hardware": "hardware_select",
+    "dtype": "dtype_select",
+    "tau": "tau_slider",
+    "eps": "eps_slider",
+    "decode_length": "decode_length",
+    "router": "router_select",
+    "compare": "compare_select",
+    "alpha": "alpha_slider",
+    "lam": "lam_slider",
+    "horizon": "horizon",
+    "seed": "seed_input",
+    "drift": "drift_toggle",
+}
 
 
 @functools.cache
