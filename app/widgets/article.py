@@ -62,16 +62,19 @@ class Article:
         figs = [_figure(a.router.figure, min_width=560), _figure(a.router.shares_figure)]
         return [pn.FlexBox(*figs, sizing_mode="stretch_width"), _figure(a.router.summary_div)]
 
-    def section(self, name: str):
-        text = prose.SECTIONS[name]
+    def section_body(self, name: str) -> list:
+        """The section's controls (wrapping) and its figure: what an embed shows."""
         box = dict(width=250, sizing_mode="fixed", margin=(0, 6))
         controls = [pn.Column(w, **box) for w in self.controls(name)]
         if name == "router":
             controls.append(pn.Column(self.app.player, **{**box, "margin": (14, 6)}))
+        return [pn.FlexBox(*controls, sizing_mode="stretch_width"), *self.figure(name)]
+
+    def section(self, name: str):
+        text = prose.SECTIONS[name]
         return pn.Column(
             _text(f"<h2>{text['title']}</h2>{text['before']}"),
-            pn.FlexBox(*controls, sizing_mode="stretch_width"),
-            *self.figure(name),
+            *self.section_body(name),
             _text(text["after"]),
             sizing_mode="stretch_width",
             css_classes=[f"llmqp-section-{name}"],
