@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 static: $(STAMP)
 	$(PY) build.py
+	$(PY) build.py --embed build/embed-site
 
 chromium:
 	@test -x /usr/bin/chromium || { \

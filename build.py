@@ -83,6 +83,7 @@ APP_EXCLUDE = ("app/backend", "app/web")  # server-only and build-only code stay
 APP_WHEEL_PREFIX = "llm_qp-"
 
 BOKEH_BUNDLES = ("bokeh", "bokeh-gl", "bokeh-widgets", "bokeh-tables")
+EMBED_BUNDLES = ("bokeh", "bokeh-widgets", "bokeh-tables")  # loaded in this order by embed.js
 CDN_PREFIXES = {  # CDN prefix in Panel's output -> folder of this site
     "https://cdn.holoviz.org/panel/": "panel/",
     "https://cdn.bokeh.org/bokeh/release/": "bokeh/",
@@ -192,6 +193,8 @@ def pages_of(args: argparse.Namespace) -> tuple:
 
 def build(args: argparse.Namespace) -> Path:
     out, cache, app = args.out, args.cache, args.app
+    if args.embed is not None:  # DIR/llmqp/: the folder a page's <script src="llmqp/…"> names
+        out, app = args.embed / "llmqp", ROOT / "app" / "embed.py"
     started = time.perf_counter()
     if not app.is_file():
         raise BuildError(f"no app at {app} (pass --app PATH)")
@@ -250,6 +253,29 @@ def build(args: argparse.Namespace) -> Path:
             f"and {len(dynlibs)} libraries, {sum(map(len, dynlibs.values())) / 1e6:.1f} MB"
         )
 
+    worker_config = {
+        "pyodide_version": PYODIDE_VERSION,
+        "pyodide_dir": "pyodide/",
+        "lock_file": "pyodide-lock.json",
+        "panel_root": "panel/",
+        **worker_packages,
+    }
+    if args.embed is not None:
+        write_embed(out, worker_config)
+    else:
+        write_pages(args, out, worker_config)
+    sizes = assets.folder_size(out)
+    log(f"start-up packages: {', '.join(start)}")
+    parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items() if k != "total")
+    log(
+        f"built {out} in {time.perf_counter() - started:.1f} s: {sizes['total'] / 1e6:.1f} MB "
+        f"({parts})"
+    )
+    return out
+
+
+def write_pages(args: argparse.Namespace, out: Path, worker_config: dict) -> None:
+    """The site's pages and workers, Bokeh's and Panel's JS, and the service worker."""
     bundled: set[str] = set()
     written = []
     for html_name, worker_name, page_app, scripts in pages_of(args):
@@ -260,13 +286,7 @@ def build(args: argparse.Namespace) -> Path:
             "start": args.worker_start,
             "loading_spinner": "pn-arc",
             "scripts": scripts,
-            "worker_config": {
-                "pyodide_version": PYODIDE_VERSION,
-                "pyodide_dir": "pyodide/",
-                "lock_file": "pyodide-lock.json",
-                "panel_root": "panel/",
-                **worker_packages,
-            },
+            "worker_config": worker_config,
         }
         site = page.build_page(page_app, config, CDN_PREFIXES)
         (out / html_name).write_text(site.html, encoding="utf-8")
@@ -286,14 +306,36 @@ def build(args: argparse.Namespace) -> Path:
         remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
         if remote:
             raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
-    sizes = assets.folder_size(out)
-    log(f"start-up packages: {', '.join(start)}")
-    parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items() if k != "total")
-    log(
-        f"built {out} in {time.perf_counter() - started:.1f} s: {sizes['total'] / 1e6:.1f} MB "
-        f"({parts})"
-    )
-    return out
+
+
+def write_embed(out: Path, worker_config: dict) -> None:
+    """``embed.js``, its worker, BokehJS, Panel's JS and one snapshot per figure (the defaults,
+    as Bokeh JSON items) for pages that embed live figures (docs/embedding.md)."""
+    import bokeh
+    import panel
+    from bokeh.embed import json_item
+
+    from app.widgets.embed import FIGURES
+    from app.widgets.export import build_figures
+
+    log("embed: embed.js, embed-worker.js, snapshots of " + ", ".join(FIGURES))
+    source = (ROOT / "app" / "embed.py").read_text(encoding="utf-8")
+    (out / "embed-worker.js").write_text(page.worker_script(worker_config, source), "utf-8")
+    version = bokeh.__version__
+    scripts = [f"bokeh/{name}-{version}.min.js" for name in EMBED_BUNDLES]
+    scripts.append(f"panel/{panel.__version__}/dist/panel.min.js")
+    config = {"worker": "embed-worker.js", "scripts": scripts, "figures": list(FIGURES)}
+    (out / "embed.js").write_text(page.embed_script(config), "utf-8")
+    (out / "figures").mkdir()
+    for name, layout in build_figures().items():
+        item = json_item(layout)
+        (out / "figures" / f"{name}.json").write_text(json.dumps(item), "utf-8")
+    assets.copy_bokeh_js(out / "bokeh", version, EMBED_BUNDLES)
+    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", set())
+    for name in ("embed.js", "embed-worker.js"):
+        remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
+        if remote:
+            raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -328,6 +370,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("head", "prerendered"),
         default="prerendered",
         help="start Python after the pre-rendered figures show (default) or at once",
+    )
+    ap.add_argument(
+        "--embed",
+        type=Path,
+        metavar="DIR",
+        help="instead of the site, write DIR/llmqp/ for live figures on any page "
+        "(embed.js, runtime, packages; docs/embedding.md)",
     )
     ap.add_argument(
         "--cache",

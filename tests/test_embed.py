@@ -49,14 +49,21 @@ def test_unknown_figure_is_refused():
 def test_a_group_moves_together():
     specs = [
         {"figure": "crossover", "params": "k=77", "group": "g"},
-        {"figure": "crossover", "params": "", "group": "g"},
+        {"figure": "explain", "params": "", "group": "g"},
         {"figure": "crossover", "params": ""},
     ]
     roots = build_embed(specs)
-    models = [r.get_root(Document()) for r in roots]
-    first, second, alone = (m.select_one({"name": "k_input"}) for m in models)
-    assert first.value == second.value == 77 and alone.value != 77
+    tables = [r.get_root(Document()) for r in roots]
+    first, alone = (tables[i].select_one({"name": "k_input"}) for i in (0, 2))
+    assert first.value == 77 and alone.value != 77
+    explain = tables[1].select_one({"name": "explain_table"})
     boxes = roots[0].select(pn.widgets.IntInput)
     (k_box,) = [w for w in boxes if getattr(w, "hook", None) == "k_input"]
-    k_box.value = 500
-    assert second.value == 500 and alone.value != 500
+    before = explain.text
+    k_box.value = 5000
+    assert explain.text != before and alone.value != 5000
+
+
+def test_a_figure_twice_in_one_group_is_refused():
+    with pytest.raises(ValueError, match="appears twice in data-llmqp-group 'g'"):
+        build_embed([{"figure": "router", "group": "g"}, {"figure": "router", "group": "g"}])

@@ -71,6 +71,7 @@ def build_embed(specs: list[dict]) -> list:
     apply are skipped with a warning (as in a shared link).
     """
     articles: dict = {}
+    shown: set = set()
     roots = []
     for i, spec in enumerate(specs):
         figure = spec.get("figure")
@@ -80,6 +81,12 @@ def build_embed(specs: list[dict]) -> list:
                 f"The 'data-llmqp-figure' attribute must be one of {options}. Got {figure!r}."
             )
         group = spec.get("group") or f"element-{i}"
+        if (group, figure) in shown:  # one figure's Bokeh models can be drawn in one place
+            raise ValueError(
+                f"The figure {figure!r} appears twice in data-llmqp-group {group!r}: "
+                "a group shows each figure once."
+            )
+        shown.add((group, figure))
         if group not in articles:
             articles[group] = Article(LLMQPApp(ScenarioState(), server=False))
         state = articles[group].app.state  # a group's elements apply their params in order
