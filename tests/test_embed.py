@@ -67,3 +67,15 @@ def test_a_group_moves_together():
 def test_a_figure_twice_in_one_group_is_refused():
     with pytest.raises(ValueError, match="appears twice in data-llmqp-group 'g'"):
         build_embed([{"figure": "router", "group": "g"}, {"figure": "router", "group": "g"}])
+
+
+def test_article_and_embed_build_without_nh3(monkeypatch):
+    """The browser build carries no nh3 (Panel's ReactiveHTML sanitiser): neither page uses it."""
+    import sys
+
+    from app.widgets.article import build_article
+
+    monkeypatch.setitem(sys.modules, "nh3", None)
+    build_article().get_root(Document())
+    for root in build_embed([{"figure": name} for name in FIGURES]):
+        root.get_root(Document())

@@ -37,6 +37,12 @@ def _text(html: str, **kw):
     )
 
 
+def _wrap(*objects):
+    """A row that wraps onto more lines when narrow (CSS flex-wrap on Panel's Row; Panel's
+    FlexBox is a ReactiveHTML, whose styles need nh3, which the browser build does not carry)."""
+    return pn.Row(*objects, sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
+
+
 def _figure(model, min_width=300):
     return pn.pane.Bokeh(model, sizing_mode="stretch_width", min_width=min_width)
 
@@ -58,17 +64,17 @@ class Article:
             return [_figure(a.crossover.layout)]
         if section == "amortization":
             figs = [_figure(f, min_width=420) for f in a.amortization.figures]
-            return [pn.FlexBox(*figs, sizing_mode="stretch_width"), _figure(a.amortization.readout)]
+            return [_wrap(*figs), _figure(a.amortization.readout)]
         figs = [_figure(a.router.figure, min_width=560), _figure(a.router.shares_figure)]
-        return [pn.FlexBox(*figs, sizing_mode="stretch_width"), _figure(a.router.summary_div)]
+        return [_wrap(*figs), _figure(a.router.summary_div)]
 
     def section_body(self, name: str) -> list:
         """The section's controls (wrapping) and its figure: what an embed shows."""
-        box = dict(width=250, sizing_mode="fixed", margin=(0, 6))
+        box = dict(min_width=230, max_width=320, sizing_mode="stretch_width", margin=(0, 6))
         controls = [pn.Column(w, **box) for w in self.controls(name)]
         if name == "router":
             controls.append(pn.Column(self.app.player, **{**box, "margin": (14, 6)}))
-        return [pn.FlexBox(*controls, sizing_mode="stretch_width"), *self.figure(name)]
+        return [_wrap(*controls), *self.figure(name)]
 
     def section(self, name: str):
         text = prose.SECTIONS[name]
