@@ -37,10 +37,25 @@ def _text(html: str, **kw):
     )
 
 
+class _WrapRow(pn.Row):
+    """A row that wraps onto more lines when narrow (CSS ``flex-wrap``). Panel gives a
+    stretching row the sum of its children's minimum widths, which would keep it one line
+    wide at any screen size: this one keeps :data:`MIN_WIDTH`. (Panel's ``FlexBox`` wraps too,
+    but it is a ReactiveHTML, whose styles need nh3, which the browser build does not carry.)"""
+
+    def _compute_sizing_mode(self, children, props):
+        out = super()._compute_sizing_mode(children, props)
+        if "min_width" in out:
+            out["min_width"] = MIN_WIDTH
+        return out
+
+
+#: The narrowest the article gets (a 390-px phone, less margins).
+MIN_WIDTH = 300
+
+
 def _wrap(*objects):
-    """A row that wraps onto more lines when narrow (CSS flex-wrap on Panel's Row; Panel's
-    FlexBox is a ReactiveHTML, whose styles need nh3, which the browser build does not carry)."""
-    return pn.Row(*objects, sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
+    return _WrapRow(*objects, sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
 
 
 def _figure(model, min_width=300):
@@ -63,9 +78,9 @@ class Article:
         if section == "crossover":
             return [_figure(a.crossover.layout)]
         if section == "amortization":
-            figs = [_figure(f, min_width=420) for f in a.amortization.figures]
+            figs = [_figure(f, min_width=320) for f in a.amortization.figures]
             return [_wrap(*figs), _figure(a.amortization.readout)]
-        figs = [_figure(a.router.figure, min_width=560), _figure(a.router.shares_figure)]
+        figs = [_figure(a.router.figure, min_width=320), _figure(a.router.shares_figure)]
         return [_wrap(*figs), _figure(a.router.summary_div)]
 
     def section_body(self, name: str) -> list:
@@ -92,6 +107,7 @@ class Article:
             *(self.section(name) for name in prose.SECTIONS),
             _text(prose.CLOSING),
             sizing_mode="stretch_width",
+            min_width=MIN_WIDTH,
             max_width=980,
             styles={"margin": "0 auto"},
         )

@@ -9,7 +9,7 @@ def test_article_is_live_and_its_router_plays_in_view(open_page, static_url):
     assert app.page.evaluate("Bokeh.documents[0].get_model_by_name('crossover_dense') != null")
     app.wait_static_ready()
     assert app.page.evaluate("llmqp.hydrated") is True  # one document, kept from the pre-render
-    assert "Sparse scoring wins while K" in app.page.inner_text("body")
+    assert app.page.get_by_text("Sparse scoring wins while K").count() == 1  # pierces shadow DOM
 
     # Figure 3 shows the finished run; it starts playing by itself once scrolled into view.
     horizon = app.data("regret_linucb")["step"][-1]
