@@ -56,7 +56,7 @@ class CrossoverFigure:
         }
         fig = new_figure(
             "crossover_figure",
-            "Figure 1 · Head time per decode step over the legal-set size K",
+            "Figure 1 · Head time per decode step over K",
             x_axis_type="log",
             y_axis_type="log",
             x_axis_label="K (legal tokens)",

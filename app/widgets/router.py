@@ -78,7 +78,7 @@ class RouterFigure:
     def _regret_panel(self):
         fig = new_figure(
             "regret_figure",
-            "Figure 3 · Cumulative dynamic regret against the per-step oracle",
+            "Figure 3 · Regret against the per-step oracle",
             x_axis_label="decode step t",
             y_axis_label="Σ ℓ(a_t) − ℓ(a*_t)",
             height=340,
