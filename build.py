@@ -331,7 +331,7 @@ def write_embed(out: Path, worker_config: dict) -> None:
         item = json_item(layout)
         (out / "figures" / f"{name}.json").write_text(json.dumps(item), "utf-8")
     assets.copy_bokeh_js(out / "bokeh", version, EMBED_BUNDLES)
-    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", set())
+    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", {"theme"})  # its CSS
     for name in ("embed.js", "embed-worker.js"):
         remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
         if remote:

@@ -84,7 +84,7 @@
       } else if (msg.type === "hydrate") {
         worker.postMessage({type: "doc"}); // no pre-rendered document to keep: draw the worker's
       } else if (msg.type === "render") {
-        await render(worker, msg, sendChange);
+        await render(worker, msg, sendChange).catch((e) => setState("error", String(e)));
       } else if (msg.type === "linked") {
         mark("interactive");
         setState("ready", "");
@@ -119,8 +119,16 @@
       el.innerHTML = "";
       el.style.opacity = "";
     }
-    items[0].roots = Object.fromEntries(rootIds.map((id, i) => [id, elements[i].id]));
-    items[0].root_ids = rootIds;
+    // Panel adds a Location and a BrowserInfo root per servable(); the figures are the others,
+    // in the page's order.
+    const types = new Map(Object.values(docsJson)[0].roots.map((r) => [r.id, r.name]));
+    const extra = (id) => /\.(Location|BrowserInfo)$/.test(types.get(id) || "");
+    const figureIds = rootIds.filter((id) => !extra(id));
+    if (figureIds.length !== elements.length) {
+      throw new Error(figureIds.length + " live figures for " + elements.length + " elements");
+    }
+    items[0].roots = Object.fromEntries(figureIds.map((id, i) => [id, elements[i].id]));
+    items[0].root_ids = figureIds;
     const [views] = await Bokeh.embed.embed_items(docsJson, items);
     mark("rendered");
     worker.jsdoc = [...views.roots.values()][0].model.document;
