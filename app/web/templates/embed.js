@@ -127,8 +127,11 @@
     if (figureIds.length !== elements.length) {
       throw new Error(figureIds.length + " live figures for " + elements.length + " elements");
     }
-    items[0].roots = Object.fromEntries(figureIds.map((id, i) => [id, elements[i].id]));
-    items[0].root_ids = figureIds;
+    // Bokeh pairs roots and elements by position among all roots: the others (no DOM view)
+    // get the first element, which they leave as it is.
+    const target = new Map(figureIds.map((id, i) => [id, elements[i].id]));
+    items[0].roots = Object.fromEntries(rootIds.map((id) => [id, target.get(id) || elements[0].id]));
+    items[0].root_ids = rootIds;
     const [views] = await Bokeh.embed.embed_items(docsJson, items);
     mark("rendered");
     worker.jsdoc = [...views.roots.values()][0].model.document;
