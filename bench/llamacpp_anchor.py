@@ -67,11 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from app.engine.tokenizer import tokenizer_from_gguf
+    from app.engine.weights import load_gguf
 
     path = args.gguf or default_model_path()
-    import gguf
-
-    tok = tokenizer_from_gguf(gguf.GGUFReader(str(path)))
+    tok = tokenizer_from_gguf(load_gguf(path)[0])
     prompt = tok.encode(tok.chat(EXAMPLE_INSTRUCTION))
     llm, load_s = load_llamacpp(path)
     print(f"load: {load_s:.2f} s; prompt {len(prompt)} tokens")
