@@ -1,6 +1,6 @@
 """Build ``static/``: the app as a self-hosted, offline Pyodide + Panel site.
 
-    python build.py                 # static/ from app/main.py
+    python build.py                 # static/: index.html (app/main.py), paper.html (app/paper.py)
     python build.py --app PATH      # another Panel script
     python -m http.server -d static # then open http://127.0.0.1:8000/
 
@@ -79,10 +79,12 @@ SOFT_DEPENDENCIES = {
     "tornado",
     "requests",
 }
-APP_EXCLUDE = ("app/backend", "app/web")  # server-only and build-only code stays out
+# Server-, CLI- and build-only code stays out of the browser's wheel.
+APP_EXCLUDE = ("app/backend", "app/engine", "app/compiler", "app/web")
 APP_WHEEL_PREFIX = "llm_qp-"
 
 BOKEH_BUNDLES = ("bokeh", "bokeh-gl", "bokeh-widgets", "bokeh-tables")
+EMBED_BUNDLES = ("bokeh", "bokeh-widgets", "bokeh-tables")  # loaded in this order by embed.js
 CDN_PREFIXES = {  # CDN prefix in Panel's output -> folder of this site
     "https://cdn.holoviz.org/panel/": "panel/",
     "https://cdn.bokeh.org/bokeh/release/": "bokeh/",
@@ -176,8 +178,24 @@ def start_packages(app: Path, packages: dict[str, dict]) -> list[str]:
     return sorted(set(START_PACKAGES) | wanted | {"llm-qp"})
 
 
+#: The site's pages: (page, its worker, the Panel script it converts, page-specific scripts).
+PAGES = (
+    ("index.html", "worker.js", ROOT / "app" / "main.py", ()),
+    ("paper.html", "paper-worker.js", ROOT / "app" / "paper.py", ("autoplay.js",)),
+)
+
+
+def pages_of(args: argparse.Namespace) -> tuple:
+    """:data:`PAGES`, or only ``index.html`` from ``--app`` when another script is given."""
+    if args.app.resolve() != PAGES[0][2]:
+        return (("index.html", "worker.js", args.app.resolve(), ()),)
+    return PAGES
+
+
 def build(args: argparse.Namespace) -> Path:
     out, cache, app = args.out, args.cache, args.app
+    if args.embed is not None:  # DIR/llmqp/: the folder a page's <script src="llmqp/…"> names
+        out, app = args.embed / "llmqp", ROOT / "app" / "embed.py"
     started = time.perf_counter()
     if not app.is_file():
         raise BuildError(f"no app at {app} (pass --app PATH)")
@@ -208,7 +226,7 @@ def build(args: argparse.Namespace) -> Path:
         )
     packages = make_lock(pyodide_dir, compiled, pure)
     (pyodide_dir / "pyodide-lock.json").write_text(wheels.lock_json(npm_lock["info"], packages))
-    start = start_packages(app, packages)
+    start = start_packages(app, packages)  # app/paper.py imports nothing app/main.py lacks
     worker_packages = {"packages": start}
     if args.bundle:
         inside = startup.closure(start, packages)
@@ -236,35 +254,17 @@ def build(args: argparse.Namespace) -> Path:
             f"and {len(dynlibs)} libraries, {sum(map(len, dynlibs.values())) / 1e6:.1f} MB"
         )
 
-    log(f"page: pre-rendering {app}")
-    config = {
-        "worker": "worker.js",
-        "service_worker": "sw.js" if args.service_worker else "",
-        "start": args.worker_start,
-        "loading_spinner": "pn-arc",
-        "worker_config": {
-            "pyodide_version": PYODIDE_VERSION,
-            "pyodide_dir": "pyodide/",
-            "lock_file": "pyodide-lock.json",
-            "panel_root": "panel/",
-            **worker_packages,
-        },
+    worker_config = {
+        "pyodide_version": PYODIDE_VERSION,
+        "pyodide_dir": "pyodide/",
+        "lock_file": "pyodide-lock.json",
+        "panel_root": "panel/",
+        **worker_packages,
     }
-    site = page.build_page(app, config, CDN_PREFIXES)
-    (out / "index.html").write_text(site.html, encoding="utf-8")
-    (out / "worker.js").write_text(site.worker, encoding="utf-8")
-    import bokeh
-    import panel
-
-    assets.copy_bokeh_js(out / "bokeh", bokeh.__version__, BOKEH_BUNDLES)
-    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", set(site.bundled))
-
-    if args.service_worker:  # last: its cache is named after every other file
-        (out / "sw.js").write_text(page.service_worker(page.build_id(out)), encoding="utf-8")
-    for name in ("index.html", "worker.js", *(["sw.js"] if args.service_worker else [])):
-        remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
-        if remote:
-            raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
+    if args.embed is not None:
+        write_embed(out, worker_config)
+    else:
+        write_pages(args, out, worker_config)
     sizes = assets.folder_size(out)
     log(f"start-up packages: {', '.join(start)}")
     parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items() if k != "total")
@@ -273,6 +273,70 @@ def build(args: argparse.Namespace) -> Path:
         f"({parts})"
     )
     return out
+
+
+def write_pages(args: argparse.Namespace, out: Path, worker_config: dict) -> None:
+    """The site's pages and workers, Bokeh's and Panel's JS, and the service worker."""
+    bundled: set[str] = set()
+    written = []
+    for html_name, worker_name, page_app, scripts in pages_of(args):
+        log(f"page {html_name}: pre-rendering {page_app.relative_to(ROOT)}")
+        config = {
+            "worker": worker_name,
+            "service_worker": "sw.js" if args.service_worker else "",
+            "start": args.worker_start,
+            "loading_spinner": "pn-arc",
+            "scripts": scripts,
+            "worker_config": worker_config,
+        }
+        site = page.build_page(page_app, config, CDN_PREFIXES)
+        (out / html_name).write_text(site.html, encoding="utf-8")
+        (out / worker_name).write_text(site.worker, encoding="utf-8")
+        bundled |= site.bundled
+        written += [html_name, worker_name]
+    import bokeh
+    import panel
+
+    assets.copy_bokeh_js(out / "bokeh", bokeh.__version__, BOKEH_BUNDLES)
+    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", bundled)
+
+    if args.service_worker:  # last: its cache is named after every other file
+        (out / "sw.js").write_text(page.service_worker(page.build_id(out)), encoding="utf-8")
+        written.append("sw.js")
+    for name in written:
+        remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
+        if remote:
+            raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
+
+
+def write_embed(out: Path, worker_config: dict) -> None:
+    """``embed.js``, its worker, BokehJS, Panel's JS and one snapshot per figure (the defaults,
+    as Bokeh JSON items) for pages that embed live figures (docs/embedding.md)."""
+    import bokeh
+    import panel
+    from bokeh.embed import json_item
+
+    from app.widgets.embed import FIGURES
+    from app.widgets.export import build_figures
+
+    log("embed: embed.js, embed-worker.js, snapshots of " + ", ".join(FIGURES))
+    source = (ROOT / "app" / "embed.py").read_text(encoding="utf-8")
+    (out / "embed-worker.js").write_text(page.worker_script(worker_config, source), "utf-8")
+    version = bokeh.__version__
+    scripts = [f"bokeh/{name}-{version}.min.js" for name in EMBED_BUNDLES]
+    scripts.append(f"panel/{panel.__version__}/dist/panel.min.js")
+    config = {"worker": "embed-worker.js", "scripts": scripts, "figures": list(FIGURES)}
+    (out / "embed.js").write_text(page.embed_script(config), "utf-8")
+    (out / "figures").mkdir()
+    for name, layout in build_figures().items():
+        item = json_item(layout)
+        (out / "figures" / f"{name}.json").write_text(json.dumps(item), "utf-8")
+    assets.copy_bokeh_js(out / "bokeh", version, EMBED_BUNDLES)
+    assets.copy_panel_dist(out / "panel" / panel.__version__ / "dist", {"theme"})  # its CSS
+    for name in ("embed.js", "embed-worker.js"):
+        remote = page.remote_urls((out / name).read_text(encoding="utf-8"))
+        if remote:
+            raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -307,6 +371,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("head", "prerendered"),
         default="prerendered",
         help="start Python after the pre-rendered figures show (default) or at once",
+    )
+    ap.add_argument(
+        "--embed",
+        type=Path,
+        metavar="DIR",
+        help="instead of the site, write DIR/llmqp/ for live figures on any page "
+        "(embed.js, runtime, packages; docs/embedding.md)",
     )
     ap.add_argument(
         "--cache",

@@ -67,7 +67,8 @@ def _cmd_bench(args) -> int:
 def _cmd_explain(args) -> int:
     from .model import Scenario, explain_dict, explain_text
 
-    fields = ("d", "vocab", "k", "hardware", "batch", "dtype", "layers", "context", "tau", "eps")
+    fields = ("d", "vocab", "k", "hardware", "batch", "dtype", "layers", "context", "tau", "eps",
+              "forced_run")  # fmt: skip
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     given["error_budget"] = args.error_budget
     s = Scenario.from_model(args.model, **given) if args.model is not None else Scenario(**given)
@@ -135,6 +136,12 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_lower(args) -> int:
+    from .compiler.cli import run_lower
+
+    return run_lower(args)
+
+
 def _int(text):
     try:
         value = int(text)
@@ -176,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--context", type=_int)
     e.add_argument("--tau", type=float)
     e.add_argument("--eps", type=float)
+    e.add_argument("--forced-run", type=_int, help="tokens forced in a row at K = 1 (ForcedToken)")
     e.add_argument("--error-budget", type=float, default=0.0)
     e.add_argument("--model", default=None, help="body shape preset: llama-3-8b, gpt2-small")
     e.add_argument("--json", action="store_true", help="stable JSON instead of text")
@@ -191,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write each figure as standalone HTML and Bokeh JSON")
     x.add_argument("--out", default="out/figures")
     x.set_defaults(func=_cmd_export)
+
+    lo = sub.add_parser("lower", help="the decode step as StableHLO: module, plans, routing rule")
+    from .compiler.cli import add_arguments as add_lower_arguments
+
+    add_lower_arguments(lo)
+    lo.set_defaults(func=_cmd_lower)
 
     try:
         from .backend.cli import add_backend_command

@@ -19,13 +19,13 @@ from . import __version__
 from .model import PLAN_NAMES, Scenario, amortization_curves, crossover_curve
 from .model.validate import check_int
 from .router.environment import FEATURES, Drift
-from .router.experiment import LEARNERS, run_routers, scenario_stream
+from .router.experiment import run_routers, scenario_stream
+from .router.registry import DRIFT_ROUTERS, LEARNERS
 from .router.simulate import make_router
 
 __all__ = ["run_bench", "BENCH_FILES", "DRIFT_ROUTERS"]
 
 BENCH_FILES = ("crossover.csv", "amortization.csv", "regret.csv", "summary.json")
-DRIFT_ROUTERS = ("linucb", "sw-linucb", "restart-linucb")
 CROSSOVER_BATCHES = (1, 8)
 
 
@@ -88,7 +88,7 @@ def _experts_vs_thresholds(stream, arms_by_name, taus) -> dict:
     out = {"best_tau": float(taus[best]), "best_threshold_loss": totals[best]}
     for name, bound in (
         ("experts-hedge", math.sqrt(T * math.log(N))),
-        ("experts-exp3", math.sqrt(T * N * math.log(N))),
+        ("experts-exp4", math.sqrt(T * N * math.log(N))),
     ):
         arms = arms_by_name[name]
         regret = float(stream.expected[idx, arms].sum()) - totals[best]

@@ -1,6 +1,7 @@
-"""Load-time benchmark of the static site in headless Chromium on localhost.
+"""Load-time benchmark of the static site's pages in headless Chromium on localhost.
 
-Medians over ``--loads`` page loads in one run:
+Medians over ``--loads`` page loads in one run, for each page (``index.html``, ``paper.html``)
+of ``--static``, and of ``--before`` (another build, e.g. of an earlier commit) in the same run:
 
 * cold time-to-interactive: a fresh browser context (empty cache) until the worker's document
   is rendered and linked (``llmqp.timings.interactive``, ms after navigation start);
@@ -12,9 +13,11 @@ Medians over ``--loads`` page loads in one run:
   ``select``/``update`` loop), beside the same code in this CPython;
 * the size of static/.
 
-Writes bench/results/browser_load.json, prints a table, saves docs/screenshot.png.
+Writes bench/results/browser_load.json, prints a table, saves docs/screenshot.png (the app at
+1280 px) and docs/paper-1280.png, docs/paper-390.png (the article at 1280 and 390 px wide).
 
-Usage: ``python bench/browser_load.py [--loads 3] [--static static]`` (build static/ first).
+Usage: ``python bench/browser_load.py [--loads 3] [--static static] [--before DIR]`` (build
+first). The server appends the test-only eval hook to each worker (app/web/testhooks.py).
 """
 
 from __future__ import annotations
@@ -92,15 +95,11 @@ REDRAW_JS = """async ([target]) => {
 }"""
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def serve(folder: Path):
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder))
-    )
+    from app.web import testhooks
+
+    handler = functools.partial(testhooks.HookedHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/"
 
@@ -130,17 +129,26 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(static: Path, loads: int, screenshot: Path | None) -> dict:
+EVAL_JS = "(code) => (window.llmqp && llmqp.eval ? llmqp.eval(code) : llmqpTest.eval(code))"
+
+
+def measure(static: Path, page_name: str, loads: int, shots: dict) -> dict:
+    """Medians of ``loads`` cold and warm loads of ``static/page_name``; ``shots`` maps a
+    viewport width to a PNG path for a full-page screenshot of the first load."""
     from playwright.sync_api import sync_playwright
 
+    from app.web import testhooks
+
     server, url = serve(static)
+    url += page_name
     blocked: list[str] = []
     cold, warm, redraw, pyodide = [], [], [], None
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         for i in range(loads):
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.route("**/*", only_local(url, blocked))
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.route("**/*", only_local(url.rsplit("/", 1)[0] + "/", blocked))
+            context.add_init_script(testhooks.PAGE_EVAL)
             page = context.new_page()
             page.goto(url)
             cold.append(wait_ready(page))
@@ -156,13 +164,14 @@ def measure(static: Path, loads: int, screenshot: Path | None) -> dict:
                 redraw.append(page.evaluate(REDRAW_JS, [target]))
                 page.wait_for_timeout(100)
             if i == 0:
-                pyodide = page.evaluate("(code) => llmqp.eval(code)", ROUTER_BENCH)
-                if screenshot is not None:  # the default scenario (the URL now carries K)
+                pyodide = page.evaluate(EVAL_JS, ROUTER_BENCH)
+                for width, path in shots.items():  # the default scenario (the URL carries K)
+                    page.set_viewport_size({"width": width, "height": 900})
                     page.goto(url)
                     wait_ready(page)
-                    page.wait_for_timeout(500)
-                    screenshot.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(screenshot), full_page=True)
+                    page.wait_for_timeout(800)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(path), full_page=True)
             context.close()
         version = browser.version
         browser.close()
@@ -172,6 +181,7 @@ def measure(static: Path, loads: int, screenshot: Path | None) -> dict:
     exec(compile(ROUTER_BENCH.rsplit("\n{", 1)[0], "router_bench", "exec"), cpython)
     med = statistics.median
     return {
+        "page": page_name,
         "browser": f"Chromium {version} headless",
         "machine": f"{platform.machine()}, {_cpus()} CPUs",
         "loads": loads,
@@ -199,10 +209,10 @@ def _cpus() -> int:
 
 
 GOALS = [  # (label, key, unit, goal, lower is better)
-    ("cold time-to-interactive", "cold_tti_ms", "ms", 6000, True),
-    ("pre-rendered figures visible", "prerendered_ms", "ms", 1500, True),
-    ("warm time-to-interactive", "warm_tti_ms", "ms", 3000, True),
-    ("slider -> redrawn figure", "slider_redraw_ms", "ms", 100, True),
+    ("cold time-to-interactive", "cold_tti_ms", "ms", 3500, True),
+    ("first (pre-rendered) figure visible", "prerendered_ms", "ms", 800, True),
+    ("warm time-to-interactive", "warm_tti_ms", "ms", 2000, True),
+    ("slider -> redrawn figure", "slider_redraw_ms", "ms", 50, True),
     ("LinUCB steps/s in Pyodide (app LiveRun)", "pyodide_live_linucb_steps_per_s", "/s", 30000,
      False),
     ("LinUCB steps/s in Pyodide (online loop)", "pyodide_online_linucb_steps_per_s", "/s", None,
@@ -214,18 +224,17 @@ GOALS = [  # (label, key, unit, goal, lower is better)
 ]  # fmt: skip
 
 
-def table(result: dict) -> str:
-    rows = [f"{'metric':44} {'median':>12} {'goal':>10}  met"]
+def table(results: dict) -> str:
+    """One row per metric, one column per (page, build)."""
+    cols = [(page, build) for page, builds in results.items() for build in builds]
+    head = "".join(f"{page[:-5] + ' ' + build:>16}" for page, build in cols)
+    rows = [f"{'metric':42}{head} {'goal':>9}"]
     for label, key, unit, goal, lower in GOALS:
-        value = result[key]
-        met = (
-            "" if goal is None else ("yes" if (value <= goal if lower else value >= goal) else "NO")
-        )
-        goal_s = "" if goal is None else f"{goal:,}{unit}"
-        rows.append(f"{label:44} {value:>10,.0f}{unit:2} {goal_s:>10}  {met}")
-    rows.append(f"{'static/ size':44} {result['static_bytes'] / 1e6:>10.1f}MB")
-    phases = ", ".join(f"{k} {v:.0f}" for k, v in result["cold_phases_ms"].items())
-    rows.append(f"cold phases (ms after navigation): {phases}")
+        cells = "".join(f"{results[p][b][key]:>14,.0f}{unit:2}" for p, b in cols)
+        goal_s = "" if goal is None else f"{'≤' if lower else '≥'}{goal:,}{unit}"
+        rows.append(f"{label:42}{cells} {goal_s:>9}")
+    sizes = "".join(f"{results[p][b]['static_bytes'] / 1e6:>14.1f}MB" for p, b in cols)
+    rows.append(f"{'static/ size':42}{sizes}")
     return "\n".join(rows)
 
 
@@ -233,23 +242,36 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loads", type=int, default=3)
     ap.add_argument("--static", type=Path, default=ROOT / "static")
+    ap.add_argument("--before", type=Path, help="another build to measure in the same run")
+    ap.add_argument("--pages", nargs="+", default=["index.html", "paper.html"])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "browser_load.json")
-    ap.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "screenshot.png")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs", help="where screenshots go")
     args = ap.parse_args(argv)
-    if not (args.static / "index.html").is_file():
-        print(f"{args.static} has no index.html: run python build.py first", file=sys.stderr)
-        return 1
     if not Path(CHROMIUM).is_file():
         print(f"{CHROMIUM} is missing: apt-get install -y chromium", file=sys.stderr)
         return 1
     started = time.perf_counter()
-    result = measure(args.static, max(args.loads, 3), args.screenshot)
-    result["bench_seconds"] = round(time.perf_counter() - started, 1)
+    builds = {"after": args.static, **({"before": args.before} if args.before else {})}
+    shots = {
+        "index.html": {1280: args.docs / "screenshot.png"},
+        "paper.html": {1280: args.docs / "paper-1280.png", 390: args.docs / "paper-390.png"},
+    }
+    results: dict = {}
+    for page in args.pages:
+        for build, folder in sorted(builds.items(), reverse=True):  # before first
+            if not (folder / page).is_file():
+                print(f"{folder} has no {page}: skipped", file=sys.stderr)
+                continue
+            want = shots.get(page, {}) if build == "after" else {}
+            results.setdefault(page, {})[build] = measure(folder, page, max(args.loads, 3), want)
+    summary = {"pages": results, "bench_seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(table(result))
-    if result["blocked_foreign_requests"]:
-        print(f"blocked requests to other origins: {result['blocked_foreign_requests']}")
+    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(table(results))
+    blocked = [u for builds_ in results.values() for r in builds_.values()
+               for u in r["blocked_foreign_requests"]]  # fmt: skip
+    if blocked:
+        print(f"blocked requests to other origins: {blocked}")
         return 1
     return 0
 

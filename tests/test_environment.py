@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.model import Scenario, error_given_margin
+from app.model import PLAN_NAMES, Scenario, error_given_margin
 from app.router.environment import FEATURES, Drift, make_stream, model_latency
 from app.router.experiment import router_params
 
@@ -51,9 +51,10 @@ def test_cold_cache_makes_exact_plans_slower():
 
 def test_drift_changes_theta_and_has_a_variation_budget():
     still = _stream(2)
-    assert still.variation_budget == 0.0 and still.theta.shape == (1, 5, 7)
+    arms, features = len(PLAN_NAMES), len(FEATURES)
+    assert still.variation_budget == 0.0 and still.theta.shape == (1, arms, features)
     drifting = _stream(2, drift=Drift())
-    assert drifting.theta.shape == (4, 5, 7)
+    assert drifting.theta.shape == (4, arms, features)
     assert drifting.variation_budget > 1.0
     first_change = int(0.22 * 2000)
     assert drifting.lam[first_change - 1] != drifting.lam[first_change]
@@ -61,10 +62,11 @@ def test_drift_changes_theta_and_has_a_variation_budget():
 
 
 def test_measured_latency_hook_is_used_and_checked():
-    flat = _stream(0, latency=lambda k, t, miss: np.ones((len(k), 5)))
+    arms = len(PLAN_NAMES)
+    flat = _stream(0, latency=lambda k, t, miss: np.ones((len(k), arms)))
     assert np.allclose(flat.latency_s, 1.0)
     with pytest.raises(ValueError, match="latency table"):
-        _stream(0, latency=lambda k, t, miss: np.ones((len(k), 4)))
+        _stream(0, latency=lambda k, t, miss: np.ones((len(k), arms - 1)))
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def test_adaptive_routers_win_under_drift(summary):
 
 def test_experts_within_small_factor_of_bound(summary):
     assert 0 <= summary["experts"]["experts-hedge"]["ratio"] < 2.0
-    assert summary["experts"]["experts-exp3"]["ratio"] < 2.0
+    assert summary["experts"]["experts-exp4"]["ratio"] < 2.0
 
 
 def test_summary_has_crossovers_and_n_star(summary):

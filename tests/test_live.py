@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from app.backend.answers import measured_crossover
-from app.model import Scenario
+from app.model import PLAN_NAMES, Scenario
 from app.router import Drift, LiveRun, regret_report, run_routers, scenario_stream
 
 S = Scenario(horizon=600, seed=3)
@@ -60,3 +60,35 @@ def test_measured_crossover():
     assert 10 < k_interp < 100
     with pytest.raises(ValueError, match="'ks' and 'sparse_s'"):
         measured_crossover([], [], 1.0)
+
+
+@pytest.mark.parametrize("name", ["linucb", "experts-exp4", "threshold"])
+def test_running_summary_equals_the_report_of_the_steps_so_far(name):
+    live = LiveRun(S, name)
+    for n in (7, 93, 211):
+        live.advance(n)
+        report = regret_report(live.stream.expected[: live.t], live.arms).to_dict(curves=False)
+        summ = live.summary()
+        assert summ["steps"] == live.t
+        for key in ("total_loss", "oracle_loss", "best_fixed_loss", "dynamic_regret"):
+            assert summ[key] == pytest.approx(report[key], rel=1e-9, abs=1e-12), key
+        assert summ["static_regret"] == pytest.approx(report["static_regret"], abs=1e-9)
+        assert summ["regret_pct"] == pytest.approx(report["regret_pct"], rel=1e-9)
+        assert summ["best_fixed_arm"] == report["best_fixed_arm"]
+        assert summ["shares"] == pytest.approx(report["shares"])
+
+
+def test_summary_cost_does_not_grow_with_the_steps_run():
+    # Running totals: the summary holds no per-step list, whatever the step.
+    live = LiveRun(Scenario(horizon=5000, seed=1))
+    live.advance(4000)
+    summ = live.summary()
+    assert all(not isinstance(v, list) or len(v) == len(PLAN_NAMES) for v in summ.values())
+
+
+def test_curve_equals_the_streamed_chunks():
+    live = LiveRun(S, "sw-linucb")
+    parts = [live.advance(n) for n in (3, 100, 40)]
+    step, curve = live.curve()
+    assert np.array_equal(step, np.concatenate([p["step"] for p in parts]))
+    assert np.array_equal(curve, np.concatenate([p["dynamic_regret"] for p in parts]))

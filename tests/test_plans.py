@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.model import (
+    EXACT_PLANS,
     PLAN_NAMES,
     SCENARIO_LIMITS,
     Scenario,
@@ -21,7 +22,8 @@ from app.model import (
 def test_expansion_lists_every_physical_plan():
     plans = expand(Scenario())
     assert tuple(p.name for p in plans) == PLAN_NAMES
-    assert {p.name for p in plans if p.exact} == {"DenseHead", "SparseHead", "FullRecompute"}
+    exact = {"DenseHead", "SparseHead", "FullRecompute", "ForcedToken"}
+    assert {p.name for p in plans if p.exact} == exact == EXACT_PLANS
 
 
 def test_annotation_sums_children_and_weights_refine():

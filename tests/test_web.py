@@ -102,3 +102,17 @@ def test_build_id_changes_with_any_file(tmp_path):
     sw = page.service_worker(first)
     assert f'"llmqp-" + "{first}"' in sw and "__BUILD__" not in sw
     assert not page.remote_urls(sw)
+
+
+def test_browser_wheel_leaves_out_the_server_side(tmp_path):
+    """The engine, compiler and backend never enter the browser build."""
+    from pathlib import Path
+
+    import build
+    from app.web.wheels import app_wheel
+
+    wheel = app_wheel(Path(build.__file__).parent, tmp_path, build.APP_EXCLUDE)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("app/model/") for n in names)
+    for server_side in ("app/engine/", "app/compiler/", "app/backend/", "app/web/"):
+        assert not any(n.startswith(server_side) for n in names), server_side

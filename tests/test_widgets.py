@@ -26,7 +26,6 @@ HOOKS = (
     "amortization_cost",
     "tau_marker",
     "regret_linucb",
-    "regret_readout",
     "explain_table",
     "k_slider",
     "k_input",
@@ -113,18 +112,39 @@ def test_n_star_label_matches_model(app):
     assert (f"N* = {n_star:,}" if n_star else "N* = none") in app.amortization.n_star_label.text
 
 
-def test_advancing_grows_regret_source(app):
+def test_router_figure_shows_the_finished_run_at_load(app):
+    sess = app.session
+    assert sess.done and sess.t == app.state.horizon
+    src = app.router.sources["linucb"].data
+    assert src["step"][0] == 0 and src["step"][-1] == app.state.horizon
+    _, curve = sess.curve("linucb")
+    assert src["regret"][-1] == pytest.approx(curve[-1])
+    assert (
+        f"after {app.state.horizon:,} / {app.state.horizon:,} steps" in app.router.summary_div.text
+    )
+    assert sum(app.router.shares_source.data["share"]) == pytest.approx(1.0)
+
+
+def test_play_animates_a_fresh_run(app):
+    finished = app.session.summary()
     src = app.router.sources["linucb"]
-    assert list(src.data["step"]) == [0]
+    app.player.play.value = True  # a finished run: play starts afresh
+    assert app.session.t == 0 and list(src.data["step"]) == [0]
     app.player.tick()
     n1 = len(src.data["step"])
     app.player.tick()
     assert len(src.data["step"]) > n1 > 1
-    readout = json.loads(app.router.readout.text)
-    assert readout["router"] == "linucb"
-    assert readout["steps"] == app.router.t
-    assert {"dynamic_regret", "regret_pct", "shares", "total_loss"} <= set(readout)
-    assert sum(app.router.shares_source.data["share"]) == pytest.approx(1.0)
+    summ = app.session.summary()
+    assert summ["router"] == "linucb" and summ["steps"] == app.session.t == 2 * app.player.chunk
+    assert summ["dynamic_regret"] < finished["dynamic_regret"]
+    assert f"after {app.session.t:,} / " in app.router.summary_div.text
+    app.player.play.value = False
+
+
+def test_step_on_a_finished_run_starts_afresh(app):
+    assert app.session.done
+    app.player.step_once()
+    assert app.session.t == app.player.chunk
 
 
 def test_player_stops_at_the_horizon():
@@ -133,16 +153,17 @@ def test_player_stops_at_the_horizon():
     while not app.player.tick():
         pass
     assert not app.player.play.value
-    assert app.router.t == 100
+    assert app.session.t == 100
     assert app.router.sources["linucb"].data["step"][-1] == 100
     app.player.restart()
-    assert app.router.t == 0
+    assert app.session.t == 0
 
 
 def test_same_seed_same_curve():
     def curve(seed):
         app = LLMQPApp(ScenarioState(horizon=1_000, seed=seed), server=False)
-        while not app.router.advance(250):
+        app.player.restart()
+        while not app.session.advance(250):
             pass
         return np.array(app.router.sources["linucb"].data["regret"])
 
@@ -151,11 +172,22 @@ def test_same_seed_same_curve():
     assert a.shape != c.shape or not np.array_equal(a, c)
 
 
+def test_streamed_and_redrawn_curves_agree():
+    app = LLMQPApp(ScenarioState(horizon=1_000, seed=2), server=False)
+    at_load = np.array(app.router.sources["linucb"].data["regret"])
+    app.player.restart()
+    while not app.session.advance(97):
+        pass
+    np.testing.assert_array_equal(np.array(app.router.sources["linucb"].data["regret"]), at_load)
+
+
 def test_compare_routers_catch_up(app):
-    app.router.advance(300)
+    app.player.restart()
+    app.session.advance(300)
     app.state.compare = ["threshold"]
     assert app.router.lines["threshold"].visible
-    assert app.router.runs["threshold"].t == app.router.t == 300
+    assert app.session.runs["threshold"].t == app.session.t == 300
+    assert app.router.sources["threshold"].data["step"][-1] == 300
     app.state.compare = []
     assert not app.router.lines["threshold"].visible
 
@@ -163,8 +195,13 @@ def test_compare_routers_catch_up(app):
 def test_router_choice_switches_line(app):
     app.state.router = "lints"
     assert app.router.lines["lints"].visible and not app.router.lines["linucb"].visible
-    app.router.advance(50)
-    assert json.loads(app.router.readout.text)["router"] == "lints"
+    assert app.session.summary()["router"] == "lints"
+    assert "linear Thompson" in app.router.summary_div.text
+
+
+def test_no_test_hook_readout_on_the_page(app):
+    root = root_of(app)
+    assert root.select_one({"name": "regret_readout"}) is None
 
 
 def test_url_sync_round_trip():
@@ -356,10 +393,10 @@ def test_router_trains_on_measured_latencies():
     client = FakeClient()
     app = LLMQPApp(ScenarioState(horizon=300), server=True, client=client)
     assert measure(app.measured)
-    modelled = app.router.stream.latency_s.copy()
+    modelled = app.session.stream.latency_s.copy()
     assert not app.measured.latency_toggle.disabled
     app.state.measured_latency = True
-    measured = app.router.stream.latency_s
+    measured = app.session.stream.latency_s
     assert measured.shape == modelled.shape and not np.allclose(measured, modelled)
     # The dense head was "measured" at 1 ms: it shows up in DenseHead's latency.
     assert np.all(measured[:, 0] >= 1e-3)

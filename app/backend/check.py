@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..model import k_grid
+from ..model import PLAN_NAMES, k_grid
 from .calibration import Calibration
 from .kernels import get_kernels, peak_figures
 from .modelled import model_cost
@@ -95,15 +95,18 @@ def _body_report(answer: dict) -> None:
 
 
 def router_overhead(steps: int = 5000, seed: int = 0) -> dict:
-    """Seconds per LinUCB ``select`` + ``update`` (5 plans, 7 features), median of 5 runs."""
+    """Seconds per LinUCB ``select`` + ``update`` (the registry's plans, the environment's
+    features), median of 5 runs."""
+    from app.router.environment import FEATURES
     from app.router.linucb import LinUCB
 
+    arms, dim = len(PLAN_NAMES), len(FEATURES)
     rng = np.random.Generator(np.random.PCG64(seed))
-    X = rng.uniform(-1, 1, (steps, 7))
-    losses = rng.uniform(0, 1, (steps, 5))
+    X = rng.uniform(-1, 1, (steps, dim))
+    losses = rng.uniform(0, 1, (steps, arms))
     runs = []
     for _ in range(5):
-        router = LinUCB(5, 7, alpha=1.0, seed=seed)
+        router = LinUCB(arms, dim, alpha=1.0, seed=seed)
         start = time.perf_counter()
         for t in range(steps):
             x = X[t]

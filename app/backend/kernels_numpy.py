@@ -12,13 +12,13 @@ import platform
 
 import numpy as np
 
+from ..engine import heads_numpy
 from ..model.validate import check_choice, check_int
 from .timing import PerfCounterClock
 
 __all__ = ["NumpyKernels", "NumpyBody", "cpu_name", "LAUNCHES"]
 
-VERSION = "numpy-2"
-CHUNK_BYTES = 1 << 20  # gathered rows materialised at once (kept cache-sized) by the sparse head
+VERSION = "numpy-3"  # 3: the heads are the engine's kernels (gathers in whole 64-row chunks)
 
 #: Library calls this implementation makes per operation of the cost model (keys of
 #: :data:`app.model.LAUNCHES`), counted from the code below: every numpy call that computes or
@@ -27,7 +27,7 @@ CHUNK_BYTES = 1 << 20  # gathered rows materialised at once (kept cache-sized) b
 LAUNCHES = {
     "dense_gemm": 2,  # matmul W @ hᵀ, copy the (V, B) logits to (B, V)
     "masked_argmax": 2,  # copyto -inf where blocked, argmax
-    "gather_gemm": 2,  # per chunk: take the rows, stacked matmul (more chunks: more bytes)
+    "gather_gemm": 3,  # per chunk: take the rows, pad, stacked matmul (more chunks: more bytes)
     "argmax": 3,  # argmax, arange, pick the ids (a rerank's top-r selection has 4: negate,
     #                argpartition, pick, sort; the model has no operation for it)
     "layer": 31,  # 2 x 7 in _rmsnorm, 4 GEMVs, 2 cache writes, 2 attention matmuls, scale,
@@ -180,48 +180,22 @@ class NumpyKernels:
         np.put_along_axis(out, np.asarray(ids), False, axis=1)
         return out
 
-    # -- head kernels ---------------------------------------------------------------------
+    # -- head kernels: the engine's own (app/engine/heads_numpy.py), with reused buffers ------
     def dense_head(self, W, h, blocked):
-        """(V, d), (B, d), (B, V) -> (B,): GEMV/GEMM over the vocabulary, mask, argmax.
-
-        ``W @ hᵀ`` rather than ``h @ Wᵀ``: with OpenBLAS 0.3.27 on one core, a batch-4 head at
-        d=256, |V|=8192 took ~430 µs this way against 800-970 µs the other way (batch 1: ~100
-        µs either way). Both GEMMs stream ``W`` far slower than the GEMV does (docs/backend.md).
-        """
-        batch, vocab = h.shape[0], W.shape[0]
-        logits_t = self._buffer("logits_t", (vocab, batch), W.dtype)
-        logits = self._buffer("logits", (batch, vocab), W.dtype)
-        np.matmul(W, h.T, out=logits_t)
-        np.copyto(logits, logits_t.T)
-        np.copyto(logits, -np.inf, where=blocked)
-        return logits.argmax(axis=1)
+        """(V, d), (B, d), (B, V) -> (B,): GEMV/GEMM over the vocabulary, mask, argmax."""
+        return heads_numpy.dense_head(W, h, blocked, self._buffer)
 
     def sparse_scores(self, W, h, ids):
-        """(V, d), (B, d), (B, K) -> (B, K): each sequence's K rows gathered, then a GEMV.
-
-        Rows are gathered in cache-sized chunks (``CHUNK_BYTES``) into one reused buffer."""
-        batch, k = ids.shape
-        d = W.shape[1]
-        scores = self._buffer("scores", (batch, k, 1), W.dtype)
-        rows = min(k, max(16, CHUNK_BYTES // (batch * d * W.itemsize)))
-        hcol = h[:, :, None]  # (B, d, 1)
-        for lo in range(0, k, rows):
-            hi = min(k, lo + rows)
-            part = self._buffer("gathered", (batch, hi - lo, d), W.dtype)
-            np.take(W, ids[:, lo:hi], axis=0, out=part, mode="clip")
-            np.matmul(part, hcol, out=scores[:, lo:hi])
-        return scores[:, :, 0]
+        """(V, d), (B, d), (B, K) -> (B, K): each sequence's K rows gathered, then a GEMV."""
+        return heads_numpy.sparse_scores(W, h, ids, self._buffer)
 
     def sparse_head(self, W, h, ids):
         """(V, d), (B, d), (B, K) ascending ids -> (B,): the first maximum is the lowest id."""
-        j = self.sparse_scores(W, h, ids).argmax(axis=1)
-        return ids[np.arange(len(j)), j]
+        return heads_numpy.sparse_head(W, h, ids, self._buffer)
 
     def top_ids(self, scores, ids, r):
         """(B, K), (B, K) -> (B, r): ids of the r best scores, ascending."""
-        r = min(r, scores.shape[1])
-        part = np.argpartition(-scores, r - 1, axis=1)[:, :r]
-        return np.sort(ids[np.arange(ids.shape[0])[:, None], part], axis=1)
+        return heads_numpy.top_ids(scores, ids, r)
 
     def body(self, d, layers, batch, dtype, context, seed):
         return NumpyBody(self, d, layers, batch, self._dtype(dtype), context, seed)

@@ -1,29 +1,29 @@
 """Measured per-plan latencies for the router, with the signature of ``model_latency``.
 
-``measured_latency(source, scenario)`` returns ``f(k, context, miss) -> (T, 5)`` seconds of the
-plans ``DenseHead, SparseHead, AmortizedHead, AmortizedRerank, FullRecompute`` (the order of
-:data:`app.model.PLAN_NAMES`), so ``make_stream(s, ..., latency=measured_latency(store, s))``
-trains a router on measured costs. It is built from stored rows of the scenario's head shape
-``(d, vocab, batch, dtype)`` and, where an amortized sweep was run at its ``layers``, its body.
+``measured_latency(source, scenario)`` returns ``f(k, context, miss) -> (T, A)`` seconds of the
+registry's plans (the order of :data:`app.model.PLAN_NAMES`), so
+``make_stream(s, ..., latency=measured_latency(store, s))`` trains a router on measured costs.
+It is built from stored rows of the scenario's head shape ``(d, vocab, batch, dtype)`` and,
+where an amortized sweep was run at its ``layers``, its body.
 
-How each plan is put together (``s(k)`` the sparse head, ``c`` the context)::
+The plans are composed by the registry's recipes (:func:`app.model.plan_seconds`); this module
+only supplies measured seconds for the kernel terms it has (``s(k)`` the sparse head, ``c`` the
+context, ``k0`` the amortized sweep's K)::
 
-    exact(c)        = full_step(c) - s(k0)             k0: the amortized sweep's K
-    amortized       = amortized_step - s(k0)
-    rerank_extra(c) = amortized_rerank(c) - amortized_step
-    DenseHead       = exact(c) + miss prefill + dense_head
-    SparseHead      = exact(c) + miss prefill + s(k)
-    AmortizedHead   = amortized + s(k)
-    AmortizedRerank = amortized + s(k) + rerank_extra(c)
-    FullRecompute   = prefill(c + 1) + s(k)
+    SparseScore      s(k)                                  sparse_head rows
+    DenseScore       dense_head                            dense_head rows
+    DecodeStep       full_step(c) - s(k0)                  full_step rows
+    AmortizedUpdate  amortized_step - s(k0)                amortized_step row
+    Rerank           amortized_rerank(c) - amortized_step  amortized_rerank rows
 
-Interpolation: ``s(k)`` log-log over the measured K; ``exact`` and ``rerank_extra`` linearly over
+Interpolation: ``s(k)`` log-log over the measured K; ``DecodeStep`` and ``Rerank`` linearly over
 the measured contexts. **Outside the measured range, and for what was not measured at all, the
 calibrated cost model is used instead** (the profile fitted to the same device's rows, or
 ``hardware`` when given, or the scenario's own when too few rows exist): below the smallest or
-above the largest measured K or context, the KV-cache-miss prefill, FullRecompute's prefill,
-and the dense head if it was not measured. ``f.coverage`` says which parts are measured, their
-ranges and the profile used for the rest.
+above the largest measured K or context, the KV-cache-miss prefill (``CacheMiss``),
+FullRecompute's ``Prefill``, ForcedToken's ``ForcedPrefill``, and the dense head if it was not
+measured. ``f.coverage`` says which parts are measured, their ranges and the profile used for
+the rest.
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ import numpy as np
 from ..model import (
     Hardware,
     Scenario,
+    Setting,
+    Step,
     TransformerShape,
     amortized_update_cost,
     decode_step_cost,
     dense_head_cost,
-    prefill_cost,
+    plan_seconds,
     sparse_head_cost,
 )
 from .calibration import calibrate
@@ -130,7 +132,7 @@ def measured_latency(
     device: str | None = None,
     impl: str | None = None,
 ):
-    """``f(k, context, miss) -> (T, 5)`` seconds from stored measurements (see module doc).
+    """``f(k, context, miss) -> (T, A)`` seconds from stored measurements (see module doc).
 
     ``source`` is a :class:`~app.backend.store.ResultStore`, rows as ``/v1/results`` returns
     them, or sweep answers (``[head_answer, amortized_answer]``; ``None`` entries are skipped).
@@ -199,23 +201,18 @@ def measured_latency(
         return model(c)
 
     amortized = body["amortized"] if body else float(amortized_update_cost(shape, *args).seconds)
+    prices = {
+        "SparseScore": lambda c, x: sparse(x.k),
+        "DenseScore": lambda c, x: dense,
+        "DecodeStep": lambda c, x: exact_body(x.context),
+        "AmortizedUpdate": lambda c, x: amortized,
+        "Rerank": lambda c, x: rerank_extra(x.context, x.k),
+    }
+    setting = Setting(shape, s.batch, s.dtype, hw, s.rerank_r, s.tau)
 
     def latency(k, context, miss):
         k, context, miss = (np.asarray(a, dtype=np.float64) for a in (k, context, miss))
-        missing = miss * context
-        exact = exact_body(context) + prefill_cost(shape, missing, context - missing, *args).seconds
-        sk = sparse(k)
-        full = prefill_cost(shape, context + 1, 0, *args).seconds + sk
-        return np.stack(
-            [
-                exact + dense,
-                exact + sk,
-                amortized + sk,
-                amortized + sk + rerank_extra(context, k),
-                full,
-            ],
-            axis=-1,
-        )
+        return plan_seconds(setting, Step(k, context, miss * context), prices)
 
     latency.coverage = coverage
     return latency

@@ -1,46 +1,46 @@
-"""The cost model's price of each measured plan (no formula here: all from :mod:`app.model`).
+"""The cost model's price of each measured kernel: all from the plan registry (:mod:`app.model`).
 
 The measured transformer is ``TransformerShape(d, layers, vocab)``: MLP of width 4d, no
 grouped-query attention, a plain (two-matrix) MLP — exactly what the backend's ``body`` builds.
-The plans compose the model's kernels as :func:`app.router.environment.model_latency` does.
+Each sweep kernel is a registry term or a registry plan (:data:`SWEEP_KERNELS`), priced by the
+registry's own recipe, so the sweeps and the router's latencies compose kernels the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..model import (
-    Cost,
-    Hardware,
-    TransformerShape,
-    amortized_update_cost,
-    decode_step_cost,
-    dense_head_cost,
-    sparse_head_cost,
-)
+from ..model import TERMS, Cost, Hardware, Setting, Step, TransformerShape, get_plan, plan_cost
 
-__all__ = ["model_cost", "model_costs", "model_seconds", "linear_features", "level_features"]
+__all__ = [
+    "SWEEP_KERNELS",
+    "model_cost",
+    "model_costs",
+    "model_seconds",
+    "linear_features",
+    "level_features",
+]
+
+#: What each sweep kernel runs: a registry term (one leaf operator) or a registry plan's recipe
+#: (at a warm KV cache, no refines).
+SWEEP_KERNELS = {
+    "dense_head": "DenseScore",
+    "sparse_head": "SparseScore",
+    "full_step": "SparseHead",
+    "amortized_step": "AmortizedHead",
+    "amortized_rerank": "AmortizedRerank",
+}
 
 
 def _price(plan, d, vocab, batch, dtype, k, layers, context, rerank_r, hw) -> Cost:
-    """The plan's cost; ``k`` and ``context`` may be equally long arrays (one point each)."""
-    args = (batch, dtype, hw)
-    if plan == "dense_head":
-        return dense_head_cost(d, vocab, *args)
-    sparse = sparse_head_cost(d, vocab, k, *args)
-    if plan == "sparse_head":
-        return sparse
-    shape = TransformerShape(d, layers, vocab)
-    if plan == "full_step":
-        return decode_step_cost(shape, context, *args) + sparse
-    amortized = amortized_update_cost(shape, *args) + sparse
-    if plan == "amortized_step":
-        return amortized
-    if plan == "amortized_rerank":
-        one_layer = TransformerShape(d, 1, vocab)
-        rescore = sparse_head_cost(d, vocab, np.minimum(k, rerank_r), *args)
-        return amortized + decode_step_cost(one_layer, context, *args) + rescore
-    raise ValueError(f"No cost model for plan {plan!r}.")
+    """The kernel's cost; ``k`` and ``context`` may be equally long arrays (one point each)."""
+    if plan not in SWEEP_KERNELS:
+        raise ValueError(f"No cost model for plan {plan!r}.")
+    what = SWEEP_KERNELS[plan]
+    # Head rows carry layers = rerank_r = 0: their terms read neither.
+    c = Setting(TransformerShape(d, layers or 1, vocab), batch, dtype, hw, rerank_r or 1)
+    x = Step(k, context)
+    return TERMS[what](c, x) if what in TERMS else plan_cost(get_plan(what), c, x)
 
 
 _SHAPE = ("plan", "d", "vocab", "batch", "dtype")

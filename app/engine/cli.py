@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .engine import DEVICES
+from .engine import DEVICES, IMPLS
 from .plans import PLAN_CHOICES
 
 __all__ = ["add_engine_commands"]
@@ -92,17 +92,31 @@ def _requests(args):
     return [DecodeRequest("prompt", args.prompt, _grammar_arg(args), **defaults)]
 
 
+def _executor(args, engine):
+    """None (the engine's numpy heads) or the compiled step under XLA (app.compiler)."""
+    if args.executor == "numpy":
+        return None
+    if args.plan != "auto":
+        raise ValueError("--executor xla routes every step itself: use it with --plan auto")
+    try:
+        from ..compiler.executor import XlaStepExecutor
+    except ImportError as exc:  # the [compiler] extra is optional
+        raise ValueError(f"--executor xla needs the [compiler] extra: {exc}") from None
+    return XlaStepExecutor(engine)
+
+
 def _cmd_decode(args) -> int:
     from .engine import Engine
 
     requests = _requests(args)
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, impl=args.impl)
     for req in requests:  # check every request before the first decodes
         engine.prompt_ids(req)
         engine.constraint(req)
     show = len(requests) > 1 and not args.quiet
+    executor = _executor(args, engine)
     for n, req in enumerate(requests, 1):
-        result = engine.decode(req, plan=args.plan)
+        result = engine.decode(req, plan=args.plan, executor=executor)
         print(json.dumps(result.to_json()) if args.json else result.text, flush=True)
         if show:
             print(
@@ -143,6 +157,18 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
     d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
     d.add_argument("--device", choices=DEVICES, default="cpu")
+    d.add_argument(
+        "--impl",
+        choices=IMPLS,
+        default=None,
+        help="the body's library (default: numpy on cpu, torch on cuda)",
+    )
+    d.add_argument(
+        "--executor",
+        choices=("numpy", "xla"),
+        default="numpy",
+        help="xla: score each step through the compiled, expanded StableHLO step ([compiler])",
+    )
     d.add_argument("--model", default=None, help="a Llama-family GGUF (default: SmolLM2-135M)")
     d.add_argument("--json", action="store_true", help="one JSON object per request")
     d.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -20,15 +20,18 @@ from .grammar import Constraint, GrammarError, compile_grammar, ll_tokenizer
 from .requests import DecodeRequest
 from .rule import CostRule
 
-__all__ = ["Engine", "Step", "DecodeResult", "DEVICES"]
+__all__ = ["Engine", "Step", "DecodeResult", "DEVICES", "IMPLS"]
 
 DEVICES = ("cpu", "cuda")
+IMPLS = ("numpy", "torch")  # the body's array library; the heads are numpy's (heads_numpy)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One generated token. ``margin`` is None where nothing was scored or K < 2; the ``*_s``
-    fields split ``seconds`` into mask computation, body forward and head scoring."""
+    """One generated token. ``margin`` is None where nothing was scored or K < 2. ``seconds``
+    splits into ``mask_s`` (the grammar: legal set, forced run, consuming the token),
+    ``body_s`` (the forward of ``body_tokens`` positions), ``head_s`` (scoring) and the rest
+    (the policy's decision, bookkeeping)."""
 
     index: int
     token: int
@@ -114,11 +117,26 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+def _body(weights, device: str, impl: str):
+    if impl == "numpy":
+        from .forward_numpy import NumpyLlama
+
+        return NumpyLlama(weights)
+    try:
+        import torch
+
+        from .forward_torch import TorchLlama
+    except ImportError:
+        raise ValueError("--impl torch needs PyTorch (the [gpu] extra)") from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    return TorchLlama(weights, device=device)
+
+
 class Engine:
     """A loaded model: weights, tokenizer, llguidance tokenizer, body, and the ``auto`` rule."""
 
-    def __init__(self, path: Path, fields: dict, weights, device: str = "cpu"):
-        from .forward_numpy import NumpyLlama
+    def __init__(self, path: Path, fields: dict, weights, device: str = "cpu", impl="numpy"):
         from .tokenizer import tokenizer_from_gguf
 
         _one_blas_thread()
@@ -126,7 +144,8 @@ class Engine:
         self.device = device
         self.tokenizer = tokenizer_from_gguf(fields)
         self.ll_tokenizer = ll_tokenizer(self.tokenizer, self.config.vocab)
-        self.body = NumpyLlama(weights)
+        self.impl = impl
+        self.body = _body(weights, device, impl)
         v, d = self.config.vocab, self.config.d
         pad = (-v) % plans.PAD_ROWS  # heads score whole blocks of rows (see plans.py)
         out = weights.output
@@ -137,21 +156,27 @@ class Engine:
         self.name = str(fields.get("general.name") or path.stem)
 
     @classmethod
-    def load(cls, model: str | Path | None = None, device: str = "cpu") -> Engine:
+    def load(
+        cls, model: str | Path | None = None, device: str = "cpu", impl: str | None = None
+    ) -> Engine:
         """Load ``model`` (a Llama-family GGUF; default: the fetched SmolLM2-135M-Instruct).
 
-        Raises ``ValueError`` with one line: model missing (and how to get it), not GGUF, not
-        Llama-family, unknown or unavailable device.
+        ``impl`` is the body's library: numpy (the default on the CPU) or torch (the default,
+        and the only choice, on CUDA). Raises ``ValueError`` with one line: model missing (and
+        how to get it), not GGUF, not Llama-family, unknown or unavailable device or impl.
         """
         if device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
-        if device == "cuda":
-            raise ValueError("--device cuda needs the torch body (not available in this build)")
+        impl = impl or ("torch" if device == "cuda" else "numpy")
+        if impl not in IMPLS:
+            raise ValueError(f"--impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        if device == "cuda" and impl != "torch":
+            raise ValueError("--device cuda runs the torch body: use --impl torch")
         from .weights import load_gguf
 
         path = resolve_model(model)
         fields, weights = load_gguf(path)
-        return cls(path, fields, weights, device)
+        return cls(path, fields, weights, device, impl)
 
     @property
     def context(self) -> int:
@@ -178,6 +203,7 @@ class Engine:
             "bos": self.tokenizer.bos,
             "weights_bytes": self.weights.nbytes,
             "device": self.device,
+            "impl": self.impl,
             "rule": self.rule.to_dict(),
         }
 
@@ -265,45 +291,53 @@ class _Decode:
         t1 = clock()
         plan = self._policy(k)
         ran = 0
+        tp = t2 = clock()
         if plan == "ForcedToken":
             token, margin = plans.forced_token(legal)
-            t2 = t1
         else:
             ran = self._state(plan)
             t2 = clock()
-            if self.executor is not None:
-                telemetry = {
-                    "k": k,
-                    "position": len(self.prompt) + index,
-                    "last_margin": self.last_margin,
-                }
-                token, margin, plan = self.executor.run(self.h, legal, telemetry)
-            else:
-                head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
-                token, margin = head(self.e.output, self.h, legal)
-            if margin is not None:
-                self.last_margin = margin
+            token, margin, plan = self._score(plan, legal, k, index)
         t3 = clock()
         if self.constraint:
             self.constraint.consume(token)
         self.tokens.append(token)
         self.pending.append(token)
         t4 = clock()
+        text = self.e.tokenizer.decode([token])
+        t5 = clock()
+        grammar_s = (t1 - t0) + (t4 - t3)
         return Step(
             index,
             token,
-            self.e.tokenizer.decode([token]),
+            text,
             plan,
             k,
             k == 1,
             margin,
-            t4 - t0,
+            t5 - t0,
             run,
             ran,
-            (t1 - t0) + (t4 - t3),
-            t2 - t1,
+            grammar_s,
+            t2 - tp,
             t3 - t2,
         )
+
+    def _score(self, plan: str, legal, k: int, index: int):
+        """(token, margin, plan that ran) from the current state ``self.h``."""
+        if self.executor is not None:
+            telemetry = {
+                "k": k,
+                "position": len(self.prompt) + index,
+                "last_margin": self.last_margin,
+            }
+            token, margin, plan = self.executor.run(self.h, legal, telemetry)
+        else:
+            head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
+            token, margin = head(self.e.output, self.h, legal)
+        if margin is not None:
+            self.last_margin = margin
+        return token, margin, plan
 
     def run(self) -> DecodeResult:
         e, req = self.e, self.req

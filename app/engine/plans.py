@@ -1,11 +1,8 @@
 """The physical plans' kernels on the real model, one function per plan (numpy).
 
-Every head scores with the same GEMV kernel on rows of the output matrix, so a token's score is
-the same float in every plan: DenseHead scores all |V| rows, SparseHead the K legal rows gathered
-and padded to a multiple of ``PAD_ROWS`` (BLAS GEMVs round the last rows of a matrix whose row
-count is not a multiple of their unroll differently; padding keeps every legal row on the main
-kernel). The tie-break is the lowest id among the maxima: legal ids are ascending and argmax
-returns the first maximum, in both plans.
+The heads are :mod:`app.engine.heads_numpy`'s batched kernels at B = 1 — the same functions the
+backend's sweeps time — so DenseHead and SparseHead score every legal token with the same float
+(see that module for why) and pick the same token: the lowest id among the maxima.
 
 A head returns ``(token, margin)``; the margin is top-1 minus top-2 over the legal set (None
 when K < 2).
@@ -15,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PAD_ROWS", "dense_head", "sparse_head", "forced_token", "margin_of"]
+from . import heads_numpy
+from .heads_numpy import PAD_ROWS
 
-PAD_ROWS = 64
+__all__ = ["PAD_ROWS", "PLAN_CHOICES", "dense_head", "sparse_head", "forced_token", "margin_of"]
 
 
 def margin_of(scores: np.ndarray) -> float | None:
@@ -31,21 +29,17 @@ def margin_of(scores: np.ndarray) -> float | None:
 def dense_head(output: np.ndarray, h: np.ndarray, legal: np.ndarray):
     """output (V_pad, d), h (d,), legal (K,) ascending -> (token, margin).
 
-    All |V| logits, then the mask: every id outside ``legal`` is set to -inf, then argmax.
-    ``output`` may carry zero rows past |V| (padding); they are masked like any illegal id.
+    All V_pad logits, every id outside ``legal`` masked to -inf (padding rows included), argmax.
     """
-    logits = output @ h  # (V_pad,)
-    masked = np.full_like(logits, -np.inf)
-    masked[legal] = logits[legal]
-    return int(masked.argmax()), margin_of(logits[legal])
+    blocked = np.ones((1, output.shape[0]), dtype=bool)
+    blocked[0, legal] = False
+    logits = heads_numpy.dense_logits(output, h[None], blocked)[0]
+    return int(logits.argmax()), margin_of(logits[legal])
 
 
 def sparse_head(output: np.ndarray, h: np.ndarray, legal: np.ndarray):
-    """output (V_pad, d), h (d,), legal (K,) ascending -> (token, margin): score the K rows."""
-    k = legal.shape[0]
-    padded = np.zeros(k + (-k) % PAD_ROWS, dtype=legal.dtype)
-    padded[:k] = legal
-    scores = (output[padded] @ h)[:k]
+    """output (V_pad, d), h (d,), legal (K,) ascending -> (token, margin): the K rows only."""
+    scores = heads_numpy.sparse_scores(output, h[None], legal[None])[0]
     return int(legal[scores.argmax()]), margin_of(scores)
 
 

@@ -1,4 +1,4 @@
-"""LLM-QP's models: hardware, roofline costs, crossover, amortization, plan IR, equivalence.
+"""LLM-QP's models: hardware, roofline costs, crossover, amortization, plans, equivalence.
 
 Pure numpy + standard library, so the very same code runs in CPython and in Pyodide.
 """
@@ -27,7 +27,25 @@ from .equivalence import (
 )
 from .explain import explain, explain_dict, explain_text
 from .hardware import DTYPE_BYTES, DTYPES, LAUNCHES, PRESETS, Hardware, get_hardware
-from .plans import PLAN_NAMES, Operator, Plan, annotate, choose, expand, plan_costs
+from .plans import Plan, annotate, choose, expand, plan_costs
+from .registry import (
+    EXACT_PLANS,
+    PLAN_NAMES,
+    PLANS,
+    TERMS,
+    Operator,
+    PlanSpec,
+    Setting,
+    Step,
+    check_plans,
+    effective_plan,
+    get_plan,
+    plan_cost,
+    plan_quality,
+    plan_seconds,
+    plan_tree,
+    price_tree,
+)
 from .scenario import SCENARIO_LIMITS, Scenario
 from .transformer import (
     SHAPES,

@@ -81,7 +81,7 @@ def kernel_cost(
     rate of the operation's whole working set (default: this kernel's own bytes). ``launches``
     is how many calls the kernel takes (its share of the overhead).
     """
-    compute = flops / hw.peak(dtype)
+    compute = flops / hw.peak_flops[dtype]  # dtype checked by the public caller
     if hw.cache_bytes > 0:
         ws = stream_bytes + gather_bytes if working_set is None else working_set
         rate = hw.stream_bandwidth(ws)
@@ -106,6 +106,10 @@ def _common(batch, dtype, hardware):
     return batch, dtype, DTYPE_BYTES[dtype], get_hardware(hardware)
 
 
+# Public functions check their arguments once and call the unchecked ``_…`` versions below,
+# which the model's own inner loops (the crossover bisection, curves, plans) call directly.
+
+
 def select_cost(n, batch=1, dtype="bfloat16", hardware="h100", op="argmax") -> Cost:
     """Choose a token from ``n`` scored candidates per sequence.
 
@@ -116,6 +120,10 @@ def select_cost(n, batch=1, dtype="bfloat16", hardware="h100", op="argmax") -> C
     n = check_array("n", n, 1, None, integer=True).astype(np.float64)
     batch, dtype, size, hw = _common(batch, dtype, hardware)
     op = check_choice("op", op, ("argmax", "softmax"))
+    return _select(n, batch, dtype, size, hw, op)
+
+
+def _select(n, batch, dtype, size, hw, op="argmax") -> Cost:
     if op == "argmax":
         return kernel_cost(
             n * batch, n * batch * size + batch * LOGIT_OUT_BYTES, hw, dtype,
@@ -139,6 +147,10 @@ def dense_head_cost(d, vocab, batch=1, dtype="bfloat16", hardware="h100") -> Cos
     d = check_int("d", d, 1, 1 << 20)
     vocab = check_int("vocab", vocab, 1, 1 << 24)
     batch, dtype, size, hw = _common(batch, dtype, hardware)
+    return _dense(d, vocab, batch, dtype, size, hw)
+
+
+def _dense(d, vocab, batch, dtype, size, hw) -> Cost:
     gemm = kernel_cost(
         2.0 * d * vocab * batch,
         float(d * vocab * size + batch * d * size + batch * vocab * size),
@@ -168,6 +180,10 @@ def sparse_head_cost(d, vocab, k, batch=1, dtype="bfloat16", hardware="h100") ->
     vocab = check_int("vocab", vocab, 1, 1 << 24)
     k = check_array("k", k, 1, vocab, integer=True).astype(np.float64)
     batch, dtype, size, hw = _common(batch, dtype, hardware)
+    return _sparse(d, vocab, k, batch, dtype, size, hw)
+
+
+def _sparse(d, vocab, k, batch, dtype, size, hw) -> Cost:
     stream = batch * k * INDEX_BYTES + batch * d * size + batch * k * size
     gather_gemm = kernel_cost(
         2.0 * d * k * batch,
@@ -179,4 +195,4 @@ def sparse_head_cost(d, vocab, k, batch=1, dtype="bfloat16", hardware="h100") ->
         working_set=stream + np.minimum(batch * k, vocab) * d * size,
         launches=hw.launch("gather_gemm"),
     )
-    return gather_gemm + select_cost(k, batch, dtype, hw)
+    return gather_gemm + _select(k, batch, dtype, size, hw)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .costs import dense_head_cost, sparse_head_cost
+from .costs import _common, _dense, _sparse
 from .validate import check_array, check_int
 
 __all__ = ["Crossover", "find_crossover", "crossover_curve", "k_grid"]
@@ -29,8 +29,11 @@ class Crossover:
         return {"k_flop": self.k_flop, "k_roofline": self.k_roofline}
 
 
-def _sparse_wins(k, d, vocab, batch, dtype, hardware, dense_s) -> bool:
-    return float(sparse_head_cost(d, vocab, k, batch, dtype, hardware).seconds) <= dense_s
+def _checked(d, vocab, batch, dtype, hardware):
+    """The head arguments, checked once: ``(d, vocab, batch, dtype, size, hw)``."""
+    d = check_int("d", d, 1, 1 << 20)
+    vocab = check_int("vocab", vocab, 1, 1 << 24)
+    return (d, vocab, *_common(batch, dtype, hardware))
 
 
 def find_crossover(d, vocab, batch=1, dtype="bfloat16", hardware="h100") -> Crossover:
@@ -38,17 +41,24 @@ def find_crossover(d, vocab, batch=1, dtype="bfloat16", hardware="h100") -> Cros
 
     The sparse head's time never decreases with K, so ``K*`` is found by bisection on integers.
     """
-    vocab = check_int("vocab", vocab, 1, 1 << 24)
-    dense_s = float(dense_head_cost(d, vocab, batch, dtype, hardware).seconds)
-    args = (d, vocab, batch, dtype, hardware, dense_s)
-    if not _sparse_wins(1, *args):
+    return _find(*_checked(d, vocab, batch, dtype, hardware))
+
+
+def _find(d, vocab, batch, dtype, size, hw) -> Crossover:
+    dense_s = float(_dense(d, vocab, batch, dtype, size, hw).seconds)
+
+    def sparse_wins(k: int) -> bool:
+        cost = _sparse(d, vocab, np.float64(k), batch, dtype, size, hw)
+        return float(cost.seconds) <= dense_s
+
+    if not sparse_wins(1):
         return Crossover(vocab, None)
     lo, hi = 1, vocab  # invariant: sparse wins at lo
-    if _sparse_wins(hi, *args):
+    if sparse_wins(hi):
         return Crossover(vocab, vocab)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _sparse_wins(mid, *args):
+        if sparse_wins(mid):
             lo = mid
         else:
             hi = mid
@@ -59,6 +69,10 @@ def k_grid(vocab, points=64) -> np.ndarray:
     """Geometric grid of integer K from 1 to ``vocab`` inclusive, without duplicates."""
     vocab = check_int("vocab", vocab, 1, 1 << 24)
     points = check_int("points", points, 2, 10_000)
+    return _k_grid(vocab, points)
+
+
+def _k_grid(vocab, points=64) -> np.ndarray:
     return np.unique(np.round(np.geomspace(1, vocab, points)).astype(np.int64))
 
 
@@ -69,13 +83,15 @@ def crossover_curve(d, vocab, batch=1, dtype="bfloat16", hardware="h100", ks=Non
     ``dense_bytes``, ``sparse_bytes`` (arrays of the length of ``ks``), the regimes of both plans
     at each K, and the :class:`Crossover`.
     """
-    vocab = check_int("vocab", vocab, 1, 1 << 24)
+    args = _checked(d, vocab, batch, dtype, hardware)
+    vocab = args[1]
     if ks is None:
-        ks = k_grid(vocab)
+        ks = _k_grid(vocab)
     else:
         ks = check_array("ks", ks, 1, vocab, integer=True, shape=(None,))
-    dense = dense_head_cost(d, vocab, batch, dtype, hardware)
-    sparse = sparse_head_cost(d, vocab, ks, batch, dtype, hardware)
+    d, vocab, batch, dtype, size, hw = args
+    dense = _dense(*args)
+    sparse = _sparse(d, vocab, ks.astype(np.float64), batch, dtype, size, hw)
     ones = np.ones(len(ks))
     return {
         "k": ks.astype(np.int64),
@@ -87,5 +103,5 @@ def crossover_curve(d, vocab, batch=1, dtype="bfloat16", hardware="h100", ks=Non
         "sparse_bytes": np.asarray(sparse.bytes),
         "dense_regime": np.asarray([dense.regime] * len(ks)),
         "sparse_regime": np.asarray(sparse.regime).reshape(-1),
-        "crossover": find_crossover(d, vocab, batch, dtype, hardware),
+        "crossover": _find(*args),
     }

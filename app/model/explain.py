@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .plans import Operator, Plan, choose, plan_costs
+from .plans import Plan, choose, plan_costs
+from .registry import PLANS, Operator
 from .scenario import Scenario
 
 __all__ = ["explain", "explain_dict", "explain_text", "format_seconds", "format_bytes"]
@@ -22,10 +23,11 @@ def format_bytes(b: float) -> str:
     return f"{b:.0f} B"
 
 
-def explain(s: Scenario) -> tuple[tuple[Plan, ...], Plan]:
-    """All annotated plans and the one the rewrite rule chooses under ``s.error_budget``."""
-    plans = plan_costs(s)
-    return plans, choose(plans, s.error_budget)
+def explain(s: Scenario, plans=PLANS) -> tuple[tuple[Plan, ...], Plan]:
+    """All annotated plans of the registry ``plans`` and the one the rewrite rule chooses under
+    ``s.error_budget``."""
+    annotated = plan_costs(s, plans)
+    return annotated, choose(annotated, s.error_budget)
 
 
 def _op_dict(op: Operator) -> dict:
@@ -43,9 +45,9 @@ def _op_dict(op: Operator) -> dict:
     }
 
 
-def explain_dict(s: Scenario) -> dict:
+def explain_dict(s: Scenario, plans=PLANS) -> dict:
     """Stable JSON form: ``{"scenario", "chosen", "plans": [{name, latency_s, …, "tree"}]}``."""
-    plans, chosen = explain(s)
+    plans, chosen = explain(s, plans)
     return {
         "scenario": s.to_dict(),
         "chosen": chosen.name,
@@ -83,12 +85,13 @@ def _op_lines(op: Operator, prefix: str, last: bool) -> list[str]:
     return lines
 
 
-def explain_text(s: Scenario) -> str:
+def explain_text(s: Scenario, plans=PLANS) -> str:
     """The plan trees as an indented table, the chosen plan marked with ``*``."""
-    plans, chosen = explain(s)
+    plans, chosen = explain(s, plans)
     hw = s.hw.name
+    forced = f", forced run {s.forced_run}" if s.k == 1 else ""
     lines = [
-        f"DecodeStep(d={s.d}, |V|={s.vocab}, K={s.k}, batch={s.batch}, {s.dtype}, {hw}, "
+        f"DecodeStep(d={s.d}, |V|={s.vocab}, K={s.k}{forced}, batch={s.batch}, {s.dtype}, {hw}, "
         f"t={s.context}, τ={s.tau:g}, ε={s.eps:g})",
         f"{'plan / operator':<34}{'latency':>10}  {'bytes':>9}  regime",
     ]

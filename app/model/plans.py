@@ -2,47 +2,42 @@
 
 Compiler side only: :func:`expand` lists the physical plans of a step, :func:`annotate` prices
 each operator with the roofline model, :func:`choose` applies the rewrite rule. The router and
-the app read the resulting plain objects; nothing here runs a kernel.
-
-Physical plans (arm order used by the routers):
-
-0. ``DenseHead``       exact decoder state, logits over all of V, mask, argmax
-1. ``SparseHead``      exact decoder state, score only the K legal rows, argmax
-2. ``AmortizedHead``   amortized state + sparse scoring; refine (exact state + sparse) if m < τ
-3. ``AmortizedRerank`` amortized state + sparse scoring, then rerank the top-r with an exactly
-                       recomputed last layer; a share ``rerank_factor`` of amortized errors remain
-4. ``FullRecompute``   recompute the state over the whole context without the KV cache, sparse
+the app read the resulting plain objects; nothing here runs a kernel. The plans themselves —
+names, trees, cost recipes, error shares, fallbacks — are the registry's (:mod:`.registry`,
+arm order there); this module only reads them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from .amortization import decision_error_rate, refine_probability
-from .costs import Cost, dense_head_cost, sparse_head_cost
+from .registry import (
+    EXACT_PLANS,
+    PLAN_NAMES,
+    PLANS,
+    Operator,
+    Setting,
+    Step,
+    check_plans,
+    effective_plan,
+    get_plan,
+    plan_tree,
+    price_tree,
+)
 from .scenario import Scenario
-from .transformer import amortized_update_cost, decode_step_cost, prefill_cost
 from .validate import check_float, check_instance
 
-__all__ = ["PLAN_NAMES", "Operator", "Plan", "expand", "annotate", "choose", "plan_costs"]
-
-PLAN_NAMES = ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank", "FullRecompute")
-EXACT_PLANS = frozenset({"DenseHead", "SparseHead", "FullRecompute"})
-
-
-@dataclass(frozen=True)
-class Operator:
-    """One physical operator; ``cost`` is filled in by :func:`annotate`.
-
-    ``probability`` is how often the operator runs per step (below 1 only under ``Refine``).
-    """
-
-    op: str
-    detail: str = ""
-    children: tuple[Operator, ...] = ()
-    probability: float = 1.0
-    cost: Cost | None = None
+__all__ = [
+    "PLAN_NAMES",
+    "EXACT_PLANS",
+    "Operator",
+    "Plan",
+    "expand",
+    "annotate",
+    "choose",
+    "plan_costs",
+]
 
 
 @dataclass(frozen=True)
@@ -61,84 +56,33 @@ class Plan:
     exact: bool = field(default=False)
 
 
-def _exact_state(s: Scenario) -> Operator:
-    return Operator("DecodeStep", f"exact, KV cache of {s.context} positions")
-
-
-def _sparse(s: Scenario) -> Operator:
-    return Operator("SparseScore", f"gather {s.k} rows + GEMV + argmax")
-
-
-def expand(s: Scenario) -> tuple[Plan, ...]:
-    """Plan expansion pass: ``DecodeStep → {DenseHead, SparseHead, AmortizedHead, …}``."""
+def expand(s: Scenario, plans=PLANS) -> tuple[Plan, ...]:
+    """Plan expansion pass: ``DecodeStep → {DenseHead, SparseHead, AmortizedHead, …}``, one
+    :class:`Plan` per registry entry of ``plans`` (a plan that does not apply to the step holds
+    a ``Fallback`` node over the plan that runs instead)."""
     check_instance("s", s, Scenario)
-    dense = Operator("DenseScore", f"GEMV over |V|={s.vocab} + mask + argmax")
-    refine = Operator("Refine", f"if margin < τ={s.tau:g}", (_exact_state(s), _sparse(s)))
-    rerank = Operator("Rerank", f"last layer exact + top-{s.rerank_r} rescore")
-    full = Operator("Prefill", f"recompute {s.context + 1} positions, no KV cache")
-    amortized = Operator("AmortizedUpdate", "h = h_stable + Δh (one d×d map)")
-    trees = {
-        "DenseHead": (_exact_state(s), dense),
-        "SparseHead": (_exact_state(s), _sparse(s)),
-        "AmortizedHead": (amortized, _sparse(s), refine),
-        "AmortizedRerank": (amortized, _sparse(s), rerank),
-        "FullRecompute": (full, _sparse(s)),
-    }
-    return tuple(
-        Plan(name, Operator(name, children=trees[name]), exact=name in EXACT_PLANS)
-        for name in PLAN_NAMES
-    )
+    plans = check_plans(plans)
+    c, x = Setting.of(s), Step.of(s)
+    return tuple(Plan(p.name, plan_tree(p, c, x, plans), exact=p.exact) for p in plans)
 
 
-def _leaf_cost(op: Operator, s: Scenario) -> Cost:
-    args = (s.batch, s.dtype, s.hw)
-    if op.op == "DecodeStep":
-        return decode_step_cost(s.shape, s.context, *args)
-    if op.op == "DenseScore":
-        return dense_head_cost(s.d, s.vocab, *args)
-    if op.op == "SparseScore":
-        return sparse_head_cost(s.d, s.vocab, s.k, *args)
-    if op.op == "AmortizedUpdate":
-        return amortized_update_cost(s.shape, *args)
-    if op.op == "Prefill":
-        return prefill_cost(s.shape, s.context + 1, 0, *args)
-    if op.op == "Rerank":
-        one_layer = dataclasses.replace(s.shape, layers=1)
-        r = min(s.rerank_r, s.k)
-        return decode_step_cost(one_layer, s.context, *args) + sparse_head_cost(
-            s.d, s.vocab, r, *args
-        )
-    raise ValueError(f"Unknown operator {op.op!r}.")
-
-
-def _annotate_op(op: Operator, s: Scenario, probability: float) -> Operator:
-    if op.op == "Refine":
-        probability = probability * float(refine_probability(s.tau, s.margins))
-    if op.children:
-        kids = tuple(_annotate_op(c, s, probability) for c in op.children)
-        total = kids[0].cost
-        for kid in kids[1:]:
-            total = total + kid.cost
-    else:
-        kids, total = (), _leaf_cost(op, s).scale(probability)
-    return Operator(op.op, op.detail, kids, probability, total)
-
-
-def annotate(plan: Plan, s: Scenario) -> Plan:
+def annotate(plan: Plan, s: Scenario, plans=PLANS) -> Plan:
     """Cost annotation: expected latency, bytes, FLOPs, refine probability, decision error rate
-    and utilisation (the busy share of the binding resource: ``max(compute, memory) / time``)."""
+    and utilisation (the busy share of the binding resource: ``max(compute, memory) / time``).
+
+    The plan's spec in ``plans`` (or its fallback's, where it does not apply) gives the error:
+    ``error_share · decision error rate`` at τ when the plan refines, at 0 otherwise."""
     check_instance("plan", plan, Plan)
     check_instance("s", s, Scenario)
-    root = _annotate_op(plan.root, s, 1.0)
+    plans = check_plans(plans)
+    spec = effective_plan(get_plan(plan.name, plans), s.k, plans)
+    p_refine = float(refine_probability(s.tau, s.margins))
+    root = price_tree(plan.root, Setting.of(s), Step.of(s), p_refine)
     c = root.cost
-    if plan.name == "AmortizedHead":
-        refine_prob = float(refine_probability(s.tau, s.margins))
-        error = float(decision_error_rate(s.tau, s.eps, s.margins))
-    elif plan.name == "AmortizedRerank":
-        refine_prob = 0.0
-        error = s.rerank_factor * float(decision_error_rate(0.0, s.eps, s.margins))
-    else:
-        refine_prob, error = 0.0, 0.0
+    refine_prob = p_refine if spec.refines else 0.0
+    share = float(spec.error_share(s))
+    tau = s.tau if spec.refines else 0.0
+    error = share * float(decision_error_rate(tau, s.eps, s.margins)) if share > 0 else 0.0
     return Plan(
         plan.name,
         root,
@@ -153,9 +97,9 @@ def annotate(plan: Plan, s: Scenario) -> Plan:
     )
 
 
-def plan_costs(s: Scenario) -> tuple[Plan, ...]:
+def plan_costs(s: Scenario, plans=PLANS) -> tuple[Plan, ...]:
     """Expand and annotate every physical plan of the scenario's step."""
-    return tuple(annotate(p, s) for p in expand(s))
+    return tuple(annotate(p, s, plans) for p in expand(s, plans))
 
 
 def choose(plans, error_budget: float = 0.0) -> Plan:

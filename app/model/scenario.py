@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from .amortization import MarginDistribution
@@ -30,6 +31,7 @@ SCENARIO_LIMITS = {
     "rerank_r": (1, 1024),
     "warmup_steps": (0, 1024),
     "decode_length": (1, 16_384),
+    "forced_run": (1, 4096),
     "error_budget": (0.0, 1.0),
     "seed": (0, 2**32 - 1),
     "horizon": (10, 1_000_000),
@@ -44,7 +46,9 @@ class Scenario:
     the MLP is ``ffn_mult·d`` wide and keys/values ``kv_share·d`` (grouped-query attention),
     ``tau`` and margins are normalised to [0, 1], ``eps`` bounds the amortized logit error,
     ``lam`` weighs latency against quality in the router's loss, ``rerank_factor`` is the share of
-    amortized errors a rerank leaves, ``warmup_steps`` full steps fit the amortizer.
+    amortized errors a rerank leaves, ``warmup_steps`` full steps fit the amortizer,
+    ``forced_run`` is how many tokens the grammar forces in a row when ``k == 1`` (ForcedToken
+    runs them in one forward; it is ignored where ``k > 1``).
     Defaults: Llama-3-8B's head and body on an H100, a JSON-like legal set of 64 tokens.
     """
 
@@ -68,6 +72,7 @@ class Scenario:
     rerank_r: int = 8
     warmup_steps: int = 16
     decode_length: int = 512
+    forced_run: int = 1
     error_budget: float = 0.0
     seed: int = 0
     horizon: int = 20_000
@@ -81,7 +86,9 @@ class Scenario:
         get_hardware(self.hardware)
         check_int("mlp_matrices", self.mlp_matrices, 2, 3)
 
-    @property
+    # Derived once per (immutable) scenario: every plan and curve reads them, and building them
+    # anew would re-check their fields each time.
+    @functools.cached_property
     def shape(self) -> TransformerShape:
         return TransformerShape(
             self.d, self.layers, self.vocab, self.ffn, self.kv_dim, self.mlp_matrices
@@ -95,11 +102,11 @@ class Scenario:
     def kv_dim(self) -> int:
         return max(1, round(self.kv_share * self.d))
 
-    @property
+    @functools.cached_property
     def hw(self) -> Hardware:
         return get_hardware(self.hardware)
 
-    @property
+    @functools.cached_property
     def margins(self) -> MarginDistribution:
         return MarginDistribution(self.margin_a, self.margin_b)
 

@@ -11,6 +11,7 @@ from .experiment import LEARNERS, LiveRun, router_params, run_routers, scenario_
 from .experts import ThresholdExperts
 from .linucb import LinUCB
 from .nonstationary import RestartLinUCB, SlidingWindowLinUCB
+from .registry import DRIFT_ROUTERS, REGISTRY, RouterSpec
 from .regret import (
     RegretReport,
     best_fixed_arm,
@@ -42,6 +43,9 @@ __all__ = [
     "run_router",
     "make_router",
     "ROUTERS",
+    "REGISTRY",
+    "RouterSpec",
+    "DRIFT_ROUTERS",
     "RegretReport",
     "regret_report",
     "step_loss",

@@ -20,21 +20,20 @@ Context features (``FEATURES``), each scaled to about [-1, 1]:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..model import (
-    PLAN_NAMES,
+    PLANS,
     Scenario,
-    amortized_update_cost,
-    decode_step_cost,
-    dense_head_cost,
+    Setting,
+    Step,
+    check_plans,
     error_given_margin,
-    prefill_cost,
-    sparse_head_cost,
+    plan_quality,
+    plan_seconds,
 )
 from ..model.validate import check_float, check_instance, check_int
 
@@ -53,40 +52,22 @@ FEATURES = (
 LatencyFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def model_latency(s: Scenario) -> LatencyFn:
-    """Per-step seconds of every plan from the roofline model.
+def model_latency(s: Scenario, plans=PLANS) -> LatencyFn:
+    """Per-step seconds of every plan in ``plans`` (the registry's) from the roofline model.
 
-    Returns ``f(k, context, miss) -> (T, 5)`` for arrays of legal-set sizes, decode positions and
-    KV-cache miss fractions. The amortized arms never refine here: in the router's world the
-    refine decision is the router's own (it picks an exact plan instead).
+    Returns ``f(k, context, miss) -> (T, A)`` for arrays of legal-set sizes, decode positions and
+    KV-cache miss fractions, composed by :func:`app.model.plan_seconds` from the registry's
+    recipes. The amortized arms never refine here: in the router's world the refine decision is
+    the router's own (it picks an exact plan instead). No step here forces a run of tokens, so
+    ForcedToken costs one forward over one position where K = 1 and is DenseHead elsewhere.
     """
     check_instance("s", s, Scenario)
-    args = (s.batch, s.dtype, s.hw)
-    one_layer = dataclasses.replace(s.shape, layers=1)
-    dense_head = float(dense_head_cost(s.d, s.vocab, *args).seconds)
-    amortized = float(amortized_update_cost(s.shape, *args).seconds)
+    plans = check_plans(plans)
+    c = Setting.of(s)
 
     def latency(k, context, miss):
         k, context, miss = (np.asarray(a, dtype=np.float64) for a in (k, context, miss))
-        missing = miss * context
-        exact = decode_step_cost(s.shape, context, *args).seconds + (
-            prefill_cost(s.shape, missing, context - missing, *args).seconds
-        )
-        sparse = sparse_head_cost(s.d, s.vocab, k, *args).seconds
-        rerank = decode_step_cost(one_layer, context, *args).seconds + (
-            sparse_head_cost(s.d, s.vocab, np.minimum(k, s.rerank_r), *args).seconds
-        )
-        full = prefill_cost(s.shape, context + 1, 0, *args).seconds + sparse
-        return np.stack(
-            [
-                exact + dense_head,
-                exact + sparse,
-                amortized + sparse,
-                amortized + sparse + rerank,
-                full,
-            ],
-            axis=-1,
-        )
+        return plan_seconds(c, Step(k, context, miss * context), plans=plans)
 
     return latency
 
@@ -122,7 +103,7 @@ class Drift:
 
 @dataclass(frozen=True)
 class Stream:
-    """A generated run. Arrays over steps ``T`` and plans ``A = 5``, features ``F = 7``.
+    """A generated run. Arrays over steps ``T``, plans ``A`` (the registry's), features ``F = 7``.
 
     ``X`` (T, F) contexts; ``expected`` (T, A) true expected losses; ``observed`` (T, A) noisy
     losses; ``latency_s`` (T, A) seconds; ``k``, ``position``, ``margin``, ``cache_miss``,
@@ -189,13 +170,16 @@ def make_stream(
     cold: float = 0.05,
     drift: Drift | None = None,
     latency: LatencyFn | None = None,
+    plans=PLANS,
 ) -> Stream:
     """Generate ``steps`` decode steps for scenario ``s``.
 
     ``noise`` is the standard deviation of observed-loss noise; ``free_text`` the share of steps
     inside free-text spans (K a large share of |V|); ``cold`` the share of steps whose KV cache
     misses half or more of the context; ``drift`` makes the run piecewise-stationary;
-    ``latency`` replaces the model's per-plan seconds (e.g. by measured ones).
+    ``latency`` replaces the model's per-plan seconds (e.g. by measured ones); ``plans`` is the
+    registry whose plans are the arms (the losses of a plan that does not apply to a step are its
+    fallback's: ForcedToken's are DenseHead's wherever K > 1).
     """
     check_instance("s", s, Scenario)
     steps = check_int("steps", steps, 1, 10_000_000)
@@ -204,15 +188,16 @@ def make_stream(
     cold = check_float("cold", cold, 0.0, 1.0)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"The 'rng' parameter must be a numpy.random.Generator. Got {rng!r}.")
-    latency = latency or model_latency(s)
+    plans = check_plans(plans)
+    latency = latency or model_latency(s, plans)
     k, margin, position, miss = _contexts(s, steps, rng, free_text, cold)
     X = _features(s, k, margin, position, miss)
     latency_s = np.asarray(latency(k, position, miss), dtype=np.float64)
-    if latency_s.shape != (steps, len(PLAN_NAMES)) or not np.isfinite(latency_s).all():
-        raise ValueError(f"The latency table must be finite with shape {(steps, len(PLAN_NAMES))}.")
+    if latency_s.shape != (steps, len(plans)) or not np.isfinite(latency_s).all():
+        raise ValueError(f"The latency table must be finite with shape {(steps, len(plans))}.")
     ref = float(latency(np.array([s.k]), np.array([float(s.context)]), np.zeros(1))[0, 0])
     err = error_given_margin(margin, s.eps)
-    quality = np.stack([0 * err, 0 * err, err, s.rerank_factor * err, 0 * err], axis=-1)
+    quality = plan_quality(s, k, err, plans)
     segment = _segments(steps, drift)
     lam = (
         np.full(steps, s.lam) if drift is None else np.asarray(drift.lam)[segment % len(drift.lam)]

@@ -11,21 +11,12 @@ import numpy as np
 from ..model import PLAN_NAMES, Scenario
 from ..model.validate import check_choice, check_float, check_instance, check_int
 from .environment import FEATURES, Drift, Stream, make_stream
+from .registry import LEARNERS, REGISTRY
 from .regret import best_fixed_arm, regret_report
 from .simulate import make_router
 
 __all__ = ["LEARNERS", "router_params", "scenario_stream", "run_routers", "LiveRun"]
 
-#: Routers a user can pick; the oracle and fixed plans are computed from the losses directly.
-LEARNERS = (
-    "linucb",
-    "lints",
-    "sw-linucb",
-    "restart-linucb",
-    "experts-hedge",
-    "experts-exp3",
-    "threshold",
-)
 DEFAULT_ALPHA = 0.1  # losses are ~0.1 with noise 0.01: a wide bonus (α≈1) over-explores
 
 
@@ -34,16 +25,7 @@ def router_params(name: str, s: Scenario, alpha: float = DEFAULT_ALPHA) -> dict:
     check_choice("router", name, LEARNERS)
     check_instance("s", s, Scenario)
     alpha = check_float("alpha", alpha, 0.0, 100.0)
-    window = max(s.horizon // 8, 100)
-    return {
-        "linucb": {"alpha": alpha},
-        "lints": {"v": alpha},
-        "sw-linucb": {"alpha": alpha, "window": window},
-        "restart-linucb": {"alpha": alpha, "period": window},
-        "experts-hedge": {"horizon": s.horizon},
-        "experts-exp3": {"horizon": s.horizon},
-        "threshold": {"tau": s.tau},
-    }[name]
+    return REGISTRY[name].params(s, alpha)
 
 
 def scenario_stream(s: Scenario, drift: Drift | None = None, latency=None) -> Stream:
@@ -92,8 +74,18 @@ class LiveRun:
         n_arms, dim = len(PLAN_NAMES), len(FEATURES)
         self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **self.params)
         self.t = 0
-        self.arms = np.zeros(0, dtype=np.int64)
+        self._arms = np.zeros(self.stream.steps, dtype=np.int64)
         self._regret = 0.0
+        # Running totals, so that summary() costs O(arms) whatever the step.
+        self._loss = 0.0
+        self._oracle_loss = 0.0
+        self._arm_loss = np.zeros(n_arms)  # every plan's total expected loss so far
+        self._counts = np.zeros(n_arms, dtype=np.int64)
+
+    @property
+    def arms(self) -> np.ndarray:
+        """The arm played at each step so far, shape ``(t,)``."""
+        return self._arms[: self.t]
 
     @property
     def done(self) -> bool:
@@ -106,26 +98,61 @@ class LiveRun:
         start, stop = self.t, min(self.t + n, self.stream.steps)
         X, observed = self.stream.X, self.stream.observed
         select, update = self.router.select, self.router.update
-        arms = np.empty(stop - start, dtype=np.int64)
+        arms = self._arms[start:stop]
         for i, t in enumerate(range(start, stop)):
             x = X[t]
             a = select(x)
             update(x, a, self._rows[t][a], losses=observed[t])
             arms[i] = a
         idx = np.arange(start, stop)
-        excess = self.stream.expected[idx, arms] - self._oracle[start:stop]
-        curve = self._regret + np.cumsum(excess)
+        expected = self.stream.expected[start:stop]
+        played = expected[idx - start, arms]
+        oracle = self._oracle[start:stop]
+        # One running sum from step 0 (the previous total first), so chunks and curve() agree.
+        curve = np.cumsum(np.concatenate([[self._regret], played - oracle]))[1:]
         self._regret = float(curve[-1]) if len(curve) else self._regret
-        self.arms = np.concatenate([self.arms, arms])
+        self._loss += float(played.sum())
+        self._oracle_loss += float(oracle.sum())
+        self._arm_loss += expected.sum(axis=0)
+        # intp: Pyodide (wasm32) bincount refuses int64 input.
+        self._counts += np.bincount(arms.astype(np.intp), minlength=len(self._counts))
         self.t = stop
-        return {"step": idx + 1, "dynamic_regret": curve, "arm": arms}
+        return {"step": idx + 1, "dynamic_regret": curve, "arm": arms.copy()}
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(step, dynamic_regret)`` of the steps run so far (1-based steps), equal to the
+        concatenated :meth:`advance` outputs."""
+        idx = np.arange(self.t)
+        excess = self.stream.expected[idx, self.arms] - self._oracle[: self.t]
+        return idx + 1, np.cumsum(excess)
 
     def summary(self) -> dict:
-        """JSON-ready regret numbers of the steps run so far (regret against the oracle)."""
+        """JSON-ready regret numbers of the steps run so far, from running totals (O(arms)).
+
+        The same numbers as :func:`~app.router.regret.regret_report` over the first ``t`` steps
+        (to rounding), without its curve-based ``slope`` and ``shares_last_half``.
+        """
         if self.t == 0:
             return {"router": self.name, "steps": 0, "dynamic_regret": 0.0}
-        report = regret_report(self.stream.expected[: self.t], self.arms).to_dict(curves=False)
-        return {"router": self.name, "steps": self.t, **report}
+        best = int(np.argmin(self._arm_loss))
+        oracle = self._oracle_loss
+        if oracle == 0.0:
+            pct = 0.0 if self._regret == 0.0 else None
+        else:
+            pct = 100.0 * self._regret / oracle
+        return {
+            "router": self.name,
+            "steps": self.t,
+            "n_arms": len(self._counts),
+            "total_loss": self._loss,
+            "oracle_loss": oracle,
+            "best_fixed_arm": best,
+            "best_fixed_loss": float(self._arm_loss[best]),
+            "dynamic_regret": self._regret,
+            "static_regret": self._loss - float(self._arm_loss[best]),
+            "regret_pct": pct,
+            "shares": (self._counts / self.t).tolist(),
+        }
 
     def reference_curves(self) -> dict:
         """Cumulative regret over the whole horizon of always-dense and of the best fixed plan."""

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.model.validate import check_array, check_choice
+from app.model.validate import check_array
 
-from .baselines import FixedPlan, Oracle, ThresholdRouter
-from .experts import ThresholdExperts
-from .linucb import LinUCB
-from .nonstationary import RestartLinUCB, SlidingWindowLinUCB
-from .thompson import LinTS
+from .registry import REGISTRY, spec
 
 __all__ = ["ROUTERS", "make_router", "simulate", "run_router"]
 
-# name -> (class, fixed keyword arguments)
-ROUTERS = {
-    "linucb": (LinUCB, {}),
-    "lints": (LinTS, {}),
-    "sw-linucb": (SlidingWindowLinUCB, {}),
-    "restart-linucb": (RestartLinUCB, {}),
-    "experts-hedge": (ThresholdExperts, {"feedback": "full"}),
-    "experts-exp3": (ThresholdExperts, {"feedback": "bandit"}),
-    "fixed": (FixedPlan, {}),
-    "threshold": (ThresholdRouter, {}),
-    "oracle": (Oracle, {}),
-}
+#: name -> (class, fixed keyword arguments), read from :data:`~app.router.registry.REGISTRY`.
+ROUTERS = {name: (s.cls, s.fixed) for name, s in REGISTRY.items()}
 
 
 def make_router(name: str, n_arms: int, dim: int, seed=None, **params):
@@ -36,8 +22,8 @@ def make_router(name: str, n_arms: int, dim: int, seed=None, **params):
     ValueError
         For an unknown name (the message lists the options) or invalid parameters.
     """
-    cls, fixed = ROUTERS[check_choice("name", name, ROUTERS)]
-    return cls(n_arms, dim, seed=seed, **fixed, **params)
+    entry = spec(name)
+    return entry.cls(n_arms, dim, seed=seed, **entry.fixed, **params)
 
 
 def simulate(router, X, observed, losses_full=None, progress=None) -> np.ndarray:

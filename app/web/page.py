@@ -247,11 +247,24 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
         count=1,
     )
     html = html.replace("</head>", '<link rel="icon" href="data:,">\n</head>', 1)  # no /favicon.ico
-    worker = (TEMPLATES / "worker.js").read_text()
-    worker = worker.replace("__CONFIG__", json.dumps(config["worker_config"], indent=1))
-    worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
+    for name in config.get("scripts", ()):  # page-specific scripts (templates/<name>)
+        script = (TEMPLATES / name).read_text()
+        html = html.replace("</body>", f"<script>\n{script}</script>\n</body>", 1)
+    worker = worker_script(config["worker_config"], source)
     bundled = frozenset(re.findall(r"dist/bundled/([^/\"']+)/", html))
     return Page(html=html, worker=worker, bundled=bundled)
+
+
+def worker_script(worker_config: dict, source: str) -> str:
+    """``worker.js`` running the app ``source`` with ``worker_config`` (runtime, packages)."""
+    worker = (TEMPLATES / "worker.js").read_text()
+    worker = worker.replace("__CONFIG__", json.dumps(worker_config, indent=1))
+    return worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
+
+
+def embed_script(config: dict) -> str:
+    """``embed.js`` (templates/embed.js) with its ``config``: worker, scripts, figure names."""
+    return (TEMPLATES / "embed.js").read_text().replace("__CONFIG__", json.dumps(config))
 
 
 def service_worker(build_id: str) -> str:

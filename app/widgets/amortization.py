@@ -56,7 +56,7 @@ class AmortizationFigure:
     def _tau_panel(self):
         fig = new_figure(
             "amortization_tau_figure",
-            "Figure 2a · Expected cost per step and decision error over τ",
+            "Figure 2a · Cost per step and error over τ",
             x_axis_label="refine threshold τ (normalised margin)",
             y_axis_label="seconds per step",
             x_range=(0.0, 1.0),
@@ -158,7 +158,7 @@ class AmortizationFigure:
     def _total_panel(self):
         fig = new_figure(
             "amortization_total_figure",
-            "Figure 2b · Total decode time, amortized vs full recomputation",
+            "Figure 2b · Decode time: amortized vs full",
             x_axis_label="decode length N (tokens)",
             y_axis_label="total seconds",
         )

@@ -25,6 +25,7 @@ from .crossover import CrossoverFigure
 from .explain import ExplainTable
 from .plotting import set_output_backend
 from .router import RouterFigure
+from .session import RouterSession
 from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
 
 __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
@@ -61,9 +62,10 @@ class LLMQPApp:
         server = (not IN_BROWSER) if server is None else server
         self.crossover = CrossoverFigure(measured=server)
         self.amortization = AmortizationFigure(measured=server)
-        self.router = RouterFigure()
+        self.session = RouterSession()
+        self.router = RouterFigure(self.session)
         self.explain = ExplainTable()
-        self.player = Player(self.router)
+        self.player = Player(self.session)
         self.svg = hooked(pn.widgets.Checkbox, "svg_toggle", label="SVG output (save as SVG)")
         self.svg.param.watch(
             lambda e: set_output_backend(self.figures, "svg" if e.new else "canvas"), "value"
@@ -73,7 +75,7 @@ class LLMQPApp:
         self.state.param.watch(self.update_model, list(MODEL_PARAMS))
         self.state.param.watch(self._router_inputs_changed, list(ROUTER_PARAMS))
         self._router_pending = False
-        self.state.param.watch(lambda e: self.router.set_compare(e.new), "compare")
+        self.state.param.watch(lambda e: self.session.set_compare(e.new), "compare")
         self.measured = self.decode = None
         self.update_model()
         self.update_router()
@@ -108,12 +110,14 @@ class LLMQPApp:
         self.update_router()
 
     def update_router(self, *events) -> None:
-        """Restart the router run(s) on a fresh stream of the current scenario."""
+        """New router run(s) on the current scenario's stream, shown finished (Play animates
+        a fresh run)."""
         st, s = self.state, self.state.scenario
         latency = None
         if st.measured_latency and self.measured is not None:
             latency = self.measured.latency_for(s)
-        self.router.reset(s, st.router, st.compare, st.alpha, st.drift, latency)
+        self.session.reset(s, st.router, st.compare, st.alpha, st.drift, latency)
+        self.session.run_to_end()
 
     def view(self) -> pn.viewable.Viewable:
         """The page: controls on the left, figures on the right."""

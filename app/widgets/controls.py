@@ -22,7 +22,35 @@ from bokeh.models import CustomJSTickFormatter
 
 from .state import ScenarioState
 
-__all__ = ["hooked", "LogSlider", "Player", "model_controls", "router_controls"]
+__all__ = [
+    "hooked",
+    "LogSlider",
+    "Player",
+    "model_controls",
+    "router_controls",
+    "WIDGET_OF",
+]
+
+#: State parameter -> key of its widget in :func:`model_controls` / :func:`router_controls`
+#: (a layout that shows "the slider of λ" looks it up here).
+WIDGET_OF = {
+    "d": "d",
+    "vocab": "vocab",
+    "k": "k",
+    "batch": "batch",
+    "hardware": "hardware_select",
+    "dtype": "dtype_select",
+    "tau": "tau_slider",
+    "eps": "eps_slider",
+    "decode_length": "decode_length",
+    "router": "router_select",
+    "compare": "compare_select",
+    "alpha": "alpha_slider",
+    "lam": "lam_slider",
+    "horizon": "horizon",
+    "seed": "seed_input",
+    "drift": "drift_toggle",
+}
 
 
 @functools.cache
@@ -170,16 +198,17 @@ def router_controls(state: ScenarioState) -> dict:
 
 
 class Player(pn.viewable.Viewer):
-    """Play / pause / step / reset for a :class:`~app.widgets.router.RouterFigure`.
+    """Play / pause / step / reset for a :class:`~app.widgets.session.RouterSession`.
 
     Playing advances the runs by ``chunk`` steps every ``period`` ms through
     ``pn.state.add_periodic_callback`` (a session callback under ``panel serve``, an asyncio task
-    in Pyodide). ``tick()`` is one such step, callable directly (tests, the step button).
+    in Pyodide). ``tick()`` is one such step, callable directly (tests). Play and Step on a
+    finished run (what the page shows at load) start a fresh run.
     """
 
-    def __init__(self, figure, period: int = 100, chunk=None):
+    def __init__(self, session, period: int = 100, chunk=None):
         super().__init__()
-        self.figure, self.period, self._chunk = figure, period, chunk
+        self.session, self.period, self._chunk = session, period, chunk
         self._callback = None
         self.play = hooked(
             pn.widgets.Toggle, "play_button", label="▶ Play", color="primary", width=90
@@ -187,7 +216,7 @@ class Player(pn.viewable.Viewer):
         self.step = hooked(pn.widgets.Button, "step_button", label="Step", width=70)
         self.reset = hooked(pn.widgets.Button, "reset_button", label="Reset", width=70)
         self.play.param.watch(self._on_play, "value")
-        self.step.on_click(lambda e: self.tick())
+        self.step.on_click(lambda e: self.step_once())
         self.reset.on_click(lambda e: self.restart())
 
     @property
@@ -195,23 +224,30 @@ class Player(pn.viewable.Viewer):
         """Steps per tick: the whole horizon in about 200 ticks (20 s at 100 ms)."""
         if self._chunk:
             return self._chunk
-        return max(10, self.figure.stream.steps // 200) if self.figure.stream else 10
+        stream = self.session.stream
+        return max(10, stream.steps // 200) if stream is not None else 10
 
     def tick(self) -> bool:
         """Advance one chunk; stop playing when the run is complete. Returns ``done``."""
-        done = self.figure.advance(self.chunk)
+        done = self.session.advance(self.chunk)
         if done and self.play.value:
             self.play.value = False
         return done
 
+    def step_once(self) -> bool:
+        """One chunk; a finished run starts afresh first."""
+        if self.session.done:
+            self.restart()
+        return self.tick()
+
     def restart(self) -> None:
         """Back to step 0 with fresh routers on the same stream (keeps playing if it was)."""
-        self.figure.rewind()
+        self.session.rewind()
 
     def _on_play(self, event) -> None:
         self.play.label = "⏸ Pause" if event.new else "▶ Play"
         if event.new:
-            if self.figure.done:
+            if self.session.done:
                 self.restart()
             if self._callback is None:
                 self._callback = pn.state.add_periodic_callback(self.tick, self.period)

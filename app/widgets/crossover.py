@@ -17,7 +17,7 @@ import html
 
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, Label, Span
+from bokeh.models import ColumnDataSource, Div, FixedTicker, Label, Span
 
 from app.model import (
     Scenario,
@@ -30,6 +30,7 @@ from app.model import (
 from app.model.explain import format_seconds
 
 from .plotting import COLORS, add_hover, legend_item, line, new_figure, scatter
+from .ticks import set_log_ticks
 
 __all__ = ["CrossoverFigure"]
 
@@ -55,7 +56,7 @@ class CrossoverFigure:
         }
         fig = new_figure(
             "crossover_figure",
-            "Figure 1 · Head time per decode step over the legal-set size K",
+            "Figure 1 · Head time per decode step over K",
             x_axis_type="log",
             y_axis_type="log",
             x_axis_label="K (legal tokens)",
@@ -154,6 +155,8 @@ class CrossoverFigure:
         add_hover(
             fig, [current], [("plan", "@plan"), ("K", "@k{0,0}"), ("time", "@seconds{0.000e0} s")]
         )
+        for axis, grid in ((fig.xaxis[0], fig.xgrid[0]), (fig.yaxis[0], fig.ygrid[0])):
+            axis.ticker = grid.ticker = FixedTicker(ticks=[], minor_ticks=[])  # see ticks.py
         self.readout = Div(name="crossover_readout", sizing_mode="stretch_width")
         self.figure = fig
         self.figures = [fig]
@@ -172,6 +175,9 @@ class CrossoverFigure:
                 "bytes": c[f"{plan}_bytes"],
                 "regime": [str(r) for r in c[f"{plan}_regime"]],
             }
+        seconds = np.concatenate([c["dense_s"], c["sparse_s"]])
+        set_log_ticks(self.figure.xaxis[0], float(c["k"][0]), float(c["k"][-1]), max_ticks=6)
+        set_log_ticks(self.figure.yaxis[0], float(seconds.min()), float(seconds.max()), "s", 5)
         cross = c["crossover"]
         self.crossover = cross
         self.flop_span.location = cross.k_flop

@@ -1,9 +1,9 @@
 """The EXPLAIN plan tree of the current scenario as a small HTML table (a Bokeh Div).
 
-Rows come from :func:`app.model.explain_dict`: one bold row per physical plan with its estimated
-latency, bytes, FLOPs, regime, refine probability, decision-error rate and utilisation, then its
-operator tree indented below. The plan the rewrite rule chooses has ``class="chosen"`` and
-``data-chosen="true"`` and is highlighted.
+Rows come from :func:`app.model.explain_dict`: one bold row per physical plan of the registry
+with its estimated latency, bytes, FLOPs, regime, refine probability, decision-error rate and
+utilisation, then its operator tree indented below. The plan the rewrite rule chooses has
+``class="chosen"`` and ``data-chosen="true"`` and is highlighted.
 
 Bokeh model name (test hook): the Div ``explain_table``.
 """
@@ -78,8 +78,10 @@ def explain_html(s: Scenario, ex: dict | None = None) -> str:
             rows += _op_rows(kid, 1, chosen)
     head = "".join(f"<th>{h}</th>" for h in _HEAD)
     budget = s.error_budget
+    forced = f", forced run {s.forced_run}" if s.k == 1 else ""
     caption = (
-        f"EXPLAIN DecodeStep(d={s.d:,}, |V|={s.vocab:,}, K={s.k:,}, batch={s.batch}, {s.dtype}, "
+        f"EXPLAIN DecodeStep(d={s.d:,}, |V|={s.vocab:,}, K={s.k:,}{forced}, batch={s.batch}, "
+        f"{s.dtype}, "
         f"{escape(s.hw.name)}, τ={s.tau:g}, ε={s.eps:g}) — chosen: <b>{escape(ex['chosen'])}</b>, "
         f"the fastest plan with expected decision error ≤ {budget:g}"
     )

@@ -65,9 +65,8 @@ def build_figures(scenario: Scenario | None = None, router: str = "linucb") -> d
     amortization.update(s)
     explain.update(s)
     regret = RouterFigure()
-    regret.reset(s, router)
-    while not regret.advance(max(s.horizon // 20, 1)):
-        pass
+    regret.session.reset(s, router)
+    regret.session.run_to_end()
     return {
         "crossover": crossover.layout,
         "amortization": amortization.layout,

@@ -6,8 +6,11 @@ from bokeh.core.property.vectorization import value
 from bokeh.models import GlyphRenderer, HoverTool, Legend, LegendItem, Line, Scatter, VBar
 from bokeh.plotting import figure
 
+from app.model import PLAN_NAMES
+
 __all__ = [
     "COLORS",
+    "PLAN_PALETTE",
     "TOOLS",
     "new_figure",
     "line",
@@ -22,13 +25,13 @@ __all__ = [
 #: Tools on every figure: box zoom, pan, wheel zoom, reset and save (PNG; SVG in SVG mode).
 TOOLS = "box_zoom,pan,wheel_zoom,reset,save"
 
-#: One colour per plan or curve, colour-blind safe (Okabe–Ito).
+#: The Okabe–Ito colour-blind-safe palette, in the order the registry's plans take it.
+PLAN_PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
+
+#: One colour per plan (by arm order in :data:`app.model.PLAN_NAMES`: a new plan gets the next
+#: palette colour without an edit here) and per auxiliary curve.
 COLORS = {
-    "DenseHead": "#D55E00",
-    "SparseHead": "#0072B2",
-    "AmortizedHead": "#009E73",
-    "AmortizedRerank": "#CC79A7",
-    "FullRecompute": "#E69F00",
+    **{name: PLAN_PALETTE[i % len(PLAN_PALETTE)] for i, name in enumerate(PLAN_NAMES)},
     "marker": "#444444",
     "error": "#7F3C8D",
     "reference": "#999999",

@@ -1,56 +1,47 @@
 """Figure 3: routers learning live against the per-step oracle.
 
-:class:`RouterFigure` holds one :class:`~app.router.experiment.LiveRun` per shown router, all on
-one shared stream, and streams their cumulative dynamic regret into Bokeh sources a chunk at a
-time (:meth:`RouterFigure.advance`). Pure Bokeh: the play/pause loop lives in the Panel layer.
+:class:`RouterFigure` draws a :class:`~app.widgets.session.RouterSession` (the runs, their
+shared stream, the compare catch-up): it watches the session's ``chunk`` (new points, streamed
+into the Bokeh sources) and ``epoch`` (runs replaced or rewound: redrawn from their curves).
+Pure Bokeh: the play/pause loop lives in the Panel layer.
 The two fixed policies (always DenseHead, best fixed plan in hindsight) are drawn over the whole
 horizon for scale; the oracle is the zero line.
 
 Bokeh model names (test hooks): one line per router ``regret_<name>`` (``regret_linucb``, …;
 sources ``regret_<name>_source``; hidden unless shown), ``regret_always_dense``,
 ``regret_best_fixed``, ``regret_oracle`` (source ``regret_reference_source``), the bar chart
-``plan_shares`` (source ``plan_shares_source``), the Div ``regret_readout`` whose text is the JSON
-of the chosen router's :meth:`LiveRun.summary`, and the Div ``regret_summary`` (prose).
+``plan_shares`` (source ``plan_shares_source``) and the Div ``regret_summary`` (prose).
 """
 
 from __future__ import annotations
 
 import html
-import json
 
 import numpy as np
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, Div, FactorRange
 
-from app.model import PLAN_NAMES, Scenario
-from app.router.environment import Drift
-from app.router.experiment import LEARNERS, LiveRun, scenario_stream
+from app.model import PLAN_NAMES
+from app.router.registry import LEARNERS, REGISTRY
 
 from .plotting import COLORS, add_hover, legend_item, line, new_figure, vbar
+from .session import RouterSession
 
 __all__ = ["RouterFigure", "ROUTER_COLORS", "ROUTER_LABELS", "MAX_POINTS"]
 
 #: At most this many points per curve on screen (every ``horizon // MAX_POINTS``-th step).
 MAX_POINTS = 1500
 
-ROUTER_LABELS = {
-    "linucb": "LinUCB",
-    "lints": "linear Thompson",
-    "sw-linucb": "sliding-window LinUCB",
-    "restart-linucb": "restart LinUCB",
-    "experts-hedge": "experts (Hedge)",
-    "experts-exp3": "experts (Exp3)",
-    "threshold": "threshold m < τ",
-}
-ROUTER_COLORS = dict(
-    zip(LEARNERS, ("#0072B2", "#009E73", "#56B4E9", "#CC79A7", "#E69F00", "#D55E00", "#000000"))
-)
+#: Legend label and line colour of each router (from the registry).
+ROUTER_LABELS = {name: REGISTRY[name].label for name in LEARNERS}
+ROUTER_COLORS = {name: REGISTRY[name].color for name in LEARNERS}
 
 
 class RouterFigure:
     """Figure 3: regret curves, plan-choice shares and the readouts."""
 
-    def __init__(self):
+    def __init__(self, session: RouterSession | None = None):
+        self.session = session if session is not None else RouterSession()
         # One source and line per router, created the first time it is shown (fewer models
         # to build and ship at start-up, which counts in Pyodide).
         self.sources: dict[str, ColumnDataSource] = {}
@@ -70,37 +61,24 @@ class RouterFigure:
         )
         self.figure = self._regret_panel()
         self.shares_figure = self._shares_panel()
-        self.readout = Div(
-            name="regret_readout",
-            text="{}",
-            render_as_text=True,
-            styles={
-                "font-family": "monospace",
-                "font-size": "8pt",
-                "color": "#666",
-                "word-break": "break-all",
-            },
-            sizing_mode="stretch_width",
-        )
         self.summary_div = Div(name="regret_summary", sizing_mode="stretch_width")
         self.figures = [self.figure, self.shares_figure]
         self.layout = column(
             row(self.figure, self.shares_figure, sizing_mode="stretch_width"),
             self.summary_div,
-            self.readout,
             sizing_mode="stretch_width",
         )
-        self.runs: dict[str, LiveRun] = {}
-        self.primary = None
         self.stride = 1
-        self.stream = None
-        self._stream_key = None  # what the stream was drawn for (see reset)
-        self._setup = None
+        self.best_fixed_plan = PLAN_NAMES[0]
+        self.session.param.watch(self._redraw, "epoch")
+        self.session.param.watch(self._draw_chunk, "chunk")
+        if self.session.runs:
+            self._redraw()
 
     def _regret_panel(self):
         fig = new_figure(
             "regret_figure",
-            "Figure 3 · Cumulative dynamic regret against the per-step oracle",
+            "Figure 3 · Regret against the per-step oracle",
             x_axis_label="decode step t",
             y_axis_label="Σ ℓ(a_t) − ℓ(a*_t)",
             height=340,
@@ -195,25 +173,15 @@ class RouterFigure:
         add_hover(fig, [bars], [("plan", "@plan"), ("share", "@share{0.0%}")])
         return fig
 
-    # -- runs ----------------------------------------------------------------------------------
+    # -- drawing the session ---------------------------------------------------------------
 
-    def reset(
-        self, s: Scenario, router="linucb", compare=(), alpha=0.1, drift=False, latency=None
-    ) -> None:
-        """New stream for ``s`` and fresh runs of ``router`` and each of ``compare``, at step 0."""
-        # τ only moves the threshold router's rule, not the stream: keep the stream then.
-        key = (s.replace(tau=0.0), drift, latency)
-        if key != self._stream_key:
-            self.stream = scenario_stream(s, Drift() if drift else None, latency)
-            self._stream_key = key
-        self._setup = (s, alpha, drift)
-        self.primary = router
-        self.stride = max(1, s.horizon // MAX_POINTS)
-        self.runs = {}
-        for name in [router, *[c for c in compare if c != router]]:
-            self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
-        ref = self.runs[router].reference_curves()
-        keep = self._keep(ref["step"], s.horizon)
+    def _redraw(self, *events) -> None:
+        """Every line, the reference curves and the readouts from the session's runs."""
+        sess = self.session
+        horizon = sess.stream.steps
+        self.stride = max(1, horizon // MAX_POINTS)
+        ref = sess.reference
+        keep = self._keep(ref["step"], horizon)
         self.reference_source.data = {
             "step": np.concatenate([[0], ref["step"][keep]]),
             "always_dense": np.concatenate([[0.0], ref["always_dense"][keep]]),
@@ -222,71 +190,36 @@ class RouterFigure:
         }
         self.best_fixed_plan = ref["best_fixed_plan"]
         for name in LEARNERS:
-            self._show(name, name in self.runs, 3 if name == router else 1.5)
+            self._show(name, name in sess.runs, 3 if name == sess.primary else 1.5)
+        for name in sess.runs:
+            step, regret = sess.curve(name)
+            keep = self._keep(step, horizon)
+            self.sources[name].data = {
+                "step": np.concatenate([[0], step[keep]]),
+                "regret": np.concatenate([[0.0], regret[keep]]),
+            }
         self._refresh_readouts()
 
-    def set_compare(self, compare) -> None:
-        """Show ``compare`` beside the chosen router; new runs catch up to its step at once."""
-        s, alpha, _ = self._setup
-        t = self.runs[self.primary].t
-        for name in list(self.runs):
-            if name != self.primary and name not in compare:
-                del self.runs[name]
-                self._show(name, False)
-        for name in compare:
-            if name in self.runs:
-                continue
-            self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
-            self._show(name, True)
-            if t:
-                self._stream(name, self.runs[name].advance(t))
+    def _draw_chunk(self, event) -> None:
+        for name, out in event.new.items():
+            keep = self._keep(out["step"], self.session.stream.steps)
+            if keep.any():
+                self.sources[name].stream(
+                    {"step": out["step"][keep], "regret": out["dynamic_regret"][keep]}
+                )
         self._refresh_readouts()
-
-    def rewind(self) -> None:
-        """Every shown run back to step 0 with a fresh router, on the same stream."""
-        for name, run in self.runs.items():
-            run.reset()
-            self.sources[name].data = {"step": [0], "regret": [0.0]}
-        self._refresh_readouts()
-
-    @property
-    def t(self) -> int:
-        return self.runs[self.primary].t if self.runs else 0
-
-    @property
-    def done(self) -> bool:
-        return all(run.done for run in self.runs.values())
-
-    def advance(self, n: int) -> bool:
-        """Advance every shown run by ``n`` steps and stream the new points; True when done."""
-        for name, run in self.runs.items():
-            if not run.done:
-                self._stream(name, run.advance(n))
-        self._refresh_readouts()
-        return self.done
 
     def _keep(self, step, horizon) -> np.ndarray:
         return (step % self.stride == 0) | (step == horizon)
 
-    def _stream(self, name: str, out: dict) -> None:
-        keep = self._keep(out["step"], self.stream.steps)
-        if keep.any():
-            self.sources[name].stream(
-                {"step": out["step"][keep], "regret": out["dynamic_regret"][keep]}
-            )
-
-    def summary(self) -> dict:
-        """The chosen router's :meth:`LiveRun.summary` (what ``regret_readout`` shows)."""
-        return self.runs[self.primary].summary() if self.runs else {}
-
     def _refresh_readouts(self) -> None:
-        primary = self.summary()
-        self.readout.text = json.dumps(primary, separators=(",", ":"))
+        sess = self.session
+        primary = sess.summary()
         shares = primary.get("shares") or [0.0] * len(PLAN_NAMES)
         self.shares_source.data = {**self.shares_source.data, "share": list(shares)}
-        self.shares_figure.title.text = f"Plan choices of {ROUTER_LABELS[self.primary]}"
+        self.shares_figure.title.text = f"Plan choices of {ROUTER_LABELS[sess.primary]}"
         self._best.glyph.line_color = COLORS[self.best_fixed_plan]
-        rows = [self._prose(self.runs[name].summary()) for name in self.runs]
+        rows = [self._prose(sess.runs[name].summary()) for name in sess.runs]
         self.summary_div.text = (
             f"Best fixed plan in hindsight: <b>{html.escape(self.best_fixed_plan)}</b>. "
             + " ".join(rows)
@@ -301,8 +234,8 @@ class RouterFigure:
         pct_s = "n/a" if pct is None else f"{pct:.2f}%"
         dense = (summ.get("shares") or [0.0])[0]
         return (
-            f"<br><b>{html.escape(name)}</b> after {steps:,} / {self.stream.steps:,} steps: "
-            f"dynamic regret {summ['dynamic_regret']:.3g} ({pct_s} of the oracle's loss), "
+            f"<br><b>{html.escape(name)}</b> after {steps:,} / {self.session.stream.steps:,} "
+            f"steps: dynamic regret {summ['dynamic_regret']:.3g} ({pct_s} of the oracle's loss), "
             f"static regret {summ.get('static_regret', 0.0):.3g}; "
             f"DenseHead chosen {dense:.1%} of steps."
         )

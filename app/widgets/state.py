@@ -11,7 +11,8 @@ from __future__ import annotations
 import param
 
 from app.model import DTYPES, PRESETS, SCENARIO_LIMITS, Hardware, Scenario
-from app.router.experiment import DEFAULT_ALPHA, LEARNERS
+from app.router.experiment import DEFAULT_ALPHA
+from app.router.registry import LEARNERS
 
 __all__ = ["ScenarioState", "CALIBRATED", "MODEL_PARAMS", "ROUTER_PARAMS", "URL_PARAMS"]
 

@@ -11,6 +11,7 @@ import pytest
 from app.backend import kernels_numpy
 from app.backend.kernels import get_kernels, preset_for
 from app.backend.sweeps import _body_plan
+from app.engine import heads_numpy
 from app.model.equivalence import dense_masked_argmax
 
 
@@ -79,8 +80,10 @@ def test_random_floats_match_where_the_margin_is_clear(backend):
 
 def test_numpy_sparse_head_in_chunks_matches(monkeypatch):
     kn = get_kernels("numpy")
-    monkeypatch.setattr(kernels_numpy, "CHUNK_BYTES", 3 * 64 * 4)  # 3 rows per chunk
-    vocab, d, batch, k = 256, 64, 2, 100
+    # 64 rows per chunk (the fewest: chunks are whole multiples of PAD_ROWS), so K = 150 takes
+    # three chunks, the last one padded
+    monkeypatch.setattr(heads_numpy, "CHUNK_BYTES", 2 * 64 * 64 * 4)
+    vocab, d, batch, k = 256, 64, 2, 150
     W, h, Wt, ht = _int_tensors(kn, "float32", vocab, d, batch, seed=5)
     ids = kn.legal_ids(vocab, batch, k, seed=6)
     np.testing.assert_array_equal(kn.sparse_head(Wt, ht, ids), _reference(W, h, ids, vocab))

@@ -56,8 +56,13 @@ def test_composes_measured_components(store):
     assert lat.shape == (3, len(PLAN_NAMES))
     full0 = float(prefill_cost(S.shape, 1, 0, 1, "float32", HW).seconds)
     np.testing.assert_allclose(
-        lat[0] / US, [980 + 200, 1000, 50, 50 + 250, full0 / US + 20], rtol=1e-12
+        lat[0, :5] / US, [980 + 200, 1000, 50, 50 + 250, full0 / US + 20], rtol=1e-12
     )
+    forced = PLAN_NAMES.index("ForcedToken")
+    np.testing.assert_array_equal(lat[:, forced], lat[:, 0])  # K > 1: it runs DenseHead
+    # K = 1: one modelled forward over the forced position, no head, no measured term.
+    one = f(np.array([1.0]), np.array([128.0]), np.zeros(1))[0, forced]
+    assert one == pytest.approx(float(prefill_cost(S.shape, 1, 128, 1, "float32", HW).seconds))
     # Linear over context: exact body halfway between 980 and 1480; rerank extra 250 -> 350.
     np.testing.assert_allclose(lat[1, :4] / US, [1230 + 200, 1250, 50, 50 + 300], rtol=1e-12)
     # Log-log over K: K=4 is measured exactly; body terms move with s(k) only.
@@ -124,7 +129,7 @@ def test_real_sweeps_feed_the_router_stream():
     np.testing.assert_allclose(f(k, c, m), g(k, c, m))
     assert len(answer_rows(head)) == 5 and len(answer_rows(body)) == 7
     stream = make_stream(S, 300, np.random.default_rng(0), latency=f)
-    assert stream.latency_s.shape == (300, 5) and np.isfinite(stream.expected).all()
+    assert stream.latency_s.shape == (300, len(PLAN_NAMES)) and np.isfinite(stream.expected).all()
     st.close()
 
 

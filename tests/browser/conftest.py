@@ -12,12 +12,15 @@ import functools
 import http.server
 import json
 import math
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from app.web import testhooks
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"
@@ -52,14 +55,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-
 def serve_folder(folder: Path):
-    """(server, base URL) of a threaded static server for ``folder`` on 127.0.0.1."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+    """(server, base URL) of a threaded static server for ``folder`` on 127.0.0.1; it serves
+    ``worker.js`` with the test-only eval hook (app/web/testhooks.py), which the site lacks."""
+    handler = functools.partial(testhooks.HookedHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/"
@@ -133,6 +132,7 @@ def open_page(browser):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         traffic = Traffic(origin_of(url))
         context.route("**/*", traffic.route)
+        context.add_init_script(testhooks.PAGE_EVAL)  # window.llmqpTest.eval (test-only)
         page = context.new_page()
         page.on("response", traffic.response)
         page.on("pageerror", lambda exc: traffic.lines.append(f"page error: {exc}"))
@@ -232,10 +232,15 @@ class AppPage:
         )
         return self.page.evaluate(expr)
 
-    def readout(self) -> dict:
-        text = self.prop("regret_readout", "text")
-        assert text, "regret_readout is empty"
-        return json.loads(text)
+    def readout(self) -> str:
+        """Figure 3's prose readout (``regret_summary``)."""
+        text = self.prop("regret_summary", "text")
+        assert text, "regret_summary is empty"
+        return text
+
+    def eval(self, code: str):
+        """Python in the page's worker (test-only hook); the JSON of the last expression."""
+        return self.page.evaluate("(code) => llmqpTest.eval(code)", code)
 
 
 def assert_close(browser_value, cpython_value, rtol: float = 1e-9, path: str = "") -> None:
@@ -264,30 +269,41 @@ def app_checks():
 
 
 @pytest.fixture
+def cpython():
+    """``(assert_close, cpython_app_after)`` for tests that compare with CPython's app."""
+    return assert_close, cpython_app_after
+
+
+@pytest.fixture
 def static_dir() -> Path:
     return STATIC
 
 
-def cpython_regret_summary(steps: int) -> dict:
-    """What CPython's app shows in ``regret_readout`` after ``steps`` played steps (defaults,
-    seed 0), advanced in the play loop's chunks."""
+def cpython_app_after(steps: int):
+    """CPython's app (defaults, seed 0) after Play from the finished run shown at load and
+    ``steps`` steps in the play loop's chunks."""
     from app.widgets.app import LLMQPApp
-    from app.widgets.controls import Player
 
     app = LLMQPApp(server=False)
-    chunk = Player(app.router).chunk
-    while app.router.t < steps:
-        app.router.advance(min(chunk, steps - app.router.t))
-    return json.loads(json.dumps(app.router.summary()))
+    app.player.restart()
+    while app.session.t < steps:
+        app.session.advance(min(app.player.chunk, steps - app.session.t))
+    return app
 
 
 def run_app_checks(app: AppPage) -> None:
-    """K moves figure 1 and its label, τ moves figure 2, play grows the regret curve and the
-    numbers match CPython's for the same seed."""
-    # Play first, on the default scenario (K and τ changes restart the router).
-    before = app.data("regret_linucb")
+    """Figure 3 shows the finished run at load; play animates a fresh one whose readout equals
+    CPython's for the same seed and steps; K moves figure 1 and its label, τ moves figure 2."""
+    at_load = app.data("regret_linucb")
+    horizon = at_load["step"][-1]
+    assert horizon > 1000 and len(at_load["step"]) > 100, "Figure 3 is empty at load"
+    assert f"after {horizon:,} / {horizon:,} steps" in app.readout()
     app.click("play_button")
-    app.wait_change("window.__data('regret_linucb').step.length > 5", False, timeout=30_000)
+    app.page.wait_for_function(
+        f"(() => {{ const s = window.__data('regret_linucb').step;"
+        f" return s[s.length - 1] < {horizon} && s.length > 5; }})()",
+        timeout=30_000,
+    )
     app.click("play_button")  # pause
     app.page.wait_for_timeout(500)
     settled = app.readout()
@@ -297,10 +313,9 @@ def run_app_checks(app: AppPage) -> None:
         if now == settled:
             break
         settled = now
-    grown = app.data("regret_linucb")
-    assert len(grown["step"]) > len(before["step"])
-    assert settled["steps"] > 0 and settled["router"] == "linucb"
-    assert_close(settled, cpython_regret_summary(settled["steps"]))
+    steps = int(re.search(r"after ([\d,]+) / ", settled).group(1).replace(",", ""))
+    assert 0 < steps < horizon
+    assert settled == cpython_app_after(steps).router.summary_div.text
 
     # K: figure 1's data and the crossover label change.
     dense = app.data("crossover_dense")

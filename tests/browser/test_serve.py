@@ -71,7 +71,7 @@ def served_app(request):
 def test_served_app_is_interactive(open_page, served_app, app_checks):
     app = open_page(served_app)
     app.wait_model("k_slider")
-    app.wait_model("regret_readout")
+    app.wait_model("regret_summary")
     app_checks(app)
 
 

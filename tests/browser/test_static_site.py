@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def test_site_is_interactive_offline(open_page, static_url, app_checks):
     app = open_page(static_url)
@@ -21,7 +23,7 @@ def test_prerendered_figures_show_before_python(open_page, static_url):
 def test_python_in_the_worker_matches_cpython(open_page, static_url):
     app = open_page(static_url)
     app.wait_static_ready()
-    got = app.page.evaluate("llmqp.eval('import sys, numpy; [sys.platform, numpy.__version__]')")
+    got = app.eval("import sys, numpy; [sys.platform, numpy.__version__]")
     import numpy
 
     assert got == ["emscripten", numpy.__version__]
@@ -42,7 +44,7 @@ def test_repeat_visit_works_offline(open_page, static_url):
     app.page.context.set_offline(True)
     app.page.reload()
     app.wait_static_ready()
-    assert app.page.evaluate("llmqp.eval('1 + 1')") == 2
+    assert app.eval("1 + 1") == 2
 
 
 def test_keeps_the_prerendered_document(open_page, static_url):
@@ -71,3 +73,31 @@ def test_draws_the_worker_document_when_the_prerender_differs(open_page, static_
     assert 777 not in app.data("crossover_dense")["k"]
     app.set_value("k_input", 777)
     app.page.wait_for_function("window.__data('crossover_dense').k.includes(777)", timeout=15_000)
+
+
+def test_router_numbers_match_cpython_exactly(open_page, static_url, cpython):
+    """Figure 3's run in the worker equals CPython's to rounding (test-only eval hook)."""
+    assert_close, cpython_app_after = cpython
+    app = open_page(static_url)
+    app.wait_static_ready()
+    app.click("play_button")
+    app.page.wait_for_timeout(1500)
+    app.click("play_button")
+    app.page.wait_for_timeout(800)
+    got = app.eval(
+        "import gc, json\n"
+        "from app.widgets.session import RouterSession\n"
+        "s = [o for o in gc.get_objects() if isinstance(o, RouterSession)]\n"
+        "json.loads(json.dumps(s[0].summary()))"
+    )
+    assert 0 < got["steps"] < 20_000
+    want = json.loads(json.dumps(cpython_app_after(got["steps"]).session.summary()))
+    assert_close(got, want)
+
+
+def test_production_page_has_no_test_hooks(static_dir):
+    """The built site carries no eval hook and no JSON readout (only test servers add one)."""
+    for name in ("index.html", "worker.js"):
+        text = (static_dir / name).read_text(encoding="utf-8")
+        assert "eval-result" not in text and "llmqpTest" not in text, name
+        assert "regret_readout" not in text, name

@@ -6,8 +6,6 @@ const llmqp = (window.llmqp = {
   state: "loading",
   timings: {},
   statusLog: [],
-  _evals: new Map(),
-  _nextEval: 1,
 });
 const statusEl = document.getElementById("llmqp-status");
 
@@ -114,13 +112,6 @@ function startWorker() {
   worker.queue = [];
   let patching = 0;
 
-  llmqp.eval = (code) =>
-    new Promise((resolve, reject) => {
-      const id = llmqp._nextEval++;
-      llmqp._evals.set(id, {resolve, reject});
-      worker.postMessage({type: "eval", id, code});
-    });
-
   function sendChange(jsdoc, event) {
     if ((event.setter_id != null && event.setter_id == "py") || patching > 0) {
       return;
@@ -159,14 +150,6 @@ function startWorker() {
     } else if (msg.type === "error") {
       console.error(msg.detail);
       setState("error", "Error (" + msg.where + "): " + msg.msg);
-    } else if (msg.type === "eval-result") {
-      const pending = llmqp._evals.get(msg.id);
-      llmqp._evals.delete(msg.id);
-      if (msg.error != null) {
-        pending.reject(new Error(msg.error));
-      } else {
-        pending.resolve(JSON.parse(msg.result));
-      }
     } else if (msg.type === "hydrate") {
       await hydrate(msg);
     } else if (msg.type === "render") {

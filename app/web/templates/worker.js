@@ -211,18 +211,6 @@ if state.location:
             {k: v for k, v in loc_data.items() if k in state.location.param}
         )
 `);
-  } else if (msg.type === "eval") {
-    // Test and benchmark hook: run Python, answer with its result as JSON text.
-    try {
-      const ns = self.pyodide.globals.get("dict")();
-      const out = await self.pyodide.runPythonAsync(msg.code, {globals: ns});
-      const py_json = self.pyodide.pyimport("json");
-      const text = py_json.dumps(out);
-      ns.destroy();
-      self.postMessage({type: "eval-result", id: msg.id, result: text});
-    } catch (e) {
-      self.postMessage({type: "eval-result", id: msg.id, error: String(e)});
-    }
   }
 }
 

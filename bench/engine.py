@@ -1,0 +1,218 @@
+"""The engine on the project's workload: tokens/s of every plan, against always-DenseHead and
+the standard Python stack, with identical outputs checked. Results in bench/results/engine.json.
+
+    python bench/engine.py [--requests bench/workload/requests.jsonl] [--limit N]
+                           [--full-subset 6] [--reference-python PYTHON]
+
+Every plan decodes every request (FullRecompute only the first ``--full-subset``, beside
+DenseHead on the same requests); ratios are against DenseHead measured in the same run. The
+standard stack (transformers on torch, the same GGUF, llguidance's mask as a logits processor)
+runs in ``--reference-python`` (an interpreter with torch + transformers; default: this one, if
+it has them) as a subprocess, so its memory is its own. Also written: the workload's K and
+forced-run distribution (bench/results/k_distribution.csv) and where a step's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from app.engine.engine import Engine  # noqa: E402
+from app.engine.requests import load_requests  # noqa: E402
+
+PLANS = ("dense", "sparse", "forced", "auto")
+
+
+def _decode_all(engine, requests, plan):
+    results, start = [], time.perf_counter()
+    for req in requests:
+        results.append(engine.decode(req, plan=plan))
+    wall = time.perf_counter() - start
+    tokens = sum(len(r.tokens) for r in results)
+    decode_s = sum(r.seconds - r.prefill_s for r in results)
+    return results, {
+        "tokens": tokens,
+        "wall_s": wall,
+        "decode_s": decode_s,
+        "tokens_per_s": tokens / decode_s,
+        "tokens_per_s_with_prefill": tokens / wall,
+    }
+
+
+def _breakdown(results) -> dict:
+    """Mean milliseconds per token of mask, body, head and the rest, by plan."""
+    rows: dict = {}
+    for r in results:
+        for s in r.steps:
+            row = rows.setdefault(s.plan, [0, 0.0, 0.0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += s.mask_s
+            row[2] += s.body_s
+            row[3] += s.head_s
+            row[4] += s.seconds - s.mask_s - s.body_s - s.head_s
+    return {
+        plan: {
+            "steps": n,
+            "mask_ms": 1e3 * m / n,
+            "body_ms": 1e3 * b / n,
+            "head_ms": 1e3 * h / n,
+            "other_ms": 1e3 * o / n,
+        }
+        for plan, (n, m, b, h, o) in rows.items()
+    }
+
+
+def _k_distribution(results, vocab) -> list[dict]:
+    """Steps per K bucket (powers of two) and forced-run lengths, for the docs and the router."""
+    ks = np.array([s.k for r in results for s in r.steps])
+    edges = [1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 1025, 4097, 16385, vocab + 1]
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        n = int(((ks >= lo) & (ks < hi)).sum())
+        out.append({"k_from": lo, "k_to": hi - 1, "steps": n, "share": n / len(ks)})
+    return out
+
+
+def _forced_runs(results) -> dict:
+    lengths = []
+    for r in results:
+        run = 0
+        for s in r.steps + [None]:
+            if s is not None and s.forced:
+                run += 1
+            elif run:
+                lengths.append(run)
+                run = 0
+    counts = np.bincount(lengths) if lengths else np.zeros(1, int)
+    return {
+        "runs": len(lengths),
+        "mean": float(np.mean(lengths)) if lengths else 0.0,
+        "histogram": {int(n): int(c) for n, c in enumerate(counts) if c},
+    }
+
+
+def _synthetic_k(vocab: int, steps: int = 5000) -> list[dict]:
+    """The synthetic environment's K draws at the same vocabulary, for comparison."""
+    from app.model import Scenario
+    from app.router.environment import make_stream
+
+    s = Scenario(vocab=vocab, d=576, horizon=steps)
+    stream = make_stream(s, steps, np.random.Generator(np.random.PCG64(0)))
+    ks = np.asarray(stream.k)
+    edges = [1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 1025, 4097, 16385, vocab + 1]
+    return [
+        {"k_from": lo, "k_to": hi - 1, "share": float(((ks >= lo) & (ks < hi)).mean())}
+        for lo, hi in zip(edges[:-1], edges[1:])
+    ]
+
+
+def _standard_stack(python: str, requests_path: Path, limit: int | None) -> dict | None:
+    cmd = [python, str(HERE / "standard_stack.py"), "--requests", str(requests_path), "--json"]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"standard stack skipped: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", default=str(HERE / "workload" / "requests.jsonl"))
+    ap.add_argument("--limit", type=int, default=None, help="the first N requests only")
+    ap.add_argument("--full-subset", type=int, default=6)
+    ap.add_argument("--reference-python", default=sys.executable)
+    ap.add_argument("--out", default=str(HERE / "results" / "engine.json"))
+    args = ap.parse_args(argv)
+
+    requests = load_requests(args.requests)[: args.limit]
+    engine = Engine.load()
+    engine.decode(requests[0], plan="dense")  # warm: page the weights in once for everyone
+    report: dict = {
+        "requests": len(requests),
+        "model": engine.name,
+        "plans": {},
+        "versions": engine.versions,
+    }
+    results = {}
+    for plan in PLANS:
+        print(f"== {plan}", file=sys.stderr, flush=True)
+        results[plan], report["plans"][plan] = _decode_all(engine, requests, plan)
+    ref = [r.tokens for r in results["dense"]]
+    for plan in PLANS:
+        same = [r.tokens for r in results[plan]] == ref
+        report["plans"][plan]["identical_to_dense"] = same
+        report["plans"][plan]["speedup_vs_dense"] = (
+            report["plans"][plan]["tokens_per_s"] / report["plans"]["dense"]["tokens_per_s"]
+        )
+    sub = requests[: args.full_subset]
+    print("== full (subset)", file=sys.stderr, flush=True)
+    full, full_stats = _decode_all(engine, sub, "full")
+    _, dense_sub = _decode_all(engine, sub, "dense")
+    full_stats["identical_to_dense"] = [r.tokens for r in full] == ref[: len(sub)]
+    full_stats["speedup_vs_dense_on_subset"] = (
+        full_stats["tokens_per_s"] / dense_sub["tokens_per_s"]
+    )
+    full_stats["subset"] = len(sub)
+    report["plans"]["full"] = full_stats
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["breakdown_ms_per_step"] = {p: _breakdown(results[p]) for p in ("dense", "auto")}
+    report["k_distribution"] = _k_distribution(results["dense"], engine.config.vocab)
+    report["k_distribution_synthetic"] = _synthetic_k(engine.config.vocab)
+    report["forced_runs"] = _forced_runs(results["dense"])
+    report["stops"] = {
+        s: sum(r.stop == s for r in results["dense"]) for s in ("eos", "grammar", "length")
+    }
+
+    stack = _standard_stack(args.reference_python, Path(args.requests), args.limit)
+    if stack is not None:
+        stack_tokens = [r["tokens"] for r in stack["results"]]
+        stack["identical_to_dense"] = stack_tokens == ref
+        stack["mismatched_requests"] = [
+            req.id for req, a, b in zip(requests, stack_tokens, ref) if a != b
+        ]
+        auto = report["plans"]["auto"]["tokens_per_s"]
+        stack["auto_speedup_vs_standard_stack"] = auto / stack["tokens_per_s"]
+        stack["dense_speedup_vs_standard_stack"] = (
+            report["plans"]["dense"]["tokens_per_s"] / stack["tokens_per_s"]
+        )
+        stack.pop("results")
+        report["standard_stack"] = stack
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    with open(out.with_name("k_distribution.csv"), "w") as f:
+        f.write("k_from,k_to,real_steps,real_share,synthetic_share\n")
+        for real, syn in zip(report["k_distribution"], report["k_distribution_synthetic"]):
+            f.write(
+                f"{real['k_from']},{real['k_to']},{real['steps']},{real['share']:.4f},"
+                f"{syn['share']:.4f}\n"
+            )
+    for plan, row in report["plans"].items():
+        print(
+            f"{plan:>7}: {row['tokens_per_s']:6.2f} tokens/s  identical={row['identical_to_dense']}"
+        )
+    if "standard_stack" in report:
+        s = report["standard_stack"]
+        print(
+            f"  stack: {s['tokens_per_s']:6.2f} tokens/s  identical={s['identical_to_dense']}  "
+            f"auto/stack = {s['auto_speedup_vs_standard_stack']:.2f}x"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The standard Python stack for constrained decoding, as a baseline for the numpy engine.
+
+transformers (torch, CPU, float32, one thread) decodes SmolLM2-135M-Instruct from the project's
+GGUF greedily, with llguidance's token mask applied to every step's logits: illegal tokens get
+``-inf``, the argmax is taken (``torch.argmax`` returns the first maximum, so ties go to the lowest
+token id) and the chosen token is consumed by the matcher. The loop keeps a KV cache
+(``past_key_values``), computes only the last position's logits, and does no fast-forwarding:
+every emitted token costs one forward pass, the way a logits processor inside ``generate()`` works.
+
+Stopping, in this order after each chosen token ``t`` is appended to the output:
+
+* ``t`` is EOS (2, ``<|im_end|>``): stop; EOS is the last returned id (and is consumed by the
+  matcher first, so its stop reason is ``EndOfSentence``).
+* the matcher is stopped after consuming ``t`` (the grammar admits no more bytes): stop, no EOS.
+* ``max_tokens`` ids have been returned: stop.
+
+Needs the ``reference`` extra (torch, transformers, accelerate) plus ``gguf``, ``tokenizers`` and
+``llguidance``; none of them is imported by the project's app at import time.
+
+Usage::
+
+    python bench/standard_stack.py [--gguf PATH] [--max-tokens 64] [--repeats 3]
+    python bench/standard_stack.py --requests bench/workload/requests.jsonl --json [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from app.engine.fetch import default_model_path  # noqa: E402
+
+N_VOCAB = 49152
+EOS_ID = 2
+
+# The request used by ``__main__`` (and a convenient default for other benches).
+EXAMPLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "city": {"type": "string", "enum": ["Paris", "Lyon", "Berlin"]},
+    },
+    "required": ["name", "age", "city"],
+    "additionalProperties": False,
+}
+EXAMPLE_INSTRUCTION = (
+    "Extract the person as JSON with keys name, age and city. "
+    "Text: Bob Smith is 42 years old and lives in Lyon."
+)
+
+
+@dataclass
+class StandardStack:
+    """What :func:`standard_stack_decode` needs, as :func:`load_standard_stack` builds it."""
+
+    model: Any  # transformers LlamaForCausalLM, float32, eval mode
+    hf_tokenizer: Any  # transformers tokenizer loaded from the same GGUF
+    lltok: Any  # llguidance.LLTokenizer over the same vocabulary
+    tokenizer_json: str  # the ``tokenizers`` JSON both were built from
+
+
+def _set_one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def load_transformers(gguf_path: str | os.PathLike, dtype: str = "float32"):
+    """(model, tokenizer) from the GGUF with transformers: dequantized, on the CPU, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _set_one_thread()
+    p = Path(gguf_path)
+    tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(p.parent), gguf_file=p.name, dtype=getattr(torch, dtype)
+    )
+    model.eval()
+    return model, tok
+
+
+def make_lltokenizer(tokenizer_json_str_or_lltok: Any):
+    """An ``llguidance.LLTokenizer`` from a ``tokenizers`` JSON string (or one, passed through)."""
+    import llguidance
+
+    if isinstance(tokenizer_json_str_or_lltok, llguidance.LLTokenizer):
+        return tokenizer_json_str_or_lltok
+    return llguidance.LLTokenizer(tokenizer_json_str_or_lltok, n_vocab=N_VOCAB, eos_token=EOS_ID)
+
+
+def load_standard_stack(gguf_path: str | os.PathLike | None = None) -> tuple[StandardStack, float]:
+    """Load model, tokenizer and llguidance tokenizer; returns (stack, seconds it took)."""
+    t0 = time.perf_counter()
+    model, tok = load_transformers(gguf_path or default_model_path())
+    tok_json = tok.backend_tokenizer.to_str()
+    lltok = make_lltokenizer(tok_json)
+    return StandardStack(model, tok, lltok, tok_json), time.perf_counter() - t0
+
+
+def grammar_from_spec(grammar_spec: dict[str, Any]) -> str:
+    """llguidance grammar text for ``{"schema": obj} | {"regex": s} | {"choices": [..]} |
+    {"lark": s} | {"json_object": None}``: the engine's own compilation (app.engine.grammar), so
+    both stacks decode under the same grammar, compact JSON separators included."""
+    from app.engine.grammar import compile_grammar
+
+    if len(grammar_spec) != 1:
+        raise ValueError(f"grammar spec needs exactly one key, got {sorted(grammar_spec)}")
+    ((kind, value),) = grammar_spec.items()
+    return compile_grammar(kind, value)
+
+
+def make_matcher(lltok: Any, grammar_spec: dict[str, Any]):
+    from llguidance import LLMatcher
+
+    m = LLMatcher(lltok, grammar_from_spec(grammar_spec))
+    if m.is_error():
+        raise ValueError(f"grammar rejected by llguidance: {m.get_error()}")
+    return m
+
+
+def allowed_mask(matcher: Any, n_vocab: int = N_VOCAB) -> np.ndarray:
+    """The matcher's next-token mask as a bool array of length ``n_vocab``."""
+    bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[:n_vocab].astype(bool)
+
+
+class LLGuidanceLogitsProcessor:
+    """Masks a (1, V) or (V,) logits tensor in place to what the matcher allows next.
+
+    Shaped like a transformers ``LogitsProcessor`` (``__call__(input_ids, scores)``), but the
+    caller consumes tokens itself (:meth:`consume`), which keeps the state explicit."""
+
+    def __init__(self, matcher: Any, n_vocab: int = N_VOCAB):
+        self.matcher = matcher
+        self.n_vocab = n_vocab
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        allowed = torch.from_numpy(allowed_mask(self.matcher, self.n_vocab))
+        if scores.shape[-1] > self.n_vocab:
+            scores[..., self.n_vocab :] = float("-inf")
+        scores[..., : self.n_vocab].masked_fill_(~allowed, float("-inf"))
+        return scores
+
+    def consume(self, token: int) -> None:
+        if not self.matcher.consume_token(int(token)):
+            raise RuntimeError(f"matcher refused token {token}: {self.matcher.get_error()}")
+
+
+def new_kv_cache(model: Any) -> dict[str, Any]:
+    """A fresh ``DynamicCache`` as the keyword the model's forward takes: ``cache`` in
+    transformers 5.x, ``past_key_values`` before. The cache object is updated in place."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    params = inspect.signature(type(model).forward).parameters
+    key = "cache" if "cache" in params else "past_key_values"
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # older transformers: layers are created lazily
+        cache = DynamicCache()
+    return {key: cache}
+
+
+def standard_stack_decode(
+    model: Any,
+    tokenizer_json_str_or_lltok: Any,
+    prompt_ids: list[int] | np.ndarray,
+    grammar_spec: dict[str, Any] | None,
+    max_tokens: int,
+    timings: dict | None = None,
+) -> tuple[list[int], float]:
+    """Greedy constrained decode; returns (generated token ids, seconds). ``timings``, if
+    given, receives ``prefill_s`` (the prompt's forward and the first logits).
+
+    ``grammar_spec`` None decodes unconstrained (still stopping on EOS). ``seconds`` is the wall
+    time from the prefill to the last token, masks included; building the matcher (grammar
+    compilation) is not included. Token ids exclude the prompt; see the module docstring for
+    the stopping rules."""
+    import torch
+
+    _set_one_thread()
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    lltok = make_lltokenizer(tokenizer_json_str_or_lltok) if grammar_spec is not None else None
+    proc = LLGuidanceLogitsProcessor(make_matcher(lltok, grammar_spec)) if lltok else None
+    ids = torch.tensor([list(map(int, prompt_ids))], dtype=torch.long)
+    out: list[int] = []
+    t0 = time.perf_counter()
+    cache = new_kv_cache(model)
+    with torch.inference_mode():
+        res = model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
+        if timings is not None:
+            timings["prefill_s"] = time.perf_counter() - t0
+        while True:
+            scores = res.logits[0, -1, :].float().clone()
+            if proc is not None:
+                proc(None, scores)
+            tok = int(torch.argmax(scores))
+            out.append(tok)
+            if proc is not None:
+                proc.consume(tok)
+            if tok == EOS_ID:
+                break
+            if proc is not None and proc.matcher.is_stopped():
+                break
+            if len(out) >= max_tokens:
+                break
+            step = torch.tensor([[tok]], dtype=torch.long)
+            res = model(input_ids=step, use_cache=True, **cache)
+    return out, time.perf_counter() - t0
+
+
+def standard_stack_generate(
+    model: Any,
+    tokenizer_json_str_or_lltok: Any,
+    prompt_ids: list[int] | np.ndarray,
+    grammar_spec: dict[str, Any],
+    max_tokens: int,
+) -> tuple[list[int], float]:
+    """The same decode through ``model.generate()`` with the mask as a ``LogitsProcessor``
+    (how the stack is usually wired); returns (generated ids, seconds).
+
+    Differs from :func:`standard_stack_decode` only where the grammar stops by itself: the
+    matcher then allows nothing but EOS, so ``generate()`` spends one more forward and appends
+    EOS. ``seconds`` excludes grammar compilation, as there."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    _set_one_thread()
+    proc = LLGuidanceLogitsProcessor(
+        make_matcher(make_lltokenizer(tokenizer_json_str_or_lltok), grammar_spec)
+    )
+    n_prompt = len(prompt_ids)
+
+    class _Masked(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] > n_prompt:  # the token chosen last step
+                proc.consume(int(input_ids[0, -1]))
+            return proc(input_ids, scores)
+
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_tokens,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    ids = torch.tensor([list(map(int, prompt_ids))], dtype=torch.long)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        seq = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=config,
+            logits_processor=LogitsProcessorList([_Masked()]),
+        )
+    return [int(t) for t in seq[0, n_prompt:]], time.perf_counter() - t0
+
+
+def chat_prompt_ids(hf_tokenizer: Any, user_text: str) -> list[int]:
+    """The GGUF chat template applied to one user message (the template adds SmolLM's default
+    system message), with the assistant turn opened; tokenized without extra special tokens."""
+    text = hf_tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+    )
+    return list(hf_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def run_requests(stack: StandardStack, path: str, limit: int | None) -> dict:
+    """Decode a JSONL workload (app.engine.requests) the standard way; the summary
+    bench/engine.py compares with the engine: per request the ids and seconds, and totals."""
+    import resource
+
+    from app.engine.requests import load_requests
+
+    results = []
+    for req in load_requests(path)[:limit]:
+        if req.chat:
+            prompt = chat_prompt_ids(stack.hf_tokenizer, req.prompt)
+        else:
+            prompt = list(stack.hf_tokenizer(req.prompt, add_special_tokens=False)["input_ids"])
+        spec = None if req.grammar is None else {req.grammar[0]: req.grammar[1]}
+        timings: dict = {}
+        ids, secs = standard_stack_decode(
+            stack.model, stack.lltok, prompt, spec, req.max_tokens, timings
+        )
+        results.append(
+            {
+                "id": req.id,
+                "prompt_tokens": prompt,
+                "tokens": ids,
+                "seconds": secs,
+                "prefill_s": timings["prefill_s"],
+            }
+        )
+    tokens = sum(len(r["tokens"]) for r in results)
+    decode_s = sum(r["seconds"] - r["prefill_s"] for r in results)
+    import torch
+    import transformers
+
+    return {
+        "results": results,
+        "tokens": tokens,
+        "decode_s": decode_s,
+        "tokens_per_s": tokens / decode_s,
+        "tokens_per_s_with_prefill": tokens / sum(r["seconds"] for r in results),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gguf", default=None, help="GGUF path (default: the project cache)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", default=None, help="a JSONL workload: decode it all")
+    ap.add_argument("--limit", type=int, default=None, help="with --requests: the first N")
+    ap.add_argument("--json", action="store_true", help="with --requests: the summary as JSON")
+    args = ap.parse_args(argv)
+
+    if args.requests:
+        stack, load_s = load_standard_stack(args.gguf)
+        summary = run_requests(stack, args.requests, args.limit)
+        summary["load_s"] = load_s
+        print(
+            json.dumps(summary)
+            if args.json
+            else f"{summary['tokens']} tokens, {summary['tokens_per_s']:.2f} tokens/s"
+        )
+        return 0
+
+    stack, load_s = load_standard_stack(args.gguf)
+    print(f"load: {load_s:.1f} s")
+    prompt = chat_prompt_ids(stack.hf_tokenizer, EXAMPLE_INSTRUCTION)
+    spec = {"schema": EXAMPLE_SCHEMA}
+    t0 = time.perf_counter()
+    make_matcher(stack.lltok, spec)
+    print(f"grammar compile + matcher: {1e3 * (time.perf_counter() - t0):.1f} ms")
+    print(f"prompt: {len(prompt)} tokens")
+    runs = []
+    for _ in range(args.repeats):
+        cpu0 = time.process_time()
+        ids, secs = standard_stack_decode(stack.model, stack.lltok, prompt, spec, args.max_tokens)
+        cpu = time.process_time() - cpu0
+        runs.append(secs)
+        print(
+            f"  {len(ids)} tokens in {secs:.2f} s: {len(ids) / secs:.1f} tokens/s "
+            f"({len(ids) / cpu:.1f} per CPU-second)"
+        )
+    print("ids:", ids)
+    print("text:", repr(stack.hf_tokenizer.decode(ids)))
+    gen, gen_s = standard_stack_generate(stack.model, stack.lltok, prompt, spec, args.max_tokens)
+    same = gen[: len(ids)] == ids
+    print(f"generate(): {len(gen)} tokens, {len(gen) / gen_s:.1f} tokens/s; same ids: {same}")
+    free, free_s = standard_stack_decode(stack.model, stack.lltok, prompt, None, len(ids))
+    print(f"unconstrained, same length: {len(free)} tokens, {len(free) / free_s:.1f} tokens/s")
+    best = min(runs)
+    print(f"best constrained: {len(ids) / best:.1f} tokens/s (prefill included)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
