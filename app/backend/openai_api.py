@@ -24,8 +24,8 @@ import uuid
 from tornado.iostream import StreamClosedError
 
 from .decoding import Cancelled, EngineUnavailable, plan_choices, router_choices, run_decode
+from .http_base import ApiError, JsonHandler, PostHandler
 from .jobs import Busy
-from .service import ApiError, JsonHandler, PostHandler
 
 __all__ = ["routes", "parse_request", "DecodeSpec"]
 
