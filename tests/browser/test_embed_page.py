@@ -60,7 +60,10 @@ SNAPSHOT_JS = """() => {
                style: [cs.fontFamily, cs.fontSize, cs.color, cs.margin, cs.lineHeight]};
   }
   const b = getComputedStyle(document.body);
-  out.body = [b.fontFamily, b.backgroundColor, b.maxWidth, b.margin];
+  const box = document.body.getBoundingClientRect();
+  // The body's box, not its computed margin: Chromium reports "margin: 0 auto" as "0px" or
+  // "0px 320px" depending on when it resolved it, while the box is what the reader sees.
+  out.body = [b.fontFamily, b.backgroundColor, b.maxWidth, box.left, box.width];
   out.p3 = document.getElementById("p3").textContent;
   return out;
 }"""
