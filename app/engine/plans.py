@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PAD_ROWS", "dense_head", "sparse_head", "forced_token", "margin_of"]
+__all__ = [
+    "PAD_ROWS",
+    "dense_head",
+    "sparse_head",
+    "forced_token",
+    "margin_of",
+    "ENGINE_PLANS",
+    "PLAN_CHOICES",
+]
 
 PAD_ROWS = 64
 
@@ -54,11 +62,32 @@ def forced_token(legal: np.ndarray):
     return int(legal[0]), None
 
 
+#: Every physical plan the engine runs, one place (the registry lists the same names).
+ENGINE_PLANS = (
+    "DenseHead",
+    "SparseHead",
+    "ForcedToken",
+    "AmortizedHead",
+    "AmortizedRerank",
+    "FullRecompute",
+)
+#: Plans that read the exact state; the amortized ones predict it (app.engine.amortized).
+EXACT_PLANS = ("DenseHead", "SparseHead", "ForcedToken", "FullRecompute")
+AMORTIZED_PLANS = ("AmortizedHead", "AmortizedRerank")
+
 #: ``llmqp decode --plan`` names -> the plan run at every step (``None``: chosen per step).
+#: ``amortized``/``rerank`` run ForcedToken where K = 1; ``router`` and ``oracle`` choose per
+#: step (app.engine.routing).
 PLAN_CHOICES = {
     "auto": None,  # the cost model's rewrite rule (app.engine.rule)
     "dense": "DenseHead",
     "sparse": "SparseHead",
     "forced": "ForcedToken",  # where K = 1; DenseHead elsewhere
     "full": "FullRecompute",
+    "amortized": "AmortizedHead",
+    "rerank": "AmortizedRerank",
+    "router": None,
+    "oracle": None,
 }
+#: The choices that need nothing but the model (the amortized ones need a fit, oracle a trace).
+EXACT_CHOICES = ("auto", "dense", "sparse", "forced", "full")
