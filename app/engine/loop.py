@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 
 from . import plans
-from .amortized import amortized_head, amortized_rerank
+from .amortized import DEFAULT_RERANK_R, amortized_head, amortized_rerank
 from .grammar import GrammarError
 
 __all__ = ["DecodeLoop", "MAX_SKIP"]
@@ -45,7 +45,7 @@ class DecodeLoop:
         self.policy, self.on_step, self.executor = policy, on_step, executor
         self.tau = options.get("tau", 0.0)
         self.lossy = options.get("lossy", False)
-        self.rerank_r = options.get("rerank_r", 8)
+        self.rerank_r = options.get("rerank_r", DEFAULT_RERANK_R)
         self.amortizer = options.get("amortizer")
         self.last_margin: float | None = None
         self.tokens: list[int] = []
@@ -55,7 +55,8 @@ class DecodeLoop:
         self.unverified: list[tuple[int, object, int]] = []  # (index, legal, token)
         self.shares: dict[int, float] = {}  # deferred steps' own seconds, awaiting the body
         self.pred = None  # (index i, predicted H_i)
-        self.accept_ema = 0.5
+        self.accept_ema = 0.5  # how often the amortizer's verified guesses were right
+        self.cur_run = self.last_run = 0
         self.rollbacks = 0
         self.lost_s = 0.0
 
@@ -93,6 +94,7 @@ class DecodeLoop:
                 continue
             exact, margin = plans.sparse_head(self.e.output, states[i - s], legal)
             self._note_exact_margin(i, margin)
+            self.accept_ema = 0.9 * self.accept_ema + 0.1 * (exact == token)
             if exact != token:
                 self._rollback(i, states[i - s], legal, exact, margin, share)
                 return i, body_s
@@ -156,6 +158,7 @@ class DecodeLoop:
             "k": k,
             "vocab": self.e.config.vocab,
             "forced_run": run,
+            "last_forced_run": self.last_run,
             "last_margin": self.last_margin,
             "position": len(self.prompt) + index,
             "pending": len(self.pending),
@@ -174,6 +177,10 @@ class DecodeLoop:
         if k == 0:
             raise GrammarError(f"request {self.req.id}: no legal token at step {index} (K = 0)")
         run = len(self.constraint.forced_run()) if self.constraint and k == 1 else 0
+        if k == 1:
+            self.cur_run += 1
+        elif self.cur_run:
+            self.last_run, self.cur_run = self.cur_run, 0
         t1 = clock()
         chosen = self.policy.choose(self._telemetry(index, k, run))
         plan, ran, body_s, head_s, refined, deferred = chosen, 0, 0.0, 0.0, False, False
@@ -189,12 +196,10 @@ class DecodeLoop:
             token, margin = amortized_head(self.e.output, h, legal)
             if margin is None or margin >= self.tau:
                 deferred = True
-                self.accept_ema = 0.9 * self.accept_ema + 0.1
                 if not self.lossy:
                     self.unverified.append((index, legal, token))
             else:
                 refined = True
-                self.accept_ema = 0.9 * self.accept_ema
         elif plan == "AmortizedRerank" and self.pending and self.amortizer is not None:
             h_pred = self._predicted(index)
         t2 = clock()

@@ -13,11 +13,18 @@ router serves the next batch.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
+
+from app.router.real_trace import (
+    REAL_ARMS,
+    REAL_FEATURES,
+    REAL_ROUTER_PARAMS,
+    REAL_ROUTERS,
+    context_features,
+)
 
 __all__ = [
     "ROUTER_CHOICES",
@@ -30,40 +37,24 @@ __all__ = [
 ]
 
 #: ``llmqp decode --plan router --router NAME``: the routers of app.router that fit the loop.
-ROUTER_CHOICES = ("linucb", "lints", "sw-linucb", "restart-linucb")
-#: The plans the router picks between on K ≥ 2 steps (FullRecompute never wins on a warm cache).
-ROUTER_ARMS = ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank")
-ROUTER_FEATURES = (
-    "bias",
-    "log_k_ratio",  # log(K/|V|) / log|V|, in [-1, 0]
-    "forced_run",  # the grammar's forced run length / 8, clipped to 1 (0 on K ≥ 2 steps)
-    "last_margin",  # the last exact margin / 16, clipped to 1
-    "position",  # decode position / 1024, clipped to 1
-    "pending",  # positions not yet in the KV cache / 8 (the cache state)
-    "accept",  # the amortizer's recent acceptance (an EMA)
-)
-ROUTER_PARAMS = {
-    "linucb": {"alpha": 0.1},
-    "lints": {"v": 0.1},
-    "sw-linucb": {"alpha": 0.1, "window": 400},
-    "restart-linucb": {"alpha": 0.1, "period": 400},
-}
+ROUTER_CHOICES = REAL_ROUTERS
+#: The plans the router picks between on K ≥ 2 steps (FullRecompute never wins on a warm cache)
+#: and its context: one definition, in app.router.real_trace, shared with the trace replay.
+ROUTER_ARMS = REAL_ARMS
+ROUTER_FEATURES = REAL_FEATURES
+ROUTER_PARAMS = REAL_ROUTER_PARAMS
 
 
 def features(tel: dict) -> np.ndarray:
     """The router's context (len(ROUTER_FEATURES),) float64 from a step's telemetry."""
-    k, v = tel["k"], tel["vocab"]
-    m = tel["last_margin"]
-    return np.array(
-        [
-            1.0,
-            math.log(k / v) / math.log(v),
-            min(tel.get("forced_run", 0) / 8.0, 1.0),
-            0.0 if m is None else min(m / 16.0, 1.0),
-            min(tel["position"] / 1024.0, 1.0),
-            min(tel["pending"] / 8.0, 1.0),
-            float(tel["accept"]),
-        ]
+    return context_features(
+        tel["k"],
+        tel["vocab"],
+        tel["last_forced_run"],
+        tel["last_margin"],
+        tel["position"],
+        tel["pending"],
+        tel["accept"],
     )
 
 
