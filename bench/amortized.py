@@ -134,12 +134,16 @@ def _regret(results, costs) -> dict:
     }
 
 
-def speed(engine, requests, costs, taus, lossy_tau) -> tuple[dict, dict]:
+def speed(engine, requests, costs, taus, lossy_tau, only=None) -> tuple[dict, dict]:
     runs, ref = {}, None
     plan_runs = [("dense", {}), ("forced", {}), ("auto", {})]
     plan_runs += [(f"amortized@{t:g}", {"tau": t}) for t in taus]
     plan_runs += [(f"amortized-lossy@{lossy_tau:g}", {"tau": lossy_tau, "lossy": True})]
     plan_runs += [("rerank", {}), ("router-cold", {}), ("router-warm", {}), ("oracle", {})]
+    if not costs:
+        plan_runs = [p for p in plan_runs if p[0] != "oracle"]
+    if only:
+        plan_runs = [p for p in plan_runs if p[0] in only or p[0] == "dense"]
     curves = {}
     for name, kw in plan_runs:
         print(f"== {name}", file=sys.stderr, flush=True)
@@ -177,25 +181,29 @@ def speed(engine, requests, costs, taus, lossy_tau) -> tuple[dict, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trace", required=True)
+    ap.add_argument("--trace", default=None, help="without it: no hypothesis part, no oracle")
     ap.add_argument("--amortizer", required=True)
     ap.add_argument("--requests", default=str(HERE / "workload" / "requests.jsonl"))
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--taus", default="0,2,4,8")
     ap.add_argument("--lossy-tau", type=float, default=2.0)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="the first N held-out requests")
+    ap.add_argument("--runs", default=None, help="comma-separated run names (default: all)")
     ap.add_argument("--out", default=str(HERE / "results" / "amortized.json"))
     args = ap.parse_args(argv)
 
-    trace = json.loads(Path(args.trace).read_text())
-    report = {"hypothesis": hypothesis(trace), "trace_meta": trace["meta"]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    c = report["hypothesis"]["curve"]
-    with open(out.with_name("amortized_tau.csv"), "w") as f:
-        f.write("tau,accept,decision_error,model_decision_error\n")
-        for row in zip(c["tau"], c["accept"], c["error"], c["model_error"]):
-            f.write(",".join(f"{v:.6g}" for v in row) + "\n")
+    report, c = {}, None
+    if args.trace:
+        trace = json.loads(Path(args.trace).read_text())
+        report = {"hypothesis": hypothesis(trace), "trace_meta": trace["meta"]}
+        c = report["hypothesis"]["curve"]
+        with open(out.with_name("amortized_tau.csv"), "w") as f:
+            f.write("tau,accept,decision_error,model_decision_error\n")
+            for row in zip(c["tau"], c["accept"], c["error"], c["model_error"]):
+                f.write(",".join(f"{v:.6g}" for v in row) + "\n")
     if not args.skip_speed:
         from app.engine.engine import Engine
         from app.engine.requests import load_requests
@@ -208,10 +216,12 @@ def main(argv=None) -> int:
             dataclasses.replace(r, max_tokens=min(r.max_tokens, args.max_tokens))
             for r in load_requests(args.requests)
             if r.id in test
-        ]
+        ][: args.limit]
         engine.decode(requests[0], plan="dense")  # warm the weights
         taus = [float(t) for t in args.taus.split(",")]
-        runs, curves = speed(engine, requests, load_costs(args.trace), taus, args.lossy_tau)
+        costs = load_costs(args.trace) if args.trace else {}
+        only = args.runs.split(",") if args.runs else None
+        runs, curves = speed(engine, requests, costs, taus, args.lossy_tau, only)
         report["speed"] = {"requests": len(requests), "max_tokens": args.max_tokens, "runs": runs}
         n = max(len(v) for v in curves.values())
         with open(out.with_name("router_regret.csv"), "w") as f:
@@ -219,13 +229,14 @@ def main(argv=None) -> int:
             f.write("step," + ",".join(names) + "\n")
             for t in range(n):
                 f.write(f"{t + 1}," + ",".join(f"{curves[k][t]:.6g}" for k in names) + "\n")
-    report["hypothesis"]["curve"] = {k: np.asarray(v).tolist() for k, v in c.items()}
+    if c is not None:
+        report["hypothesis"]["curve"] = {k: np.asarray(v).tolist() for k, v in c.items()}
+        h = report["hypothesis"]
+        print(
+            f"eps_hat={h['eps_hat']:.3f} agreement={h['agreement']:.3f} "
+            f"certificate: {h['certificate']['violations']}/{h['certificate']['steps_above']}"
+        )
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    h = report["hypothesis"]
-    print(
-        f"eps_hat={h['eps_hat']:.3f} agreement={h['agreement']:.3f} "
-        f"certificate: {h['certificate']['violations']}/{h['certificate']['steps_above']}"
-    )
     for name, row in report.get("speed", {}).get("runs", {}).items():
         print(
             f"{name:>22}: {row['tokens_per_s']:6.2f} tok/s x{row['speedup_vs_dense']:.2f} "

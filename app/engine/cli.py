@@ -103,6 +103,12 @@ def _policy_args(args, engine) -> dict:
         raise ValueError("--router and --router-state need --plan router")
     if args.amortizer:
         engine.set_amortizer(args.amortizer)
+    if args.recalibrate:
+        if args.plan != "auto":
+            raise ValueError(f"--recalibrate applies to --plan auto, not {args.plan}")
+        from .recalibrate import OnlineRule
+
+        engine.rule = OnlineRule(engine.config.d, engine.config.vocab, args.recalibrate)
     kw = {"tau": args.tau or 0.0, "lossy": args.lossy}
     if args.plan == "router":
         from .routing import ROUTER_ARMS, RouterPolicy
@@ -154,6 +160,13 @@ def _cmd_decode(args) -> int:
             )
     if args.plan == "router" and args.router_state:
         engine.router(kw["router"]).save(args.router_state)
+    if args.recalibrate and not args.quiet:
+        r = engine.rule.to_dict()
+        print(
+            f"  auto rule recalibrated: K* {r['preset_k_star']:,} ({r['hardware']} preset) -> "
+            f"{r['k_star']:,} measured",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -288,6 +301,12 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--router-state", default=None, help="load (if present) and save the router")
     d.add_argument("--amortizer", default=None, help="an amortizer file (llmqp amortizer fit)")
     d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
+    d.add_argument(
+        "--recalibrate",
+        choices=("cpu", "h100", "h200", "a100"),
+        default=None,
+        help="--plan auto: start K* from this preset, recalibrate it from measured head times",
+    )
     d.add_argument("--store", default=None, help="record each decode's trace in this store")
     d.add_argument("--device", choices=DEVICES, default="cpu")
     d.add_argument("--model", default=None, help="a Llama-family GGUF (default: SmolLM2-135M)")

@@ -217,6 +217,7 @@ class DecodeLoop:
             t3 = clock()
             token, margin, plan = self._score(plan, legal, k, index, h_pred)
             head_s += clock() - t3
+            self._recalibrate(plan, k, legal, clock() - t3)
             self.last_margin = margin if margin is not None else self.last_margin
         t4 = clock()
         if self.constraint:
@@ -252,6 +253,22 @@ class DecodeLoop:
         if not deferred:
             self._emit()
         return st
+
+    def _recalibrate(self, plan: str, k: int, legal, seconds: float) -> None:
+        """Feed the head's measured time to an online ``auto`` rule; probe the other head now
+        and then (app.engine.recalibrate)."""
+        rule = getattr(self.policy, "rule", None)
+        if self.executor is not None or not hasattr(rule, "observe"):
+            return
+        if plan not in ("DenseHead", "SparseHead"):
+            return
+        rule.observe(plan, k, seconds)
+        if rule.probe():
+            other = "SparseHead" if plan == "DenseHead" else "DenseHead"
+            head = plans.sparse_head if other == "SparseHead" else plans.dense_head
+            t0 = time.perf_counter()
+            head(self.e.output, self.h, legal)
+            rule.observe(other, k, time.perf_counter() - t0)
 
     def _charge(self, i: int, seconds: float) -> None:
         """Time spent on a step that a rollback threw away goes to the guess at ``i``."""
