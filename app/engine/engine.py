@@ -289,9 +289,13 @@ class Engine:
         if router is not None and plan != "router":
             raise ValueError(f"--router needs --plan router, got --plan {plan}")
         amortizer = None
-        if plan in ("amortized", "rerank", "router"):
+        if plan in ("amortized", "rerank"):
             amortizer = self._need_amortizer()
-        if plan == "router":
+        if plan == "router":  # without a fit, its amortized arms run exact (as SparseHead)
+            try:
+                amortizer = self._need_amortizer()
+            except ValueError:
+                amortizer = None
             policy = self.router(router or "linucb")
         elif plan == "oracle":
             if not isinstance(oracle, dict):
