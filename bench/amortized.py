@@ -179,6 +179,45 @@ def speed(engine, requests, costs, taus, lossy_tau, only=None) -> tuple[dict, di
     return runs, curves
 
 
+def interleaved(engine, requests, costs, runs) -> tuple[dict, dict]:
+    """Every plan on each request in turn (so a change of the machine's load hits them all
+    alike): totals per plan, identical-token checks against dense, router overhead, regret."""
+    out = {name: {"tokens": 0, "decode_s": 0.0, "rollbacks": 0, "same": True} for name, _ in runs}
+    results = {name: [] for name, _ in runs}
+    for req in requests:
+        ref = None
+        for name, kw in runs:
+            plan = name.split("@")[0].split("-")[0]
+            r = engine.decode(req, plan=plan, **kw)
+            ref = r.tokens if ref is None else ref
+            row = out[name]
+            row["tokens"] += len(r.tokens)
+            row["decode_s"] += r.seconds - r.prefill_s
+            row["rollbacks"] += r.rollbacks
+            row["same"] &= r.tokens == ref
+            results[name].append(r)
+        print(f"  {req.id}", file=sys.stderr, flush=True)
+    curves = {}
+    for name, row in out.items():
+        row["tokens_per_s"] = row["tokens"] / row["decode_s"]
+        row["speedup_vs_dense"] = row["tokens_per_s"] / (
+            out["dense"]["tokens"] / out["dense"]["decode_s"]
+        )
+        reg = _regret(results[name], costs)
+        row["measured_regret_s"], curves[name] = reg["regret_s"], reg["curve"]
+        if name.startswith("router"):
+            pol = results[name][0].policy
+            row["overhead_share"] = pol.overhead_s / row["decode_s"]
+            row["overhead_ms_per_decision"] = 1e3 * pol.overhead_s / max(pol.decisions, 1)
+            row["updates"], row["dropped"] = len(pol.log), pol.dropped
+            row["mean_delay"] = float(np.mean([e["delay"] for e in pol.log])) if pol.log else 0.0
+        row["plans"] = {}
+        for r in results[name]:
+            for st in r.steps:
+                row["plans"][st.plan] = row["plans"].get(st.plan, 0) + 1
+    return out, curves
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", default=None, help="without it: no hypothesis part, no oracle")
@@ -190,6 +229,11 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="the first N held-out requests")
     ap.add_argument("--runs", default=None, help="comma-separated run names (default: all)")
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="dense, forced, auto, amortized@4, rerank, router, oracle on each request in turn",
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "amortized.json"))
     args = ap.parse_args(argv)
 
@@ -221,7 +265,13 @@ def main(argv=None) -> int:
         taus = [float(t) for t in args.taus.split(",")]
         costs = load_costs(args.trace) if args.trace else {}
         only = args.runs.split(",") if args.runs else None
-        runs, curves = speed(engine, requests, costs, taus, args.lossy_tau, only)
+        if args.interleave:
+            plan_runs = [("dense", {}), ("forced", {}), ("auto", {}), ("amortized@4", {"tau": 4.0})]
+            plan_runs += [("rerank", {}), ("router", {"router": "linucb"})]
+            plan_runs += [("oracle", {"oracle": costs})] if costs else []
+            runs, curves = interleaved(engine, requests, costs, plan_runs)
+        else:
+            runs, curves = speed(engine, requests, costs, taus, args.lossy_tau, only)
         report["speed"] = {"requests": len(requests), "max_tokens": args.max_tokens, "runs": runs}
         n = max(len(v) for v in curves.values())
         with open(out.with_name("router_regret.csv"), "w") as f:
@@ -240,7 +290,8 @@ def main(argv=None) -> int:
     for name, row in report.get("speed", {}).get("runs", {}).items():
         print(
             f"{name:>22}: {row['tokens_per_s']:6.2f} tok/s x{row['speedup_vs_dense']:.2f} "
-            f"identical={row['identical_to_dense']} rollbacks={row['rollbacks']}"
+            f"identical={row.get('identical_to_dense', row.get('same'))} "
+            f"rollbacks={row['rollbacks']}"
         )
     print(f"wrote {out}")
     return 0
