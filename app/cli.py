@@ -50,6 +50,24 @@ def _cmd_bench(args) -> int:
     from .harness import run_bench
 
     progress = None if args.quiet else _progress_printer()
+    if args.workload == "real":
+        from .harness_real import run_bench_real
+        from .router.real_trace import SHIPPED_TRACE
+
+        steps = 5_000 if args.steps is None else args.steps
+        summary = run_bench_real(args.seed, steps, args.out, args.trace or SHIPPED_TRACE)
+        f = summary["fixed"]
+        print(f"wrote {args.out}/{{regret.csv, amortization.csv, summary.json}} (real trace)")
+        for name, r in summary["routers"].items():
+            print(
+                f"{name}: loss {r['total_loss']:.1f} vs oracle {f['oracle_loss']:.1f}, "
+                f"always-dense {f['always_dense_loss']:.1f}, best fixed {f['best_fixed_plan']} "
+                f"{f['best_fixed_loss']:.1f}"
+            )
+        return 0
+    if args.trace:
+        raise ValueError("--trace needs --workload real")
+    args.steps = 20_000 if args.steps is None else args.steps
     summary = run_bench(args.seed, args.steps, args.out, progress=progress)
     lin = summary["routers"]["linucb"]
     pct = "n/a" if lin["regret_pct"] is None else f"{lin['regret_pct']:.2f}%"
@@ -163,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="write the paper's three results (CSV + summary.json)")
     b.add_argument("--seed", type=_int, default=0)
-    b.add_argument("--steps", type=_int, default=20_000)
+    b.add_argument("--steps", type=_int, default=None, help="20000 (synthetic), 5000 (real)")
+    b.add_argument("--workload", choices=("synthetic", "real"), default="synthetic")
+    b.add_argument("--trace", default=None, help="a trace file for --workload real")
     b.add_argument("--out", default="out/bench")
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.set_defaults(func=_cmd_bench)

@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, fields
 from ..model.validate import check_choice, check_int
 from .timing import Timing
 
-__all__ = ["PLANS", "INT_FIELDS", "Point", "ResultStore", "SCHEMA_VERSION", "StoreError"]
+__all__ = [
+    "PLANS",
+    "INT_FIELDS",
+    "TRACE_FIELDS",
+    "Point",
+    "ResultStore",
+    "SCHEMA_VERSION",
+    "StoreError",
+]
 
 SCHEMA_VERSION = 1
 
@@ -86,7 +94,17 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_shape ON results (device, impl, dtype, plan, d, vocab);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trace_steps (
+    run TEXT NOT NULL, request TEXT NOT NULL, idx INTEGER NOT NULL,
+    k INTEGER NOT NULL, forced INTEGER NOT NULL, forced_run INTEGER NOT NULL,
+    position INTEGER NOT NULL, margin REAL, plan TEXT NOT NULL, seconds REAL NOT NULL,
+    extra TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (run, request, idx)
+);
 """
+#: A decode trace's per-step columns; anything else a step records (predicted margins, the
+#: measured seconds of the plans not run) goes into ``extra`` as JSON.
+TRACE_FIELDS = ("request", "idx", "k", "forced", "forced_run", "position", "margin", "plan")
 
 
 class ResultStore:
@@ -212,6 +230,50 @@ class ResultStore:
         with self._lock:
             rows = self._conn.execute(sql, (*args, limit)).fetchall()
         return [_row(r) for r in rows]
+
+    def put_trace(self, run: str, steps) -> int:
+        """Store one decode trace (rows of :data:`TRACE_FIELDS` + ``seconds`` + extras) under
+        ``run`` in one transaction, replacing the same steps of an older write; returns rows."""
+        if not isinstance(run, str) or not run:
+            raise ValueError(f"The 'run' parameter must be a non-empty string. Got {run!r}.")
+        now, rows = time.time(), []
+        for st in steps:
+            missing = [f for f in (*TRACE_FIELDS, "seconds") if f not in st]
+            if missing:
+                raise ValueError(f"trace step is missing {', '.join(missing)}")
+            extra = {k: v for k, v in st.items() if k not in TRACE_FIELDS and k != "seconds"}
+            rows.append(
+                (run, str(st["request"]), int(st["idx"]), int(st["k"]), int(bool(st["forced"])))
+                + (int(st["forced_run"]), int(st["position"]), st["margin"], str(st["plan"]))
+                + (float(st["seconds"]), json.dumps(extra, sort_keys=True), now)
+            )
+        with self._lock:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO trace_steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+            self.writes += 1
+        return len(rows)
+
+    def trace(self, run: str) -> list[dict]:
+        """The steps of trace ``run`` in request and step order, extras merged back in."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM trace_steps WHERE run = ? ORDER BY rowid", (run,)
+            ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d.update(json.loads(d.pop("extra")))
+            d.pop("run"), d.pop("created")
+            d["forced"] = bool(d["forced"])
+            out.append(d)
+        return out
+
+    def trace_runs(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT run FROM trace_steps ORDER BY run")
+            return [r[0] for r in rows.fetchall()]
 
     def count(self) -> int:
         with self._lock:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .engine import DEVICES, IMPLS
 from .plans import PLAN_CHOICES
+from .routing import ROUTER_CHOICES
 
 __all__ = ["add_engine_commands"]
 
@@ -105,6 +106,49 @@ def _executor(args, engine):
     return XlaStepExecutor(engine)
 
 
+def _policy_args(args, engine) -> dict:
+    """Check the plan flags and load what they name (amortizer, router state, oracle costs)."""
+    if args.tau is not None and args.plan not in ("amortized", "rerank", "router"):
+        raise ValueError(f"--tau applies to --plan amortized|rerank|router, not {args.plan}")
+    if args.lossy and args.plan not in ("amortized", "router"):
+        raise ValueError(f"--lossy applies to --plan amortized|router, not {args.plan}")
+    if (args.router or args.router_state) and args.plan != "router":
+        raise ValueError("--router and --router-state need --plan router")
+    if args.amortizer:
+        engine.set_amortizer(args.amortizer)
+    if args.recalibrate:
+        if args.plan != "auto":
+            raise ValueError(f"--recalibrate applies to --plan auto, not {args.plan}")
+        from .recalibrate import OnlineRule
+
+        engine.rule = OnlineRule(engine.config.d, engine.config.vocab, args.recalibrate)
+    kw = {"tau": args.tau or 0.0, "lossy": args.lossy}
+    if args.plan == "router":
+        from .routing import ROUTER_ARMS, RouterPolicy
+
+        name = args.router or "linucb"
+        if args.router_state and Path(args.router_state).is_file():
+            engine.__dict__.setdefault("routers", {})[name] = RouterPolicy.load(
+                args.router_state, name, ROUTER_ARMS
+            )
+        kw["router"] = name
+    if args.plan == "oracle":
+        if not args.trace:
+            raise ValueError("--plan oracle needs --trace FILE (written by llmqp traces collect)")
+        from .traces import load_costs
+
+        kw["oracle"] = load_costs(args.trace)
+    return kw
+
+
+def _record(path, result, plan) -> None:
+    from ..backend.store import ResultStore
+    from .traces import step_rows
+
+    with ResultStore(path) as store:
+        store.put_trace(f"decode/{plan}", step_rows(result, plan))
+
+
 def _cmd_decode(args) -> int:
     from .engine import Engine
 
@@ -113,10 +157,13 @@ def _cmd_decode(args) -> int:
     for req in requests:  # check every request before the first decodes
         engine.prompt_ids(req)
         engine.constraint(req)
+    kw = _policy_args(args, engine)
     show = len(requests) > 1 and not args.quiet
     executor = _executor(args, engine)
     for n, req in enumerate(requests, 1):
-        result = engine.decode(req, plan=args.plan, executor=executor)
+        result = engine.decode(req, plan=args.plan, executor=executor, **kw)
+        if args.store:
+            _record(args.store, result, args.plan)
         print(json.dumps(result.to_json()) if args.json else result.text, flush=True)
         if show:
             print(
@@ -125,11 +172,92 @@ def _cmd_decode(args) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    if args.plan == "router" and args.router_state:
+        engine.router(kw["router"]).save(args.router_state)
+    if args.recalibrate and not args.quiet:
+        r = engine.rule.to_dict()
+        print(
+            f"  auto rule recalibrated: K* {r['preset_k_star']:,} ({r['hardware']} preset) -> "
+            f"{r['k_star']:,} measured",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _round(v):
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
+    return v
+
+
+def _cmd_traces_collect(args) -> int:
+    import time
+
+    from .engine import Engine
+    from .requests import load_requests
+    from .traces import collect_request, limited
+
+    requests = load_requests(args.requests)
+    engine = Engine.load(args.model)
+    if args.amortizer:
+        engine.set_amortizer(args.amortizer)
+    amortizer = engine._need_amortizer()
+    steps = []
+    for n, req in enumerate(requests, 1):
+        req = limited(req, args.max_tokens)
+        rows = collect_request(engine, req, amortizer)
+        steps.extend({k: _round(v) for k, v in row.items()} for row in rows)
+        print(f"  [{n}/{len(requests)}] {req.id}: {len(rows)} steps", file=sys.stderr)
+    meta = {
+        "model": engine.name,
+        "vocab": engine.config.vocab,
+        "requests": Path(args.requests).name,
+        "max_tokens": args.max_tokens,
+        "amortizer": {k: amortizer.meta.get(k) for k in ("lambda", "eps_p99", "eps_max", "seed")},
+        "test_ids": amortizer.meta.get("test_ids", []),
+        "machine": "this CPU, one BLAS thread",
+        "created": time.strftime("%Y-%m-%d"),
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps({"meta": meta, "steps": steps}) + "\n")
+    if args.store:
+        from ..backend.store import ResultStore
+
+        with ResultStore(args.store) as store:
+            store.put_trace(args.run, steps)
+    print(f"{len(steps)} steps of {len(requests)} requests -> {args.out or args.store}")
+    return 0
+
+
+def _cmd_amortizer_fit(args) -> int:
+    from .amortized import default_amortizer_path
+    from .engine import Engine
+    from .fit import fit_workload
+    from .requests import load_requests
+
+    requests = load_requests(args.requests)
+    engine = Engine.load(args.model)
+    amortizer = fit_workload(
+        engine,
+        requests,
+        args.requests,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        progress=lambda n, total, rid: print(f"  [{n}/{total}] {rid}", file=sys.stderr),
+    )
+    out = amortizer.save(args.out or default_amortizer_path())
+    m = amortizer.meta
+    print(
+        f"{out}: lambda={m['lambda']:g}, {m['train_pairs']} pairs, eps p99={m['eps_p99']:.3f} "
+        f"max={m['eps_max']:.3f} (validation, all |V| logits)"
+    )
     return 0
 
 
 def add_engine_commands(sub) -> None:
-    """Register ``model`` and ``decode`` on the ``llmqp`` subparsers."""
+    """Register ``model``, ``amortizer``, ``traces`` and ``decode`` on the ``llmqp`` subparsers."""
     m = sub.add_parser("model", help="get and inspect the engine's model")
     msub = m.add_subparsers(dest="model_command", required=True, parser_class=type(m))
     f = msub.add_parser("fetch", help="download and check the default model (idempotent)")
@@ -139,13 +267,38 @@ def add_engine_commands(sub) -> None:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_model_info)
 
+    a = sub.add_parser("amortizer", help="fit the amortized plans' state predictor")
+    asub = a.add_subparsers(dest="amortizer_command", required=True, parser_class=type(a))
+    af = asub.add_parser("fit", help="ridge fit on exact traces of the workload's training split")
+    af.add_argument("--requests", required=True, help="the workload (JSONL)")
+    af.add_argument("--out", default=None, help="default: <cache>/amortizer.npz")
+    af.add_argument("--seed", type=int, default=0, help="draws the validation requests")
+    af.add_argument("--max-tokens", type=int, default=48, help="per training request")
+    af.add_argument("--model", default=None)
+    af.set_defaults(func=_cmd_amortizer_fit)
+
+    t = sub.add_parser("traces", help="decode traces: every plan measured per step")
+    tsub = t.add_subparsers(dest="traces_command", required=True, parser_class=type(t))
+    tc = tsub.add_parser("collect", help="measure every plan at every step of a workload")
+    tc.add_argument("--requests", required=True, help="the workload (JSONL)")
+    tc.add_argument("--out", default=None, help="a JSON trace file (the oracle's --trace)")
+    tc.add_argument("--store", default=None, help="also into this SQLite store")
+    tc.add_argument("--run", default="collect", help="the trace's name in the store")
+    tc.add_argument("--max-tokens", type=int, default=48)
+    tc.add_argument("--amortizer", default=None)
+    tc.add_argument("--model", default=None)
+    tc.set_defaults(func=_cmd_traces_collect)
+
     d = sub.add_parser(
         "decode",
         help="greedy constrained decoding on the real model, a plan chosen per step",
         description="Plans: auto (the cost model's rule, per step), dense (DenseHead every "
         "step), sparse (SparseHead), forced (ForcedToken where the grammar allows one token, "
-        "DenseHead elsewhere), full (FullRecompute: no KV cache). Every plan decodes the "
-        "same tokens.",
+        "DenseHead elsewhere), full (FullRecompute: no KV cache), amortized (AmortizedHead: "
+        "skip the body when the predicted margin >= --tau, verified later), rerank "
+        "(AmortizedRerank: the predicted state shortlists, the exact one scores the "
+        "shortlist), router (a bandit picks per step, --router), oracle (each step's cheapest "
+        "plan in hindsight, --trace). Every plan decodes the same tokens unless --lossy.",
     )
     d.add_argument("--prompt", help="the prompt text (tokenized as is unless --chat)")
     d.add_argument("--schema", help="a JSON Schema: a file, or the JSON itself")
@@ -156,6 +309,19 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
     d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
     d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
+    d.add_argument("--tau", type=float, default=None, help="amortized: accept margin (logits)")
+    d.add_argument("--lossy", action="store_true", help="trust accepted amortized tokens")
+    d.add_argument("--router", choices=ROUTER_CHOICES, default=None, help="with --plan router")
+    d.add_argument("--router-state", default=None, help="load (if present) and save the router")
+    d.add_argument("--amortizer", default=None, help="an amortizer file (llmqp amortizer fit)")
+    d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
+    d.add_argument(
+        "--recalibrate",
+        choices=("cpu", "h100", "h200", "a100"),
+        default=None,
+        help="--plan auto: start K* from this preset, recalibrate it from measured head times",
+    )
+    d.add_argument("--store", default=None, help="record each decode's trace in this store")
     d.add_argument("--device", choices=DEVICES, default="cpu")
     d.add_argument(
         "--impl",

@@ -46,15 +46,24 @@ class Step:
     mask_s: float = 0.0
     body_s: float = 0.0
     head_s: float = 0.0
+    chosen: str = ""  # the plan the policy named ("" = ``plan``); an amortized one may refine
+    refined: bool = False  # an amortized step whose predicted margin fell below τ
+    exact_margin: float | None = None  # a verified amortized step's margin under the exact state
+    rolled_back: int = 0  # tokens thrown away when this step's guess was wrong
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "plan": self.plan,
             "k": self.k,
             "forced": self.forced,
             "margin": self.margin,
             "seconds": self.seconds,
         }
+        if self.chosen and self.chosen != self.plan:
+            out["chosen"] = self.chosen
+        if self.rolled_back:
+            out["rolled_back"] = self.rolled_back
+        return out
 
 
 @dataclass
@@ -70,6 +79,9 @@ class DecodeResult:
     model: str
     device: str
     versions: dict = field(default_factory=dict)
+    rollbacks: int = 0  # amortized guesses that were wrong and rolled back
+    lost_s: float = 0.0  # the time those guesses cost
+    policy: object = None  # the policy that chose the plans (a router keeps its log)
 
     @property
     def tokens_per_s(self) -> float:
@@ -228,147 +240,114 @@ class Engine:
             raise GrammarError(f"request {req.id}: {exc}") from None
         return Constraint(self.ll_tokenizer, text, self.config.vocab)
 
+    # -- amortizer, routers ----------------------------------------------------------------
+    def set_amortizer(self, amortizer) -> None:
+        """Use ``amortizer`` (an :class:`~app.engine.amortized.Amortizer` or a file written by
+        ``llmqp amortizer fit``) for the amortized plans."""
+        from .amortized import Amortizer
+
+        if not isinstance(amortizer, Amortizer):
+            amortizer = Amortizer.load(amortizer, self.weights.tok_embd)
+        if amortizer.d != self.config.d:
+            raise ValueError(
+                f"amortizer: fitted for d = {amortizer.d}, the model has {self.config.d}"
+            )
+        self.amortizer = amortizer
+
+    def _need_amortizer(self):
+        if getattr(self, "amortizer", None) is None:
+            from .amortized import default_amortizer_path
+
+            path = default_amortizer_path()
+            if not path.is_file():
+                raise ValueError(
+                    f"the amortized plans need a fit: run llmqp amortizer fit (looked for {path})"
+                )
+            self.set_amortizer(path)
+        return self.amortizer
+
+    def router(self, name: str = "linucb"):
+        """The engine's warm router ``name`` (created on first use, kept across requests)."""
+        from .routing import ROUTER_ARMS, ROUTER_CHOICES, RouterPolicy
+
+        if name not in ROUTER_CHOICES:
+            raise ValueError(f"--router must be one of {', '.join(ROUTER_CHOICES)}, got {name!r}")
+        routers = self.__dict__.setdefault("routers", {})
+        if name not in routers:
+            routers[name] = RouterPolicy(name, ROUTER_ARMS)
+        return routers[name]
+
     def decode(
-        self, req: DecodeRequest, plan: str = "auto", on_step=None, executor=None
+        self,
+        req: DecodeRequest,
+        plan: str = "auto",
+        on_step=None,
+        executor=None,
+        *,
+        router: str | None = None,
+        tau: float = 0.0,
+        lossy: bool = False,
+        oracle=None,
     ) -> DecodeResult:
         """Greedy constrained decoding of ``req``; ``plan`` is a key of
-        :data:`app.engine.plans.PLAN_CHOICES`. ``on_step(step)`` is called after every token.
+        :data:`app.engine.plans.PLAN_CHOICES`. ``on_step(step)`` is called after every token,
+        once the token is verified (amortized guesses are checked before they are passed on).
+
+        ``router`` (one of :data:`app.engine.routing.ROUTER_CHOICES`, default linucb) is the
+        learned router of ``plan="router"``; ``tau`` the amortized plans' acceptance margin;
+        ``lossy`` trusts accepted amortized tokens without verification; ``oracle`` the
+        per-step costs ``{(request id, index): {plan: seconds}}`` of ``plan="oracle"``.
 
         ``executor``, if given, scores the steps the policy does not force: an object with
         ``run(h, legal, telemetry) -> (token, margin, plan_name)`` for ``h`` (d,) float32, ``legal``
         (K,) ascending int64 and ``telemetry`` ``{"k", "position", "last_margin"}`` — a compiled
         step (app.compiler) that routes and scores in one call. The body stays the engine's.
         """
+        from .loop import DecodeLoop
+        from .routing import FixedPolicy, OraclePolicy
+
         if plan not in plans.PLAN_CHOICES:
             raise ValueError(f"--plan must be one of {', '.join(plans.PLAN_CHOICES)}, got {plan!r}")
-        fixed = plans.PLAN_CHOICES[plan]
+        if isinstance(tau, bool) or not isinstance(tau, int | float) or not 0 <= tau < 1e6:
+            raise ValueError(f"--tau must be a number >= 0, got {tau!r}")
+        if router is not None and plan != "router":
+            raise ValueError(f"--router needs --plan router, got --plan {plan}")
+        amortizer = None
+        if plan in ("amortized", "rerank"):
+            amortizer = self._need_amortizer()
+        if plan == "router":  # without a fit, its amortized arms run exact (as SparseHead)
+            try:
+                amortizer = self._need_amortizer()
+            except ValueError:
+                amortizer = None
+            policy = self.router(router or "linucb")
+        elif plan == "oracle":
+            if not isinstance(oracle, dict):
+                raise ValueError(
+                    "--plan oracle needs recorded per-plan costs (llmqp traces collect)"
+                )
+            policy = OraclePolicy(oracle, self.rule)
+            amortizer = getattr(self, "amortizer", None)
+        else:
+            policy = FixedPolicy(plans.PLAN_CHOICES[plan], self.rule)
         prompt = self.prompt_ids(req)
         constraint = self.constraint(req)
-        return _Decode(self, req, prompt, constraint, fixed, on_step, executor).run()
-
-
-class _Decode:
-    """The state of one request's decode loop."""
-
-    def __init__(self, engine: Engine, req, prompt, constraint, fixed, on_step, executor):
-        self.e, self.req, self.prompt, self.constraint = engine, req, prompt, constraint
-        self.fixed, self.on_step, self.executor = fixed, on_step, executor
-        self.last_margin: float | None = None
-        self.tokens: list[int] = []
-        self.pending: list[int] = []  # consumed by the grammar, not yet run through the body
-        self.steps: list[Step] = []
-
-    def _policy(self, k: int) -> str:
-        if self.fixed is None:
-            return self.e.rule.select(k)
-        if self.fixed == "ForcedToken" and k != 1:
-            return "DenseHead"
-        return self.fixed
-
-    def _state(self, plan: str):
-        """Run whatever the plan needs through the body; return (h, tokens run)."""
-        body = self.e.body
-        if plan == "FullRecompute":
-            self.cache = body.new_cache(len(self.prompt) + self.req.max_tokens)
-            ids = self.prompt + self.tokens
-            self.h = body.forward(ids, self.cache)[-1]
-            self.pending = []
-            return len(ids)
-        n = len(self.pending)
-        if n:
-            self.h = body.forward(self.pending, self.cache)[-1]
-            self.pending = []
-        return n
-
-    def _step(self, index: int) -> Step:
-        clock = time.perf_counter
-        t0 = clock()
-        legal = self.constraint.legal() if self.constraint else self.e.all_ids
-        k = int(legal.shape[0])
-        if k == 0:
-            raise GrammarError(f"request {self.req.id}: no legal token at step {index} (K = 0)")
-        run = len(self.constraint.forced_run()) if self.constraint and k == 1 else 0
-        t1 = clock()
-        plan = self._policy(k)
-        ran = 0
-        tp = t2 = clock()
-        if plan == "ForcedToken":
-            token, margin = plans.forced_token(legal)
-        else:
-            ran = self._state(plan)
-            t2 = clock()
-            token, margin, plan = self._score(plan, legal, k, index)
-        t3 = clock()
-        if self.constraint:
-            self.constraint.consume(token)
-        self.tokens.append(token)
-        self.pending.append(token)
-        t4 = clock()
-        text = self.e.tokenizer.decode([token])
-        t5 = clock()
-        grammar_s = (t1 - t0) + (t4 - t3)
-        return Step(
-            index,
-            token,
-            text,
-            plan,
-            k,
-            k == 1,
-            margin,
-            t5 - t0,
-            run,
-            ran,
-            grammar_s,
-            t2 - tp,
-            t3 - t2,
-        )
-
-    def _score(self, plan: str, legal, k: int, index: int):
-        """(token, margin, plan that ran) from the current state ``self.h``."""
-        if self.executor is not None:
-            telemetry = {
-                "k": k,
-                "position": len(self.prompt) + index,
-                "last_margin": self.last_margin,
-            }
-            token, margin, plan = self.executor.run(self.h, legal, telemetry)
-        else:
-            head = plans.dense_head if plan == "DenseHead" else plans.sparse_head
-            token, margin = head(self.e.output, self.h, legal)
-        if margin is not None:
-            self.last_margin = margin
-        return token, margin, plan
-
-    def run(self) -> DecodeResult:
-        e, req = self.e, self.req
-        start = time.perf_counter()
-        self.cache = e.body.new_cache(len(self.prompt) + req.max_tokens)
-        self.h = e.body.forward(self.prompt, self.cache)[-1]
-        prefill = time.perf_counter() - start
-        budget = min(req.max_tokens, e.context - len(self.prompt))
-        stop = "length"
-        for index in range(budget):
-            step = self._step(index)
-            self.steps.append(step)
-            if self.on_step is not None:
-                self.on_step(step)
-            if step.token == e.tokenizer.eos:
-                stop = "eos"
-                break
-            if self.constraint and self.constraint.stopped():
-                stop = "grammar"
-                break
-        text_ids = self.tokens[:-1] if stop == "eos" else self.tokens
-        return DecodeResult(
+        options = {"tau": float(tau), "lossy": bool(lossy), "amortizer": amortizer}
+        loop = DecodeLoop(self, req, prompt, constraint, policy, on_step, executor, options)
+        tokens, stop, steps, prefill, start = loop.run()
+        text_ids = tokens[:-1] if stop == "eos" else tokens
+        result = DecodeResult(
             req.id,
-            e.tokenizer.decode(text_ids),
-            self.prompt,
-            self.tokens,
+            self.tokenizer.decode(text_ids),
+            prompt,
+            tokens,
             stop,
-            self.steps,
+            steps,
             time.perf_counter() - start,
             prefill,
-            e.name,
-            e.device,
-            e.versions,
+            self.name,
+            self.device,
+            self.versions,
         )
+        result.rollbacks, result.lost_s, result.policy = loop.rollbacks, loop.lost_s, policy
+        return result

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.registry import EXACT_PLANS as _EXACT
+from ..model.registry import PLAN_NAMES
 from . import heads_numpy
 from .heads_numpy import PAD_ROWS
 
-__all__ = ["PAD_ROWS", "PLAN_CHOICES", "dense_head", "sparse_head", "forced_token", "margin_of"]
+__all__ = ["PAD_ROWS", "dense_head", "sparse_head", "forced_token", "margin_of", "PLAN_CHOICES"]
 
 
 def margin_of(scores: np.ndarray) -> float | None:
@@ -48,11 +50,23 @@ def forced_token(legal: np.ndarray):
     return int(legal[0]), None
 
 
+#: Plans that read the exact state; the amortized ones predict it (app.engine.amortized).
+EXACT_PLANS = tuple(p for p in PLAN_NAMES if p in _EXACT)
+AMORTIZED_PLANS = tuple(p for p in PLAN_NAMES if p not in _EXACT)
+
 #: ``llmqp decode --plan`` names -> the plan run at every step (``None``: chosen per step).
+#: ``amortized``/``rerank`` run ForcedToken where K = 1; ``router`` and ``oracle`` choose per
+#: step (app.engine.routing).
 PLAN_CHOICES = {
     "auto": None,  # the cost model's rewrite rule (app.engine.rule)
     "dense": "DenseHead",
     "sparse": "SparseHead",
     "forced": "ForcedToken",  # where K = 1; DenseHead elsewhere
     "full": "FullRecompute",
+    "amortized": "AmortizedHead",
+    "rerank": "AmortizedRerank",
+    "router": None,
+    "oracle": None,
 }
+#: The choices that need nothing but the model (the amortized ones need a fit, oracle a trace).
+EXACT_CHOICES = ("auto", "dense", "sparse", "forced", "full")

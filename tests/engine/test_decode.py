@@ -10,7 +10,7 @@ import json
 import jsonschema
 import pytest
 
-from app.engine.plans import PLAN_CHOICES
+from app.engine.plans import EXACT_CHOICES
 
 SUBSET = (
     "fn-weather",
@@ -35,7 +35,7 @@ def reference(engine, subset):
     return {r.id: engine.decode(r, plan="dense") for r in subset}
 
 
-@pytest.mark.parametrize("plan", [p for p in PLAN_CHOICES if p not in ("dense", "full")])
+@pytest.mark.parametrize("plan", [p for p in EXACT_CHOICES if p not in ("dense", "full")])
 def test_every_plan_decodes_the_dense_tokens(engine, subset, reference, plan):
     for req in subset:
         got = engine.decode(req, plan=plan)

@@ -1,0 +1,98 @@
+"""Runtime recalibration of the ``auto`` rule: measured head times move K* online.
+
+:class:`OnlineRule` starts from a hardware preset's roofline K* (possibly the wrong machine's)
+and keeps, from the steps it runs, a least-squares line of SparseHead's measured seconds over K
+and the mean of DenseHead's. Every ``probe_every``-th scored step it also times the head it did
+*not* pick on the same state (a probe; its cost is counted in the step), so both plans stay
+measured whichever side of K* the workload sits. Once each has ``min_samples`` measurements,
+K* = the K where the fitted SparseHead line meets DenseHead's mean — the measured crossover of
+the machine the engine runs on. ``history`` records K* after every update.
+"""
+
+from __future__ import annotations
+
+from .rule import CostRule
+
+__all__ = ["OnlineRule"]
+
+
+class OnlineRule:
+    """The ``auto`` rule with K* recalibrated from measured head seconds (see module doc)."""
+
+    def __init__(
+        self, d: int, vocab: int, preset: str = "cpu", probe_every: int = 16, min_samples: int = 4
+    ):
+        if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 1:
+            raise ValueError(f"probe_every must be an integer >= 1, got {probe_every!r}")
+        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+            raise ValueError(f"min_samples must be an integer >= 2, got {min_samples!r}")
+        self.preset = CostRule(d, vocab, preset)
+        self.vocab, self.probe_every, self.min_samples = vocab, probe_every, min_samples
+        self.k_star = self.preset.k_star
+        self._sparse = [0, 0.0, 0.0, 0.0, 0.0]  # n, Σk, Σs, Σk², Σks
+        self._dense = [0, 0.0]  # n, Σs
+        self._scored = 0
+        self.history: list[int] = [self.k_star]
+
+    @property
+    def hardware(self) -> str:
+        return self.preset.hardware
+
+    def select(self, k: int, cached: bool = True) -> str:
+        if k == 1:
+            return "ForcedToken"
+        if not cached:
+            return "FullRecompute"
+        return "SparseHead" if k <= self.k_star else "DenseHead"
+
+    def probe(self) -> bool:
+        """Whether this scored step should also time the other head."""
+        self._scored += 1
+        return self._scored % self.probe_every == 0
+
+    def observe(self, plan: str, k: int, seconds: float) -> None:
+        """One measured head time; refits K* when both heads have enough samples."""
+        if not seconds > 0:
+            return
+        if plan == "SparseHead":
+            s = self._sparse
+            s[0] += 1
+            s[1] += k
+            s[2] += seconds
+            s[3] += k * k
+            s[4] += k * seconds
+        elif plan == "DenseHead":
+            self._dense[0] += 1
+            self._dense[1] += seconds
+        else:
+            return
+        self._refit()
+
+    def _refit(self) -> None:
+        n, sk, ss, skk, sks = self._sparse
+        nd, sd = self._dense
+        if n < self.min_samples or nd < self.min_samples:
+            return
+        var = n * skk - sk * sk
+        if var <= 0:
+            return
+        slope = (n * sks - sk * ss) / var
+        base = (ss - slope * sk) / n
+        dense = sd / nd
+        if slope <= 0:
+            k_star = self.vocab if base < dense else 0
+        else:
+            k_star = int(max(0.0, min(float(self.vocab), (dense - base) / slope)))
+        self.k_star = k_star
+        self.history.append(k_star)
+
+    def to_dict(self) -> dict:
+        return {
+            "rule": "online",
+            "hardware": self.preset.hardware,
+            "preset_k_star": self.preset.k_star,
+            "k_star": self.k_star,
+            "sparse_samples": self._sparse[0],
+            "dense_samples": self._dense[0],
+            "vocab": self.vocab,
+        }
