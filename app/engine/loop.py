@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from ..model.registry import effective_plan, get_plan
 from . import plans
 from .amortized import DEFAULT_RERANK_R, amortized_head, amortized_rerank
 from .grammar import GrammarError
@@ -185,8 +186,7 @@ class DecodeLoop:
         chosen = self.policy.choose(self._telemetry(index, k, run))
         plan, ran, body_s, head_s, refined, deferred = chosen, 0, 0.0, 0.0, False, False
         margin = h_pred = None
-        if plan == "ForcedToken" and k != 1:
-            plan = "DenseHead"
+        plan = effective_plan(get_plan(plan), k).name  # ForcedToken at K > 1 runs its fallback
         tp = clock()
         if plan == "ForcedToken":
             token, margin = plans.forced_token(legal)

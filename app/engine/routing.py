@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.model.registry import effective_plan, get_plan
 from app.router.real_trace import (
     REAL_ARMS,
     REAL_FEATURES,
@@ -25,6 +26,8 @@ from app.router.real_trace import (
     REAL_ROUTERS,
     context_features,
 )
+
+from .plans import AMORTIZED_PLANS
 
 __all__ = [
     "ROUTER_CHOICES",
@@ -70,11 +73,9 @@ class FixedPolicy:
         k = tel["k"]
         if self.plan is None:
             return self.rule.select(k)
-        if self.plan in ("ForcedToken", "AmortizedHead", "AmortizedRerank") and k == 1:
+        if self.plan in AMORTIZED_PLANS and k == 1:
             return "ForcedToken"
-        if self.plan == "ForcedToken":
-            return "DenseHead"
-        return self.plan
+        return effective_plan(get_plan(self.plan), k).name  # the registry's fallback at K > 1
 
     def feedback(self, index: int, plan: str, seconds: float) -> None:
         self.log.append((index, plan, seconds))
