@@ -11,7 +11,7 @@ the machine the engine runs on. ``history`` records K* after every update.
 
 from __future__ import annotations
 
-from .rule import CostRule
+from .rule import CostRule, rule_plan
 
 __all__ = ["OnlineRule"]
 
@@ -39,11 +39,7 @@ class OnlineRule:
         return self.preset.hardware
 
     def select(self, k: int, cached: bool = True) -> str:
-        if k == 1:
-            return "ForcedToken"
-        if not cached:
-            return "FullRecompute"
-        return "SparseHead" if k <= self.k_star else "DenseHead"
+        return rule_plan(k, self.k_star, cached)
 
     def probe(self) -> bool:
         """Whether this scored step should also time the other head."""

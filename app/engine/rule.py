@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from ..model import find_crossover, get_hardware
 
-__all__ = ["CostRule"]
+__all__ = ["CostRule", "rule_plan"]
+
+
+def rule_plan(k: int, k_star: int, cached: bool = True) -> str:
+    """The rewrite rule itself, for a step with ``k`` legal tokens and the crossover ``k_star``."""
+    if k == 1:
+        return "ForcedToken"
+    if not cached:
+        return "FullRecompute"
+    return "SparseHead" if k <= k_star else "DenseHead"
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,7 @@ class CostRule:
 
     def select(self, k: int, cached: bool = True) -> str:
         """The plan for a step with ``k`` legal tokens; ``cached``: the KV cache is warm."""
-        if k == 1:
-            return "ForcedToken"
-        if not cached:
-            return "FullRecompute"
-        return "SparseHead" if k <= self.k_star else "DenseHead"
+        return rule_plan(k, self.k_star, cached)
 
     def to_dict(self) -> dict:
         return {
