@@ -16,6 +16,7 @@ BENCHES = [
     ("browser_load.py", []),  # needs static/ built (python build.py) and /usr/bin/chromium
     ("engine.py", []),  # the real model on the workload; the standard stack needs [reference]
     ("service_load.py", []),  # 50 clients on 127.0.0.1; decodes when the model is fetched
+    ("compiler.py", []),  # XLA step vs numpy per plan ([compiler] extra)
 ]
 
 
