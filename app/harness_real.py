@@ -1,10 +1,11 @@
 """``llmqp bench --workload real``: the router experiment on a real trace (numpy + stdlib).
 
 The environment replays the trace's contexts and measured per-plan costs
-(:func:`app.router.real_trace.real_stream`); ``steps`` loops over the trace, each pass in a
-request order drawn from the run's Generator, so the output is deterministic by seed. Writes
-``regret.csv`` (cumulative dynamic regret per router, always-dense and the best fixed plan),
-``amortization.csv`` (the measured decision error and acceptance over τ) and ``summary.json``.
+(:func:`app.router.real_trace.looped_stream`): ``steps`` routed steps, passes over the trace
+each in a request order drawn from the run's Generator, so the output is deterministic by seed.
+Writes ``regret.csv`` (cumulative dynamic regret per router, always-dense and the best fixed
+plan), ``amortization.csv`` (the measured decision error and acceptance over τ on the held-out
+requests) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -24,38 +25,16 @@ from .router.real_trace import (
     REAL_ROUTER_PARAMS,
     REAL_ROUTERS,
     SHIPPED_TRACE,
+    error_over_tau,
     load_trace,
-    real_stream,
+    looped_stream,
 )
 from .router.regret import best_fixed_arm, regret_report
 from .router.simulate import make_router, simulate
 
-__all__ = ["run_bench_real", "REAL_BENCH_FILES", "error_over_tau"]
+__all__ = ["run_bench_real", "REAL_BENCH_FILES"]
 
 REAL_BENCH_FILES = ("regret.csv", "amortization.csv", "summary.json")
-
-
-def _looped(trace, seed: int, steps: int):
-    """Passes over the trace (each in its own order) until ``steps`` routed steps."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    parts = []
-    while sum(p.steps for p in parts) < steps:
-        parts.append(real_stream(trace, int(rng.integers(0, 2**32 - 1))))
-    X = np.concatenate([p.X for p in parts])[:steps]
-    expected = np.concatenate([p.expected for p in parts])[:steps]
-    return X, expected, parts[0]
-
-
-def error_over_tau(trace: dict) -> dict:
-    """From the trace's one-step predictions: per τ, the share of K ≥ 2 steps accepted
-    (predicted margin ≥ τ) and the share accepted *and* wrong (the lossy decision error)."""
-    rows = [s for s in trace["steps"] if "pred_margin" in s and s["pred_margin"] is not None]
-    pm = np.array([s["pred_margin"] for s in rows])
-    ok = np.array([bool(s["pred_correct"]) for s in rows])
-    taus = np.linspace(0.0, float(np.percentile(pm, 99)) if len(pm) else 1.0, 41)
-    accept = np.array([(pm >= t).mean() for t in taus]) if len(pm) else np.zeros_like(taus)
-    error = np.array([((pm >= t) & ~ok).mean() for t in taus]) if len(pm) else accept
-    return {"tau": taus, "accept": accept, "error": error, "steps": len(rows)}
 
 
 def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, progress=None):
@@ -63,7 +42,8 @@ def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, pro
     seed = check_int("seed", seed, 0, 2**32 - 1)
     steps = check_int("steps", steps, 10, 1_000_000)
     trace = load_trace(trace_path)
-    X, expected, first = _looped(trace, seed, steps)
+    stream = looped_stream(trace, seed, steps)
+    X, expected = stream.X, stream.expected
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     oracle = expected.min(axis=1)
@@ -105,8 +85,8 @@ def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, pro
         "trace": {
             "file": Path(trace_path).name,
             "meta": trace["meta"],
-            "routed_steps_per_pass": first.steps,
-            "ref_s": first.ref_s,
+            "routed_steps_per_pass": stream.pass_steps,
+            "ref_s": stream.ref_s,
         },
         "routers": routers,
         "fixed": {

@@ -32,35 +32,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from app.model import MarginDistribution, decision_error_rate  # noqa: E402
+from app.router.real_trace import error_over_tau, held_out, margin_fit  # noqa: E402
 
 BUCKETS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, np.inf)
 
 
-def fit_kumaraswamy(m: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood Kumaraswamy(a, b) of margins in (0, 1) by a log-grid search."""
-    m = np.clip(m, 1e-6, 1 - 1e-6)
-    best, arg = -np.inf, (1.0, 1.0)
-    for a in np.exp(np.linspace(np.log(0.1), np.log(20), 120)):
-        ma = m**a
-        for b in np.exp(np.linspace(np.log(0.1), np.log(40), 120)):
-            ll = np.sum(np.log(a * b) + (a - 1) * np.log(m) + (b - 1) * np.log1p(-ma))
-            if ll > best:
-                best, arg = ll, (float(a), float(b))
-    return arg
-
-
 def hypothesis(trace: dict) -> dict:
-    test = set(trace["meta"].get("test_ids") or [])
-    rows = [
-        s
-        for s in trace["steps"]
-        if s.get("pred_margin") is not None and (not test or s["request"] in test)
-    ]
-    pm = np.array([s["pred_margin"] for s in rows])
-    em = np.array([s["margin"] for s in rows])
-    ok = np.array([bool(s["pred_correct"]) for s in rows])
-    gap = np.array([s["legal_gap"] for s in rows])
-    eps = float(np.percentile(gap, 99))
+    h = held_out(trace)
+    pm, em, ok, gap = h["pred_margin"], h["margin"], h["correct"], h["legal_gap"]
+    fit = margin_fit(trace)
+    eps = fit["eps_hat"]
     by_bucket = []
     for lo, hi in zip(BUCKETS[:-1], BUCKETS[1:]):
         for name, m in (("predicted", pm), ("exact", em)):
@@ -76,15 +57,13 @@ def hypothesis(trace: dict) -> dict:
             )
     safe = pm > 2 * eps
     taus = np.linspace(0.0, max(2.5 * eps, float(np.percentile(pm, 99))), 51)
-    accept = np.array([(pm >= t).mean() for t in taus])
-    error = np.array([((pm >= t) & ~ok).mean() for t in taus])
-    scale = float(em.max())
-    a, b = fit_kumaraswamy(em / scale)
-    eps_n = min(eps / scale, 0.5)
-    model = decision_error_rate(taus / scale, eps_n, MarginDistribution(a, b))
+    measured = error_over_tau(trace, taus)
+    scale = fit["scale"]
+    eps_n = min(fit["eps_normalised"], 0.5)
+    model = decision_error_rate(taus / scale, eps_n, MarginDistribution(fit["a"], fit["b"]))
     return {
-        "steps": len(rows),
-        "requests": len({s["request"] for s in rows}),
+        "steps": len(pm),
+        "requests": len(set(h["request"])),
         "eps_hat": eps,
         "legal_gap_median": float(np.median(gap)),
         "agreement": float(ok.mean()),
@@ -94,8 +73,13 @@ def hypothesis(trace: dict) -> dict:
             "steps_above": int(safe.sum()),
             "violations": int((safe & ~ok).sum()),
         },
-        "kumaraswamy": {"a": a, "b": b, "scale": scale, "eps_normalised": eps / scale},
-        "curve": {"tau": taus, "accept": accept, "error": error, "model_error": model},
+        "kumaraswamy": {k: fit[k] for k in ("a", "b", "scale", "eps_normalised")},
+        "curve": {
+            "tau": taus,
+            "accept": measured["accept"],
+            "error": measured["error"],
+            "model_error": model,
+        },
     }
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import (
+    PLAN_NAMES,
     PLANS,
     Scenario,
     Setting,
@@ -128,6 +129,11 @@ class Stream:
     @property
     def steps(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def plans(self) -> tuple[str, ...]:
+        """The arms' plan names (the registry's order)."""
+        return PLAN_NAMES
 
 
 def _contexts(s: Scenario, steps: int, rng: np.random.Generator, free_text: float, cold: float):

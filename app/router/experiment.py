@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import PLAN_NAMES, Scenario
+from ..model import Scenario
 from ..model.validate import check_choice, check_float, check_instance, check_int
-from .environment import FEATURES, Drift, Stream, make_stream
+from .environment import Drift, Stream, make_stream
 from .registry import LEARNERS, REGISTRY
 from .regret import best_fixed_arm, regret_report
 from .simulate import make_router
@@ -55,23 +55,35 @@ def run_routers(s: Scenario, routers=LEARNERS, stream=None, alpha=DEFAULT_ALPHA,
 class LiveRun:
     """One router learning over one stream, advanced a chunk at a time (the app's play button).
 
-    The router's seed is the scenario's seed, so the same seed gives the same curve.
+    The router's seed is the scenario's seed, so the same seed gives the same curve. ``stream``
+    may be any stream with ``X``, ``expected``, ``observed`` and ``plans`` (e.g. a replayed real
+    trace, :func:`app.router.real_trace.looped_stream`); ``params`` then gives the router's
+    arguments (default: :func:`router_params` for ``s``).
     """
 
-    def __init__(self, s: Scenario, router="linucb", alpha=DEFAULT_ALPHA, drift=None, stream=None):
+    def __init__(
+        self,
+        s: Scenario,
+        router="linucb",
+        alpha=DEFAULT_ALPHA,
+        drift=None,
+        stream=None,
+        params: dict | None = None,
+    ):
         if drift is not None and stream is not None:
             raise ValueError("Pass 'drift' or 'stream', not both: a given stream has its drift.")
         self.scenario = s
         self.name = router
-        self.params = router_params(router, s, alpha)
+        self.params = dict(params) if params is not None else router_params(router, s, alpha)
         self.stream = stream if stream is not None else scenario_stream(s, drift)
+        self.plans = tuple(self.stream.plans)
         self._oracle = self.stream.expected.min(axis=1)
         self._rows = self.stream.observed.tolist()
         self.reset()
 
     def reset(self) -> None:
         """Back to step 0 with a fresh router."""
-        n_arms, dim = len(PLAN_NAMES), len(FEATURES)
+        n_arms, dim = len(self.plans), self.stream.X.shape[1]
         self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **self.params)
         self.t = 0
         self._arms = np.zeros(self.stream.steps, dtype=np.int64)
@@ -152,6 +164,7 @@ class LiveRun:
             "static_regret": self._loss - float(self._arm_loss[best]),
             "regret_pct": pct,
             "shares": (self._counts / self.t).tolist(),
+            "plans": list(self.plans),
         }
 
     def reference_curves(self) -> dict:
@@ -162,5 +175,5 @@ class LiveRun:
             "step": np.arange(1, self.stream.steps + 1),
             "always_dense": np.cumsum(expected[:, 0] - self._oracle),
             "best_fixed": np.cumsum(expected[:, best] - self._oracle),
-            "best_fixed_plan": PLAN_NAMES[best],
+            "best_fixed_plan": self.plans[best],
         }

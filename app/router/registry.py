@@ -19,7 +19,7 @@ from .linucb import LinUCB
 from .nonstationary import RestartLinUCB, SlidingWindowLinUCB
 from .thompson import LinTS
 
-__all__ = ["RouterSpec", "REGISTRY", "LEARNERS", "DRIFT_ROUTERS", "spec"]
+__all__ = ["RouterSpec", "REGISTRY", "LEARNERS", "DRIFT_ROUTERS", "REAL_ROUTERS", "spec"]
 
 
 def _window(s) -> int:
@@ -34,6 +34,9 @@ class RouterSpec:
     from a :class:`~app.model.Scenario` and the exploration scale α (``None``: the router is not
     built from a scenario, e.g. the oracle reads a loss table). ``learner``: a user can pick it
     (the app, the harness's comparison). ``drift``: the harness also runs it on drifting costs.
+    ``real``: its arguments on the real decode loop and the real trace (losses are measured
+    seconds / a dense step, about 0.3-2, noise-free: α = 0.1 under-explores); ``None``: it needs
+    the synthetic environment's layout (a current margin, its arm order) and does not run there.
     """
 
     name: str
@@ -44,6 +47,7 @@ class RouterSpec:
     learner: bool = False
     drift: bool = False
     color: str = "#000000"
+    real: dict | None = None
 
 
 _SPECS = (
@@ -55,6 +59,7 @@ _SPECS = (
         learner=True,
         drift=True,
         color="#0072B2",
+        real={"alpha": 0.5},
     ),
     RouterSpec(
         "lints",
@@ -63,6 +68,7 @@ _SPECS = (
         params=lambda s, alpha: {"v": alpha},
         learner=True,
         color="#009E73",
+        real={"v": 0.1},
     ),
     RouterSpec(
         "sw-linucb",
@@ -72,6 +78,7 @@ _SPECS = (
         learner=True,
         drift=True,
         color="#56B4E9",
+        real={"alpha": 0.5, "window": 400},
     ),
     RouterSpec(
         "restart-linucb",
@@ -81,6 +88,7 @@ _SPECS = (
         learner=True,
         drift=True,
         color="#CC79A7",
+        real={"alpha": 0.5, "period": 400},
     ),
     RouterSpec(
         "experts-hedge",
@@ -118,6 +126,8 @@ REGISTRY: dict[str, RouterSpec] = {s.name: s for s in _SPECS}
 LEARNERS: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.learner)
 #: Routers the harness also runs on drifting costs.
 DRIFT_ROUTERS: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.drift)
+#: Routers that run on the real decode loop and replay the real trace.
+REAL_ROUTERS: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.real is not None)
 
 
 def spec(name: str) -> RouterSpec:

@@ -147,12 +147,15 @@ def _project_metadata(root: Path) -> dict:
 def app_wheel(root: Path, dest_dir: Path, exclude: tuple[str, ...]) -> Path:
     """The project's own wheel from ``pyproject.toml``: package ``app`` minus ``exclude``.
 
-    ``exclude`` holds sub-package paths such as ``app/backend`` (server-only code).
+    ``exclude`` holds sub-package paths such as ``app/backend`` (server-only code). Data files
+    are the ``data/`` folders' files, as ``[tool.setuptools.package-data]`` gives a regular
+    install (the shipped real trace).
     """
     meta = _project_metadata(root)
     name, version = meta["name"], meta["version"]
     files: dict[str, bytes] = {}
-    for path in sorted((root / "app").rglob("*.py")):
+    paths = [*(root / "app").rglob("*.py"), *(root / "app").glob("**/data/*.json")]
+    for path in sorted(paths):
         rel = path.relative_to(root).as_posix()
         if "__pycache__" in rel or any(rel == e or rel.startswith(e + "/") for e in exclude):
             continue

@@ -9,7 +9,9 @@ Bokeh model names (test hooks): ``amortization_cost`` (expected cost line; sourc
 ``amortization_cost_source``), ``amortization_error``, ``amortization_full``, ``tau_marker``
 (Span at τ), ``safe_tau_marker`` / ``safe_tau_label``, ``amortization_total`` (amortized total;
 source ``amortization_total_source``), ``full_total``, ``n_star_marker`` / ``n_star_label``,
-``amortization_readout`` (Div), measured scatter ``amortization_measured``.
+``amortization_readout`` (Div), measured scatter ``amortization_measured``; on the real-trace
+workload the measured decision error ``amortization_trace_error`` (source
+``amortization_trace_source``; hidden otherwise).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from app.model.explain import format_seconds
 from .plotting import COLORS, add_hover, legend_item, line, new_figure, scatter
 
 __all__ = ["AmortizationFigure"]
+
+_TRACE_LABEL = "measured decision error, real trace (right)"
 
 
 class AmortizationFigure:
@@ -42,6 +46,9 @@ class AmortizationFigure:
         )
         self.measured_source = ColumnDataSource(
             {c: [] for c in ("tau", "seconds", "what")}, name="amortization_measured_source"
+        )
+        self.trace_source = ColumnDataSource(
+            {c: [] for c in ("tau", "error", "accept")}, name="amortization_trace_source"
         )
         self.tau_figure = self._tau_panel()
         self.total_figure = self._total_panel()
@@ -111,6 +118,18 @@ class AmortizationFigure:
             line_width=2,
             legend_label="decision error (right)",
         )
+        self.trace_error = line(
+            fig,
+            "tau",
+            "error",
+            self.trace_source,
+            y_range_name="error",
+            name="amortization_trace_error",
+            color=COLORS["error"],
+            line_width=2,
+            visible=False,
+            legend_label=_TRACE_LABEL,
+        )
         self.tau_marker = Span(
             dimension="height", line_color=COLORS["marker"], line_width=2, name="tau_marker"
         )
@@ -141,6 +160,18 @@ class AmortizationFigure:
         if self.has_measured:
             self.measured_legend = legend_item(fig, "measured")
             self.measured_legend.visible = False  # until there are measured points
+        self.trace_legend = legend_item(fig, _TRACE_LABEL)
+        self.trace_legend.visible = False
+        add_hover(
+            fig,
+            [self.trace_error],
+            [
+                ("τ", "@tau{0.00}"),
+                ("measured error", "@error{0.000}"),
+                ("accepted", "@accept{0.0%}"),
+            ],
+            mode="vline",
+        )
         add_hover(
             fig,
             [cost],
@@ -211,8 +242,10 @@ class AmortizationFigure:
         )
         return fig
 
-    def update(self, s: Scenario) -> dict:
-        """Refill both panels from :func:`app.model.amortization_curves`; returns its dict."""
+    def update(self, s: Scenario, real: dict | None = None) -> dict:
+        """Refill both panels from :func:`app.model.amortization_curves`, and the real trace's
+        measured decision error from ``real`` (:func:`~app.widgets.workload.real_workload`;
+        None hides it); returns the model's dict."""
         taus = np.union1d(TAU_GRID, [s.tau])  # the grid plus the current τ exactly
         c = amortization_curves(s, taus)
         self.tau_source.data = {
@@ -223,13 +256,16 @@ class AmortizationFigure:
             "refine": c["refine_prob"],
         }
         top = float(np.max(c["error_rate"])) if len(c["error_rate"]) else 0.0
+        i = int(np.searchsorted(taus, s.tau))
+        trace_note = self._update_trace(s, real, float(c["error_rate"][i]))
+        if real is not None:
+            top = max(top, float(np.max(real["error"])))
         self.error_range.end = top * 1.1 if top > 0 else 1.0
         self.tau_marker.location = s.tau
         safe = float(c["safe_tau"])
         self.safe_marker.location = min(safe, 1.0)
         self.safe_label.x = min(safe, 1.0)
         self.safe_label.text = f"safe τ = 2ε = {safe:.3g}"
-        i = int(np.searchsorted(taus, s.tau))
         self.tau_label.x = s.tau
         self.tau_label.text = f"τ = {s.tau:.3g}"
         self.total_source.data = {
@@ -253,9 +289,40 @@ class AmortizationFigure:
             f"<b>At τ = {s.tau:.3g}</b>: refine probability "
             f"{c['refine_prob'][i]:.3f}, expected {format_seconds(float(c['amortized_s'][i]))} "
             f"per step against {format_seconds(float(c['full_s'][i]))} exact; decision error "
-            f"{c['error_rate'][i]:.2e}, {safe_note}."
+            f"{c['error_rate'][i]:.2e}, {safe_note}.{trace_note}"
         )
         return c
+
+    def _update_trace(self, s: Scenario, real: dict | None, model_error: float) -> str:
+        """Show (or hide) the measured curve; the readout's sentence about it."""
+        for model in (self.trace_error, self.trace_legend):
+            model.visible = real is not None
+        if real is None:
+            self.trace_source.data = {"tau": [], "error": [], "accept": []}
+            return ""
+        self.trace_source.data = {
+            "tau": real["tau"],
+            "error": real["error"],
+            "accept": real["accept"],
+        }
+        fit = real["fit"]
+        j = min(int(round(s.tau * (len(real["tau"]) - 1))), len(real["tau"]) - 1)
+        if fit["eps_normalised"] > 0.5:
+            verdict = (
+                "beyond the model's ε ≤ 0.5, so no τ ≤ 1 is certified: the hypothesis fails "
+                "with this amortizer"
+            )
+        else:
+            verdict = f"certified from τ = {2 * fit['eps_normalised']:.3g}"
+        return (
+            f"<br><small><b>Real trace</b> ({real['steps']} held-out steps; τ in units of the "
+            f"largest exact margin, {fit['scale']:.3g} logits): the model's curves use the margin "
+            f"law fitted to the trace, Kumaraswamy a = {fit['a']:.2f}, b = {fit['b']:.2f}; "
+            f"measured ε̂ = {fit['eps_hat']:.3g} logits = {fit['eps_normalised']:.2f} normalised, "
+            f"{verdict}. Measured at τ ≈ {real['tau'][j]:.2f}: {real['accept'][j]:.0%} accepted, "
+            f"decision error {real['error'][j]:.3f}; the model, at ε = {s.eps:.3g}: "
+            f"{model_error:.3f}.</small>"
+        )
 
     def set_measured(self, points: dict | None) -> None:
         """Measured per-step seconds: ``{"amortized_s": float, "full_s": float}`` drawn at

@@ -27,6 +27,7 @@ from .plotting import set_output_backend
 from .router import RouterFigure
 from .session import RouterSession
 from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
+from .workload import real_workload
 
 __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
 
@@ -93,9 +94,9 @@ class LLMQPApp:
 
     def update_model(self, *events) -> None:
         """Refill Figures 1–2 and the plan table from the current scenario."""
-        s = self.state.scenario
-        self.crossover.update(s)
-        self.amortization.update(s)
+        s, real = self.state.scenario, self.state.workload == "real"
+        self.crossover.update(s, real_workload() if real else None)
+        self.amortization.update(s, real_workload() if real else None)
         self.explain.update(s)
 
     def _router_inputs_changed(self, *events) -> None:
@@ -114,9 +115,9 @@ class LLMQPApp:
         a fresh run)."""
         st, s = self.state, self.state.scenario
         latency = None
-        if st.measured_latency and self.measured is not None:
+        if st.measured_latency and self.measured is not None and st.workload != "real":
             latency = self.measured.latency_for(s)
-        self.session.reset(s, st.router, st.compare, st.alpha, st.drift, latency)
+        self.session.reset(s, st.router, st.compare, st.alpha, st.drift, latency, st.workload)
         self.session.run_to_end()
 
     def view(self) -> pn.viewable.Viewable:
@@ -125,6 +126,7 @@ class LLMQPApp:
         h = _heading
         sidebar = [
             h("Scenario"),
+            rw["workload_select"],
             mw["d"],
             mw["vocab"],
             mw["k"],
@@ -175,10 +177,10 @@ def defer(callback) -> None:
     patches. Anywhere else (tests, scripts, export): at once.
     """
     doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        pn.state.execute(callback, schedule=True)
-    elif sys.platform == "emscripten":
+    if sys.platform == "emscripten":  # (the worker's document has a mock session context)
         asyncio.get_event_loop().call_soon(callback)
+    elif doc is not None and doc.session_context is not None:
+        pn.state.execute(callback, schedule=True)
     else:
         callback()
 

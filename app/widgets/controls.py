@@ -50,6 +50,7 @@ WIDGET_OF = {
     "horizon": "horizon",
     "seed": "seed_input",
     "drift": "drift_toggle",
+    "workload": "workload_select",
 }
 
 
@@ -182,9 +183,12 @@ def model_controls(state: ScenarioState) -> dict:
 
 
 def router_controls(state: ScenarioState) -> dict:
-    """Widgets of the router run (Figure 3), keyed by hook."""
+    """Widgets of the router run (Figure 3) and the workload choice, keyed by hook. On the
+    real trace α, λ and drift do not apply (the routers run with the registry's real-trace
+    parameters on measured seconds): their widgets are disabled."""
     p = state.param
-    return {
+    w = {
+        "workload_select": hooked(pn.widgets.Select, "workload_select", param_ref=p.workload),
         "router_select": hooked(pn.widgets.Select, "router_select", param_ref=p.router),
         "compare_select": hooked(pn.widgets.MultiChoice, "compare_select", param_ref=p.compare),
         "alpha_slider": hooked(
@@ -195,6 +199,14 @@ def router_controls(state: ScenarioState) -> dict:
         "seed_input": hooked(pn.widgets.IntInput, "seed_input", param_ref=p.seed),
         "drift_toggle": hooked(pn.widgets.Checkbox, "drift_toggle", param_ref=p.drift),
     }
+
+    def synthetic_only(*events):
+        for key in ("alpha_slider", "lam_slider", "drift_toggle"):
+            w[key].disabled = state.workload == "real"
+
+    state.param.watch(synthetic_only, "workload")
+    synthetic_only()
+    return w
 
 
 class Player(pn.viewable.Viewer):

@@ -8,7 +8,9 @@ Bokeh model names (test hooks): sources ``crossover_dense_source``, ``crossover_
 line renderers ``crossover_dense``, ``crossover_sparse``; the label ``crossover_label`` (text
 contains ``K*``); spans ``crossover_kstar_span``, ``crossover_flop_span``, ``k_marker``; the
 regime readout Div ``crossover_readout``; measured scatter ``crossover_measured_dense`` /
-``crossover_measured_sparse`` (sources with ``_source`` appended).
+``crossover_measured_sparse`` (sources with ``_source`` appended); the real trace's K histogram
+``crossover_trace_hist`` (source ``crossover_trace_source``, right axis ``crossover_trace_axis``;
+hidden on the synthetic workload).
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import html
 
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, FixedTicker, Label, Span
+from bokeh.models import (
+    ColumnDataSource,
+    Div,
+    FixedTicker,
+    Label,
+    LinearAxis,
+    LinearScale,
+    Range1d,
+    Span,
+)
 
 from app.model import (
     Scenario,
@@ -29,12 +40,13 @@ from app.model import (
 )
 from app.model.explain import format_seconds
 
-from .plotting import COLORS, add_hover, legend_item, line, new_figure, scatter
+from .plotting import COLORS, add_hover, legend_item, line, new_figure, quad, scatter
 from .ticks import set_log_ticks
 
 __all__ = ["CrossoverFigure"]
 
 _COLUMNS = ("k", "seconds", "flops", "bytes", "regime")
+_TRACE_LABEL = "real trace: steps by K (right axis)"
 
 
 def _source(name: str, columns=_COLUMNS) -> ColumnDataSource:
@@ -62,6 +74,7 @@ class CrossoverFigure:
             x_axis_label="K (legal tokens)",
             y_axis_label="seconds per step",
         )
+        self._trace_panel(fig)
         lines = []
         for plan, src in (("DenseHead", self.dense_source), ("SparseHead", self.sparse_source)):
             short = plan[:-4].lower()
@@ -143,6 +156,8 @@ class CrossoverFigure:
         ]
         for item in self.measured_legend:
             item.visible = False  # until there are measured points (server mode)
+        self.trace_legend = legend_item(fig, _TRACE_LABEL)
+        self.trace_legend.visible = False
         fig.legend.label_text_font_size = "8pt"
         tips = [
             ("K", "@k{0,0}"),
@@ -163,8 +178,43 @@ class CrossoverFigure:
         self.layout = column(fig, self.readout, sizing_mode="stretch_width")
         self.crossover = None
 
-    def update(self, s: Scenario) -> dict:
-        """Refill every model from the model's curves for ``s``; returns the curve dict."""
+    def _trace_panel(self, fig) -> None:
+        """The real trace's steps by K, as bars on their own linear right axis (drawn first,
+        under the curves)."""
+        self.trace_source = ColumnDataSource(
+            {c: [] for c in ("left", "right", "share")}, name="crossover_trace_source"
+        )
+        self.trace_range = Range1d(0.0, 1.0)
+        fig.extra_y_ranges = {"trace": self.trace_range}
+        fig.extra_y_scales = {"trace": LinearScale()}
+        self.trace_axis = LinearAxis(
+            y_range_name="trace",
+            axis_label="share of the trace's steps",
+            name="crossover_trace_axis",
+            visible=False,
+        )
+        fig.add_layout(self.trace_axis, "right")
+        self.trace_hist = quad(
+            fig,
+            self.trace_source,
+            left="left",
+            right="right",
+            bottom=0.0,
+            top="share",
+            y_range_name="trace",
+            color=COLORS["reference"],
+            fill_alpha=0.3,
+            line_alpha=0.6,
+            name="crossover_trace_hist",
+            visible=False,
+            legend_label=_TRACE_LABEL,
+        )
+
+    def update(self, s: Scenario, real: dict | None = None) -> dict:
+        """Refill every model from the model's curves for ``s``, and the real trace's K
+        histogram from ``real`` (:func:`~app.widgets.workload.real_workload`; None hides it);
+        returns the curve dict."""
+        self._update_trace(real)
         ks = np.union1d(k_grid(s.vocab), [s.k])  # the grid plus the current K exactly
         c = crossover_curve(s.d, s.vocab, s.batch, s.dtype, s.hw, ks=ks)
         for src, plan in ((self.dense_source, "dense"), (self.sparse_source, "sparse")):
@@ -193,6 +243,24 @@ class CrossoverFigure:
         self.label.text = f"{head}\n{self._update_current(s)}"
         return c
 
+    def _update_trace(self, real: dict | None) -> None:
+        shown = real is not None
+        for model in (self.trace_axis, self.trace_hist, self.trace_legend):
+            model.visible = shown
+        if not shown:
+            self.trace_source.data = {"left": [], "right": [], "share": []}
+            self.trace_note = ""
+            return
+        h = real["hist"]
+        self.trace_source.data = {"left": h["left"], "right": h["right"], "share": h["share"]}
+        self.trace_range.end = float(h["share"].max()) * 1.15
+        big = float(h["share"][h["left"] >= 16384].sum())
+        self.trace_note = (
+            f"<br><small>Real trace ({h['steps']:,} steps of {html.escape(real['meta']['model'])}, "
+            f"|V| = {h['vocab']:,}): {h['forced']:.0%} of steps have K = 1 (ForcedToken), "
+            f"{big:.0%} K ≥ 16,384: the grey bars, right axis.</small>"
+        )
+
     def _update_current(self, s: Scenario) -> str:
         """Marker, readout and a one-line verdict at the current K."""
         args = (s.batch, s.dtype, s.hw)
@@ -213,7 +281,7 @@ class CrossoverFigure:
             f"<b>At K = {s.k:,}</b>: DenseHead is {html.escape(str(dense.regime))} "
             f"({format_seconds(d_s)}), SparseHead is {html.escape(str(sparse.regime))} "
             f"({format_seconds(s_s)}); the {faster} head is {ratio:.3g}× faster."
-            f"<br><small>Whole plans: {html.escape(plans)}</small>"
+            f"<br><small>Whole plans: {html.escape(plans)}</small>{self.trace_note}"
         )
         return verdict
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bokeh.core.property.vectorization import value
-from bokeh.models import GlyphRenderer, HoverTool, Legend, LegendItem, Line, Scatter, VBar
+from bokeh.models import GlyphRenderer, HoverTool, Legend, LegendItem, Line, Quad, Scatter, VBar
 from bokeh.plotting import figure
 
 from app.model import PLAN_NAMES
@@ -16,6 +16,7 @@ __all__ = [
     "line",
     "scatter",
     "vbar",
+    "quad",
     "add_hover",
     "legend_item",
     "set_output_backend",
@@ -92,6 +93,12 @@ def scatter(fig, x: str, y: str, source, **kwargs) -> GlyphRenderer:
 def vbar(fig, x: str, top: str, source, **kwargs) -> GlyphRenderer:
     """``fig.vbar(x, top=top, source=source, **kwargs)``, lighter (see :func:`_add_glyph`)."""
     return _add_glyph(fig, VBar, source, x=x, top=top, **kwargs)
+
+
+def quad(fig, source, **kwargs) -> GlyphRenderer:
+    """``fig.quad(left, right, bottom, top, source=source, **kwargs)``, lighter (see
+    :func:`_add_glyph`)."""
+    return _add_glyph(fig, Quad, source, **kwargs)
 
 
 def add_hover(fig, renderers, tooltips, mode="mouse") -> HoverTool:

@@ -215,13 +215,22 @@ class RouterFigure:
     def _refresh_readouts(self) -> None:
         sess = self.session
         primary = sess.summary()
-        shares = primary.get("shares") or [0.0] * len(PLAN_NAMES)
-        self.shares_source.data = {**self.shares_source.data, "share": list(shares)}
+        by_plan = dict(zip(primary.get("plans", ()), primary.get("shares", ())))
+        shares = [by_plan.get(plan, 0.0) for plan in PLAN_NAMES]
+        self.shares_source.data = {**self.shares_source.data, "share": shares}
         self.shares_figure.title.text = f"Plan choices of {ROUTER_LABELS[sess.primary]}"
         self._best.glyph.line_color = COLORS[self.best_fixed_plan]
         rows = [self._prose(sess.runs[name].summary()) for name in sess.runs]
+        where = ""
+        if sess.workload == "real":
+            stream = sess.stream
+            where = (
+                f"<b>Real trace</b>: measured per-plan seconds of {stream.pass_steps:,} routed "
+                f"steps (K ≥ 2) replayed in passes of a seeded request order; losses are seconds "
+                f"/ the median DenseHead step ({stream.ref_s * 1e3:.0f} ms). "
+            )
         self.summary_div.text = (
-            f"Best fixed plan in hindsight: <b>{html.escape(self.best_fixed_plan)}</b>. "
+            f"{where}Best fixed plan in hindsight: <b>{html.escape(self.best_fixed_plan)}</b>. "
             + " ".join(rows)
         )
 
@@ -232,7 +241,7 @@ class RouterFigure:
             return f"<br>{html.escape(name)}: not started (press play or step)."
         pct = summ.get("regret_pct")
         pct_s = "n/a" if pct is None else f"{pct:.2f}%"
-        dense = (summ.get("shares") or [0.0])[0]
+        dense = dict(zip(summ["plans"], summ["shares"])).get("DenseHead", 0.0)
         return (
             f"<br><b>{html.escape(name)}</b> after {steps:,} / {self.session.stream.steps:,} "
             f"steps: dynamic regret {summ['dynamic_regret']:.3g} ({pct_s} of the oracle's loss), "

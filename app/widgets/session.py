@@ -14,10 +14,16 @@ import numpy as np
 import param
 
 from app.model import Scenario
+from app.model.validate import check_choice
 from app.router.environment import Drift
 from app.router.experiment import DEFAULT_ALPHA, LiveRun, scenario_stream
+from app.router.real_trace import REAL_ROUTER_PARAMS, looped_stream, shipped_trace
 
-__all__ = ["RouterSession"]
+__all__ = ["RouterSession", "WORKLOADS"]
+
+#: Where the router's stream comes from: the synthetic environment drawn for the scenario, or
+#: the shipped real trace replayed for the scenario's seed and horizon.
+WORKLOADS = ("synthetic", "real")
 
 
 class RouterSession(param.Parameterized):
@@ -34,6 +40,7 @@ class RouterSession(param.Parameterized):
         self.scenario: Scenario | None = None
         self.alpha = DEFAULT_ALPHA
         self.reference: dict = {}
+        self.workload = "synthetic"
         self._stream_key = None  # what the stream was drawn for (see reset)
 
     def reset(
@@ -44,17 +51,33 @@ class RouterSession(param.Parameterized):
         alpha=DEFAULT_ALPHA,
         drift=False,
         latency=None,
+        workload="synthetic",
     ) -> None:
         """New runs of ``router`` and each of ``compare`` at step 0 (a new stream for ``s``
-        unless only τ changed: τ moves the threshold router's rule, not the stream)."""
-        key = (s.replace(tau=0.0), drift, latency)
-        if key != self._stream_key:
-            self.stream = scenario_stream(s, Drift() if drift else None, latency)
-            self._stream_key = key
+        unless only τ changed: τ moves the threshold router's rule, not the stream).
+
+        ``workload="real"``: the shipped trace for ``s.seed`` and ``s.horizon``, with the
+        routers' real-trace parameters (``alpha``, ``drift`` and ``latency`` do not apply; only
+        the routers of :data:`~app.router.real_trace.REAL_ROUTERS` run, ``router`` must be one).
+        """
+        check_choice("workload", workload, WORKLOADS)
+        if workload == "real":
+            check_choice("router", router, tuple(REAL_ROUTER_PARAMS))
+        self.workload = workload
+        if workload == "real":
+            key = ("real", s.seed, s.horizon)
+            if key != self._stream_key:
+                self.stream = looped_stream(shipped_trace(), s.seed, s.horizon)
+        else:
+            key = (s.replace(tau=0.0), drift, latency)
+            if key != self._stream_key:
+                self.stream = scenario_stream(s, Drift() if drift else None, latency)
+        self._stream_key = key
         self.scenario, self.alpha = s, alpha
         self.runs = {}
         for name in [router, *[c for c in compare if c != router]]:
-            self.runs[name] = LiveRun(s, name, alpha=alpha, stream=self.stream)
+            if self._runs_here(name):
+                self.runs[name] = self._new_run(name)
         self.reference = self.runs[router].reference_curves()
         self.primary = router
         self.epoch += 1
@@ -66,11 +89,18 @@ class RouterSession(param.Parameterized):
             if name != self.primary and name not in compare:
                 del self.runs[name]
         for name in compare:
-            if name not in self.runs:
-                self.runs[name] = LiveRun(self.scenario, name, alpha=self.alpha, stream=self.stream)
+            if name not in self.runs and self._runs_here(name):
+                self.runs[name] = self._new_run(name)
                 if t:
                     self.runs[name].advance(t)
         self.epoch += 1
+
+    def _runs_here(self, name: str) -> bool:
+        return self.workload != "real" or name in REAL_ROUTER_PARAMS
+
+    def _new_run(self, name: str) -> LiveRun:
+        params = REAL_ROUTER_PARAMS[name] if self.workload == "real" else None
+        return LiveRun(self.scenario, name, alpha=self.alpha, stream=self.stream, params=params)
 
     def rewind(self) -> None:
         """Every run back to step 0 with a fresh router, on the same stream."""

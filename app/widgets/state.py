@@ -3,7 +3,9 @@
 The numeric bounds are :data:`app.model.SCENARIO_LIMITS`, so a slider built from a parameter
 cannot leave the region :class:`~app.model.Scenario` accepts. The one cross-field rule,
 ``1 ≤ K ≤ |V|``, is kept by a watcher that runs before any view: lowering |V| below K pulls K
-down with it, and a K above |V| is clamped, so no reachable state fails validation.
+down with it, and a K above |V| is clamped, so no reachable state fails validation. Likewise the
+real-trace workload offers only the routers that run on it (a router that does not falls back
+to LinUCB).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import param
 
 from app.model import DTYPES, PRESETS, SCENARIO_LIMITS, Hardware, Scenario
 from app.router.experiment import DEFAULT_ALPHA
-from app.router.registry import LEARNERS
+from app.router.registry import LEARNERS, REAL_ROUTERS
+
+from .workload import real_workload
 
 __all__ = ["ScenarioState", "CALIBRATED", "MODEL_PARAMS", "ROUTER_PARAMS", "URL_PARAMS"]
 
@@ -55,6 +59,12 @@ class ScenarioState(param.Parameterized):
     alpha = param.Number(DEFAULT_ALPHA, bounds=(0.0, 100.0), softbounds=(0.0, 2.0), label="α")
     drift = param.Boolean(False, label="Drifting costs")
     measured_latency = param.Boolean(False, label="Train on measured latencies")
+    workload = param.Selector(
+        default="synthetic",
+        objects={"synthetic": "synthetic", "real trace": "real"},
+        label="Workload",
+        doc="The synthetic environment, or the shipped real trace (SmolLM2-135M on this CPU).",
+    )
     calibration = param.ClassSelector(
         class_=Hardware, default=None, allow_None=True, doc="Calibrated profile (server mode)."
     )
@@ -63,11 +73,26 @@ class ScenarioState(param.Parameterized):
         super().__init__(**params)
         # Registered before any view's watcher, so views always see the clamped K.
         self.param.watch(self._keep_k_legal, ["k", "vocab"])
+        self.param.watch(self._keep_routers_runnable, "workload")
         self._keep_k_legal()
+        self._keep_routers_runnable()
 
     def _keep_k_legal(self, *events) -> None:
         if self.k > self.vocab:
             self.k = self.vocab
+
+    def _keep_routers_runnable(self, *events) -> None:
+        choices = list(REAL_ROUTERS if self.workload == "real" else LEARNERS)
+        self.param.router.objects = choices
+        self.param.compare.objects = choices
+        updates = {}
+        if self.router not in choices:
+            updates["router"] = "linucb"
+        compare = [c for c in self.compare if c in choices]
+        if compare != list(self.compare):
+            updates["compare"] = compare
+        if updates:
+            self.param.update(updates)
 
     def set_calibration(self, hardware: Hardware | None) -> None:
         """Offer (or withdraw) the backend's calibrated profile as a hardware choice."""
@@ -89,7 +114,12 @@ class ScenarioState(param.Parameterized):
     @property
     def scenario(self) -> Scenario:
         """The validated :class:`~app.model.Scenario` of the current values (the body keeps
-        ``Scenario()``'s Llama-3-8B proportions, which scale with ``d``)."""
+        ``Scenario()``'s Llama-3-8B proportions, which scale with ``d``). On the real trace the
+        margin law is the one fitted to the trace's margins (:func:`.workload.real_workload`)."""
+        margins = {}
+        if self.workload == "real":
+            fit = real_workload()["fit"]
+            margins = {"margin_a": fit["margin_a"], "margin_b": fit["margin_b"]}
         return Scenario(
             d=self.d,
             vocab=self.vocab,
@@ -103,6 +133,7 @@ class ScenarioState(param.Parameterized):
             decode_length=self.decode_length,
             seed=self.seed,
             horizon=self.horizon,
+            **margins,
         )
 
     def apply_query(self, values: dict) -> list[str]:
@@ -132,6 +163,7 @@ MODEL_PARAMS = (
     "tau",
     "eps",
     "decode_length",
+    "workload",
 )
 #: Parameters that restart the router run.
 ROUTER_PARAMS = (
@@ -162,4 +194,5 @@ URL_PARAMS = {
     "compare": "compare",
     "alpha": "alpha",
     "drift": "drift",
+    "workload": "workload",
 }

@@ -46,7 +46,7 @@ FIGURES = """
 <div data-llmqp-figure="crossover" data-llmqp-params="k=64&vocab=128256"
      data-llmqp-group="one"></div>
 <div data-llmqp-figure="explain" data-llmqp-group="one"></div>
-<div data-llmqp-figure="amortization"></div>
+<div data-llmqp-figure="amortization" data-llmqp-params="workload=real"></div>
 """
 PLAIN_FIGURES = FIGURES.replace("data-llmqp-figure", "data-x")
 
@@ -125,3 +125,12 @@ def test_embed_on_a_page_that_is_not_ours(open_page, host_url):
     app.wait_change("window.__find('explain_table').text", table)
     app.page.wait_for_function("window.__data('crossover_dense').k.includes(2000)", timeout=30_000)
     assert app.eval("1 + 2") == 3  # the embed's worker answers the test-only hook
+
+    # An element's own params choose the real trace: its measured error over τ is drawn.
+    from app.widgets.workload import real_workload
+
+    app.page.wait_for_function(
+        "window.__data('amortization_trace_error').error.length > 0", timeout=30_000
+    )
+    got = app.data("amortization_trace_error")["error"]
+    assert got == real_workload()["error"].tolist()
