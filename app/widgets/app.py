@@ -35,6 +35,9 @@ __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
 #: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.backend`` import.
 IN_BROWSER = sys.platform == "emscripten" or os.environ.get("LLMQP_STATIC_BUILD") == "1"
 log = logging.getLogger(__name__)
+#: In Pyodide the shown run finishes in the background, this many steps per run per turn of
+#: the worker's event loop (~20-40 ms): a slider move waits for one turn, not for 20k steps.
+FINISH_CHUNK = 1500
 
 _INTRO = (
     "<h1 style='margin:0'>LLM-QP</h1><p style='margin:4px 0 0 0;max-width:60em'>Query planning "
@@ -112,13 +115,18 @@ class LLMQPApp:
 
     def update_router(self, *events) -> None:
         """New router run(s) on the current scenario's stream, shown finished (Play animates
-        a fresh run)."""
+        a fresh run); in Pyodide finished in the background (:data:`FINISH_CHUNK`)."""
         st, s = self.state, self.state.scenario
         latency = None
         if st.measured_latency and self.measured is not None and st.workload != "real":
             latency = self.measured.latency_for(s)
-        self.session.reset(s, st.router, st.compare, st.alpha, st.drift, latency, st.workload)
-        self.session.run_to_end()
+        # Redrawn at once only the first time: the figure's models then exist before the
+        # browser's worker compares its document with the pre-rendered one.
+        first = not self.session.runs
+        self.session.reset(
+            s, st.router, st.compare, st.alpha, st.drift, latency, st.workload, redraw=first
+        )
+        self.session.run_to_end(FINISH_CHUNK if sys.platform == "emscripten" else None)
 
     def view(self) -> pn.viewable.Viewable:
         """The page: controls on the left, figures on the right."""

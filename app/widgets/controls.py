@@ -247,8 +247,9 @@ class Player(pn.viewable.Viewer):
         return done
 
     def step_once(self) -> bool:
-        """One chunk; a finished run starts afresh first."""
-        if self.session.done:
+        """One chunk; a finished run (or one finishing in the background) starts afresh
+        first."""
+        if self.session.done or self.session.finishing:
             self.restart()
         return self.tick()
 
@@ -259,7 +260,7 @@ class Player(pn.viewable.Viewer):
     def _on_play(self, event) -> None:
         self.play.label = "⏸ Pause" if event.new else "▶ Play"
         if event.new:
-            if self.session.done:
+            if self.session.done or self.session.finishing:
                 self.restart()
             if self._callback is None:
                 self._callback = pn.state.add_periodic_callback(self.tick, self.period)

@@ -10,6 +10,8 @@ the comparison. It announces what changed through two parameters a view can watc
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import param
 
@@ -41,6 +43,8 @@ class RouterSession(param.Parameterized):
         self.alpha = DEFAULT_ALPHA
         self.reference: dict = {}
         self.workload = "synthetic"
+        self.finishing = False  # a run_to_end(chunk=...) is under way
+        self._generation = 0  # bumped by reset/rewind: a background finish stops
         self._stream_key = None  # what the stream was drawn for (see reset)
 
     def reset(
@@ -52,6 +56,7 @@ class RouterSession(param.Parameterized):
         drift=False,
         latency=None,
         workload="synthetic",
+        redraw: bool = True,
     ) -> None:
         """New runs of ``router`` and each of ``compare`` at step 0 (a new stream for ``s``
         unless only τ changed: τ moves the threshold router's rule, not the stream).
@@ -59,6 +64,8 @@ class RouterSession(param.Parameterized):
         ``workload="real"``: the shipped trace for ``s.seed`` and ``s.horizon``, with the
         routers' real-trace parameters (``alpha``, ``drift`` and ``latency`` do not apply; only
         the routers of :data:`~app.router.real_trace.REAL_ROUTERS` run, ``router`` must be one).
+        ``redraw=False``: no ``epoch`` yet (a :meth:`run_to_end` follows and bumps it, so the
+        figure goes from the old result straight to the new one).
         """
         check_choice("workload", workload, WORKLOADS)
         if workload == "real":
@@ -73,6 +80,7 @@ class RouterSession(param.Parameterized):
             if key != self._stream_key:
                 self.stream = scenario_stream(s, Drift() if drift else None, latency)
         self._stream_key = key
+        self._cancel_finish()
         self.scenario, self.alpha = s, alpha
         self.runs = {}
         for name in [router, *[c for c in compare if c != router]]:
@@ -80,7 +88,8 @@ class RouterSession(param.Parameterized):
                 self.runs[name] = self._new_run(name)
         self.reference = self.runs[router].reference_curves()
         self.primary = router
-        self.epoch += 1
+        if redraw:
+            self.epoch += 1
 
     def set_compare(self, compare) -> None:
         """Show ``compare`` beside the chosen router; new runs catch up to its step at once."""
@@ -104,6 +113,7 @@ class RouterSession(param.Parameterized):
 
     def rewind(self) -> None:
         """Every run back to step 0 with a fresh router, on the same stream."""
+        self._cancel_finish()
         for run in self.runs.values():
             run.reset()
         self.epoch += 1
@@ -114,12 +124,43 @@ class RouterSession(param.Parameterized):
         self.chunk = {name: run.advance(n) for name, run in self.runs.items() if not run.done}
         return self.done
 
-    def run_to_end(self) -> None:
-        """Every run to the horizon at once (the result a reader sees before pressing play)."""
+    def run_to_end(self, chunk: int | None = None) -> None:
+        """Every run to the horizon (the result a reader sees before pressing play), then
+        ``epoch``.
+
+        ``chunk``: not at once but ``chunk`` steps of each run per turn of the running asyncio
+        loop, as a task (the browser's worker: one long turn would hold every message, a
+        slider move too, behind it). ``finishing`` is True until it is done; :meth:`reset`
+        and :meth:`rewind` cancel it. The figure keeps what it showed until ``epoch``.
+        """
+        self._cancel_finish()
+        if chunk is None:
+            self._advance_quietly(None)
+            self.epoch += 1
+            return
+        self.finishing = True
+        asyncio.ensure_future(self._finish(self._generation, chunk))
+
+    async def _finish(self, generation: int, chunk: int) -> None:
+        while True:
+            await asyncio.sleep(0)
+            if generation != self._generation:
+                return
+            self._advance_quietly(chunk)
+            if self.done:
+                break
+        self.finishing = False
+        self.epoch += 1
+
+    def _advance_quietly(self, n: int | None) -> None:
+        """Advance every unfinished run by ``n`` steps (None: to the end) without ``chunk``."""
         for run in self.runs.values():
             if not run.done:
-                run.advance(run.stream.steps - run.t)
-        self.epoch += 1
+                run.advance(run.stream.steps - run.t if n is None else n)
+
+    def _cancel_finish(self) -> None:
+        self._generation += 1
+        self.finishing = False
 
     @property
     def t(self) -> int:
