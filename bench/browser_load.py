@@ -1,7 +1,9 @@
 """Load-time benchmark of the static site's pages in headless Chromium on localhost.
 
 Medians over ``--loads`` page loads in one run, for each page (``index.html``, ``paper.html``)
-of ``--static``, and of ``--before`` (another build, e.g. of an earlier commit) in the same run:
+of ``--static``, and of ``--before`` (another build, e.g. of an earlier commit) in the same run,
+the two builds' loads interleaved (before, after, after, before, …) so that the machine's load
+swings hit both alike:
 
 * cold time-to-interactive: a fresh browser context (empty cache) until the worker's document
   is rendered and linked (``llmqp.timings.interactive``, ms after navigation start);
@@ -132,74 +134,96 @@ def folder_bytes(path: Path) -> int:
 EVAL_JS = "(code) => (window.llmqp && llmqp.eval ? llmqp.eval(code) : llmqpTest.eval(code))"
 
 
-def measure(static: Path, page_name: str, loads: int, shots: dict) -> dict:
-    """Medians of ``loads`` cold and warm loads of ``static/page_name``; ``shots`` maps a
-    viewport width to a PNG path for a full-page screenshot of the first load."""
-    from playwright.sync_api import sync_playwright
-
+def _one_load(browser, url: str, blocked: list) -> tuple[dict, dict, list, object]:
+    """A cold load in a fresh context, a warm reload, five slider moves; the open context."""
     from app.web import testhooks
 
-    server, url = serve(static)
-    url += page_name
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", only_local(url.rsplit("/", 1)[0] + "/", blocked))
+    context.add_init_script(testhooks.PAGE_EVAL)
+    page = context.new_page()
+    page.goto(url)
+    cold = wait_ready(page)
+    page.reload()
+    warm = wait_ready(page)
+    page.wait_for_timeout(300)
+    start, end = page.evaluate(
+        "(() => { const d = Bokeh.documents[Bokeh.documents.length - 1];"
+        " const m = d.get_model_by_name('k_slider'); return [m.start, m.end]; })()"
+    )
+    redraw = []
+    for j in range(5):
+        target = start + (0.3 + 0.1 * j) * (end - start)
+        redraw.append(page.evaluate(REDRAW_JS, [target]))
+        page.wait_for_timeout(100)
+    return cold, warm, redraw, (context, page)
+
+
+def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
+    """Medians of ``loads`` cold and warm loads of ``page_name`` in each of ``builds``
+    (``{name: static folder}``), taken in rounds — one load of each build per round, the order
+    reversed every other round — so that a shared machine's swings hit every build alike.
+    ``shots`` maps a viewport width to a PNG path: full-page screenshots of the "after" build.
+    Returns ``{build: result}``."""
+    from playwright.sync_api import sync_playwright
+
+    servers = {name: serve(folder) for name, folder in builds.items()}
+    urls = {name: url + page_name for name, (_, url) in servers.items()}
     blocked: list[str] = []
-    cold, warm, redraw, pyodide = [], [], [], None
+    samples = {name: {"cold": [], "warm": [], "redraw": []} for name in builds}
+    pyodide = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        order = list(builds)
         for i in range(loads):
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.route("**/*", only_local(url.rsplit("/", 1)[0] + "/", blocked))
-            context.add_init_script(testhooks.PAGE_EVAL)
-            page = context.new_page()
-            page.goto(url)
-            cold.append(wait_ready(page))
-            page.reload()
-            warm.append(wait_ready(page))
-            page.wait_for_timeout(300)
-            start, end = page.evaluate(
-                "(() => { const d = Bokeh.documents[Bokeh.documents.length - 1];"
-                " const m = d.get_model_by_name('k_slider'); return [m.start, m.end]; })()"
-            )
-            for j in range(5):
-                target = start + (0.3 + 0.1 * j) * (end - start)
-                redraw.append(page.evaluate(REDRAW_JS, [target]))
-                page.wait_for_timeout(100)
-            if i == 0:
-                pyodide = page.evaluate(EVAL_JS, ROUTER_BENCH)
-                for width, path in shots.items():  # the default scenario (the URL carries K)
-                    page.set_viewport_size({"width": width, "height": 900})
-                    page.goto(url)
-                    wait_ready(page)
-                    page.wait_for_timeout(800)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(path), full_page=True)
-            context.close()
+            for name in order if i % 2 == 0 else order[::-1]:
+                cold, warm, redraw, (context, page) = _one_load(browser, urls[name], blocked)
+                got = samples[name]
+                got["cold"].append(cold)
+                got["warm"].append(warm)
+                got["redraw"] += redraw
+                if i == 0:
+                    pyodide[name] = page.evaluate(EVAL_JS, ROUTER_BENCH)
+                    for width, path in shots.items() if name == "after" else ():
+                        page.set_viewport_size({"width": width, "height": 900})
+                        page.goto(urls[name])  # the default scenario (the URL carries K)
+                        wait_ready(page)
+                        page.wait_for_timeout(800)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        page.screenshot(path=str(path), full_page=True)
+                context.close()
         version = browser.version
         browser.close()
-    server.shutdown()
+    for server, _ in servers.values():
+        server.shutdown()
 
     cpython: dict = {}
     exec(compile(ROUTER_BENCH.rsplit("\n{", 1)[0], "router_bench", "exec"), cpython)
     med = statistics.median
-    return {
-        "page": page_name,
-        "browser": f"Chromium {version} headless",
-        "machine": f"{platform.machine()}, {_cpus()} CPUs",
-        "loads": loads,
-        "cold_tti_ms": med(t["interactive"] for t in cold),
-        "prerendered_ms": med(t["prerendered"] for t in cold),
-        "warm_tti_ms": med(t["interactive"] for t in warm),
-        "warm_prerendered_ms": med(t["prerendered"] for t in warm),
-        "slider_redraw_ms": med(redraw),
-        "cold_phases_ms": {k: med(t.get(k, float("nan")) for t in cold) for k in cold[0]},
-        "warm_phases_ms": {k: med(t.get(k, float("nan")) for t in warm) for k in warm[0]},
-        "pyodide_live_linucb_steps_per_s": pyodide["live_steps_per_s"],
-        "pyodide_online_linucb_steps_per_s": pyodide["online_steps_per_s"],
-        "cpython_live_linucb_steps_per_s": cpython["live"],
-        "cpython_online_linucb_steps_per_s": cpython["online"],
-        "static_bytes": folder_bytes(static),
-        "blocked_foreign_requests": blocked,
-        "raw": {"cold": cold, "warm": warm, "slider_redraw_ms": redraw},
-    }
+    out = {}
+    for name, folder in builds.items():
+        cold, warm, redraw = (samples[name][k] for k in ("cold", "warm", "redraw"))
+        out[name] = {
+            "page": page_name,
+            "browser": f"Chromium {version} headless",
+            "machine": f"{platform.machine()}, {_cpus()} CPUs",
+            "loads": loads,
+            "cold_tti_ms": med(t["interactive"] for t in cold),
+            "prerendered_ms": med(t["prerendered"] for t in cold),
+            "warm_tti_ms": med(t["interactive"] for t in warm),
+            "warm_prerendered_ms": med(t["prerendered"] for t in warm),
+            "slider_redraw_ms": med(redraw),
+            "cold_phases_ms": {k: med(t.get(k, float("nan")) for t in cold) for k in cold[0]},
+            "warm_phases_ms": {k: med(t.get(k, float("nan")) for t in warm) for k in warm[0]},
+            "pyodide_live_linucb_steps_per_s": pyodide[name]["live_steps_per_s"],
+            "pyodide_online_linucb_steps_per_s": pyodide[name]["online_steps_per_s"],
+            "cpython_live_linucb_steps_per_s": cpython["live"],
+            "cpython_online_linucb_steps_per_s": cpython["online"],
+            "static_bytes": folder_bytes(folder),
+            "blocked_foreign_requests": blocked,
+            "raw": {"cold": cold, "warm": warm, "slider_redraw_ms": redraw},
+        }
+    return out
 
 
 def _cpus() -> int:
@@ -251,19 +275,18 @@ def main(argv=None) -> int:
         print(f"{CHROMIUM} is missing: apt-get install -y chromium", file=sys.stderr)
         return 1
     started = time.perf_counter()
-    builds = {"after": args.static, **({"before": args.before} if args.before else {})}
+    builds = {**({"before": args.before} if args.before else {}), "after": args.static}
     shots = {
         "index.html": {1280: args.docs / "screenshot.png"},
         "paper.html": {1280: args.docs / "paper-1280.png", 390: args.docs / "paper-390.png"},
     }
     results: dict = {}
     for page in args.pages:
-        for build, folder in sorted(builds.items(), reverse=True):  # before first
-            if not (folder / page).is_file():
-                print(f"{folder} has no {page}: skipped", file=sys.stderr)
-                continue
-            want = shots.get(page, {}) if build == "after" else {}
-            results.setdefault(page, {})[build] = measure(folder, page, max(args.loads, 3), want)
+        present = {name: folder for name, folder in builds.items() if (folder / page).is_file()}
+        for name in sorted(set(builds) - set(present)):
+            print(f"{builds[name]} has no {page}: skipped", file=sys.stderr)
+        if present:
+            results[page] = measure(present, page, max(args.loads, 3), shots.get(page, {}))
     summary = {"pages": results, "bench_seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")

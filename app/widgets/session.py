@@ -23,9 +23,9 @@ from app.router.real_trace import REAL_ROUTER_PARAMS, looped_stream, shipped_tra
 
 __all__ = ["RouterSession", "WORKLOADS"]
 
-#: Where the router's stream comes from: the synthetic environment drawn for the scenario, or
-#: the shipped real trace replayed for the scenario's seed and horizon.
-WORKLOADS = ("synthetic", "real")
+#: Where the router's stream comes from (value: label): the synthetic environment drawn for
+#: the scenario, or the shipped real trace replayed for the scenario's seed and horizon.
+WORKLOADS = {"synthetic": "synthetic", "real": "real trace"}
 
 
 class RouterSession(param.Parameterized):
@@ -67,7 +67,7 @@ class RouterSession(param.Parameterized):
         ``redraw=False``: no ``epoch`` yet (a :meth:`run_to_end` follows and bumps it, so the
         figure goes from the old result straight to the new one).
         """
-        check_choice("workload", workload, WORKLOADS)
+        check_choice("workload", workload, tuple(WORKLOADS))
         if workload == "real":
             check_choice("router", router, tuple(REAL_ROUTER_PARAMS))
         self.workload = workload

@@ -16,6 +16,7 @@ from app.model import DTYPES, PRESETS, SCENARIO_LIMITS, Hardware, Scenario
 from app.router.experiment import DEFAULT_ALPHA
 from app.router.registry import LEARNERS, REAL_ROUTERS
 
+from .session import WORKLOADS
 from .workload import real_workload
 
 __all__ = ["ScenarioState", "CALIBRATED", "MODEL_PARAMS", "ROUTER_PARAMS", "URL_PARAMS"]
@@ -61,7 +62,7 @@ class ScenarioState(param.Parameterized):
     measured_latency = param.Boolean(False, label="Train on measured latencies")
     workload = param.Selector(
         default="synthetic",
-        objects={"synthetic": "synthetic", "real trace": "real"},
+        objects={label: value for value, label in WORKLOADS.items()},
         label="Workload",
         doc="The synthetic environment, or the shipped real trace (SmolLM2-135M on this CPU).",
     )
