@@ -40,6 +40,52 @@ def _decrement_in_progress(self, fut=None):
 WebLoop._decrement_in_progress = _decrement_in_progress
 `;
 
+// Links the worker's document to the page's, as Panel's _link_docs_worker does, but with the
+// document changes of one turn of the event loop sent as one patch: Panel sends each change
+// as its own patch (a K move makes about 60), serialising it and scanning every model for
+// newly referenced ones each time, and the page applies each one separately.
+const LINK = `
+import asyncio
+import functools
+
+import js
+import pyodide.ffi
+from bokeh.document.events import RootAddedEvent, RootRemovedEvent, TitleChangedEvent
+from bokeh.events import DocumentReady
+from panel.io.pyodide import _dict_converter, _process_document_events
+from panel.io.state import state
+
+def _llmqp_link(doc, send, setter):
+    pending = []
+
+    def flush():
+        events = pending[:]
+        pending.clear()
+        patch, buffers = _process_document_events(doc, events)
+        patch = pyodide.ffi.to_js(patch, dict_converter=_dict_converter)
+        send(patch, js.Map.new(js.Object.entries(pyodide.ffi.to_js(buffers))))
+
+    def on_change(event):
+        if getattr(event, "setter", None) == setter:
+            return
+        if not pending:
+            asyncio.get_event_loop().call_soon(flush)
+        pending.append(event)
+
+    doc.on_change(on_change)
+    doc.unhold()
+    doc.on_event("document_ready", functools.partial(state._schedule_on_load, doc))
+    doc.callbacks.trigger_event(DocumentReady())
+
+# The page's document already has these roots and title (pre-rendered or drawn from ours):
+# resending them would serialise the whole document once more.
+held = state.curdoc.callbacks._held_events
+held[:] = [
+    e for e in held if not isinstance(e, (RootAddedEvent, RootRemovedEvent, TitleChangedEvent))
+]
+_llmqp_link(state.curdoc, sendPatch, "js")
+`;
+
 // The start-up packages come as one gzip'd archive of their files (app/web/startup.py),
 // fetched while the runtime boots, inflated natively and written into site-packages from
 // JavaScript, and their WebAssembly libraries as separate files compiled meanwhile, in
@@ -172,19 +218,7 @@ async function handle(msg) {
     const [docs_json, render_items, root_ids] = self.pyodide.runPython("_llmqp_doc_json()");
     self.postMessage({type: "render", docs_json, render_items, root_ids});
   } else if (msg.type === "rendered") {
-    await self.pyodide.runPythonAsync(`
-from bokeh.document.events import RootAddedEvent, RootRemovedEvent, TitleChangedEvent
-from panel.io.state import state
-from panel.io.pyodide import _link_docs_worker
-
-# The page's document already has these roots and title (pre-rendered or drawn from ours):
-# resending them would serialise the whole document once more.
-held = state.curdoc.callbacks._held_events
-held[:] = [
-    e for e in held if not isinstance(e, (RootAddedEvent, RootRemovedEvent, TitleChangedEvent))
-]
-_link_docs_worker(state.curdoc, sendPatch, setter="js")
-`);
+    await self.pyodide.runPythonAsync(LINK);
     const urls = performance.getEntriesByType("resource").map((e) => e.name);
     self.postMessage({type: "linked", t: performance.now() - T0, urls: urls});
   } else if (msg.type === "patch") {
