@@ -169,7 +169,7 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
 
     servers = {name: serve(folder) for name, folder in builds.items()}
     urls = {name: url + page_name for name, (_, url) in servers.items()}
-    blocked: list[str] = []
+    blocked: dict[str, list] = {name: [] for name in builds}
     samples = {name: {"cold": [], "warm": [], "redraw": []} for name in builds}
     pyodide = {}
     with sync_playwright() as pw:
@@ -177,7 +177,7 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
         order = list(builds)
         for i in range(loads):
             for name in order if i % 2 == 0 else order[::-1]:
-                cold, warm, redraw, (context, page) = _one_load(browser, urls[name], blocked)
+                cold, warm, redraw, (context, page) = _one_load(browser, urls[name], blocked[name])
                 got = samples[name]
                 got["cold"].append(cold)
                 got["warm"].append(warm)
@@ -220,7 +220,7 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
             "cpython_live_linucb_steps_per_s": cpython["live"],
             "cpython_online_linucb_steps_per_s": cpython["online"],
             "static_bytes": folder_bytes(folder),
-            "blocked_foreign_requests": blocked,
+            "blocked_foreign_requests": blocked[name],
             "raw": {"cold": cold, "warm": warm, "slider_redraw_ms": redraw},
         }
     return out

@@ -104,6 +104,11 @@ def test_the_app_on_the_real_trace_equals_the_bench(tmp_path):
     st.router = "sw-linucb"
     other = bench["routers"]["sw-linucb"]["dynamic_regret"]
     assert app.session.summary()["dynamic_regret"] == pytest.approx(other, rel=1e-12)
+    runs = dict(app.session.runs)
+    st.k, st.tau = 77, 0.4  # the real trace's run does not depend on them: not rerun
+    assert app.session.runs == runs
+    st.seed = 5
+    assert app.session.runs != runs and app.session.scenario.seed == 5
     st.workload = "synthetic"
     assert not app.crossover.trace_hist.visible and not app.amortization.trace_error.visible
     assert app.crossover.trace_source.data["share"] == []

@@ -76,3 +76,39 @@ def test_play_during_a_background_finish_starts_a_fresh_run():
 
     sess = asyncio.run(main())
     assert sess.t == 100 and not sess.finishing
+
+
+def test_compare_during_a_background_finish_and_bad_arguments():
+    async def main():
+        sess = _session()
+        sess.run_to_end(chunk=400)
+        await asyncio.sleep(0)
+        epoch = sess.epoch
+        sess.set_compare(["lints", "sw-linucb"])  # caught up to the current step, no redraw
+        assert sess.epoch == epoch and sess.runs["sw-linucb"].t == sess.t
+        while sess.finishing:
+            await asyncio.sleep(0)
+        return sess, epoch
+
+    sess, epoch = asyncio.run(main())
+    assert sess.epoch == epoch + 1 and all(run.done for run in sess.runs.values())
+    with pytest.raises(ValueError, match="chunk"):
+        sess.run_to_end(chunk=0)
+    with pytest.raises(ValueError, match="router"):
+        sess.set_compare(["nope"])
+    with pytest.raises(ValueError, match="router"):
+        sess.reset(S, compare=["nope"])
+
+
+def test_a_tick_while_the_inputs_change_restarts_the_animation():
+    async def main():
+        sess = _session()
+        player = Player(sess, chunk=100)
+        player.tick()
+        sess.reset(S.replace(seed=6), redraw=False)  # what a slider move does while playing
+        sess.run_to_end(chunk=400)
+        player.tick()
+        return sess
+
+    sess = asyncio.run(main())
+    assert sess.t == 100 and not sess.finishing and sess.scenario.seed == 6

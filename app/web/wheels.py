@@ -148,7 +148,7 @@ def app_wheel(root: Path, dest_dir: Path, exclude: tuple[str, ...]) -> Path:
     """The project's own wheel from ``pyproject.toml``: package ``app`` minus ``exclude``.
 
     ``exclude`` holds sub-package paths such as ``app/backend`` (server-only code). Data files
-    are the ``data/`` folders' files, as ``[tool.setuptools.package-data]`` gives a regular
+    are the ``data/*.json`` files, as ``[tool.setuptools.package-data]`` gives a regular
     install (the shipped real trace).
     """
     meta = _project_metadata(root)

@@ -26,7 +26,7 @@ from .explain import ExplainTable
 from .plotting import set_output_backend
 from .router import RouterFigure
 from .session import RouterSession
-from .state import MODEL_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
+from .state import MODEL_PARAMS, REAL_RUN_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
 from .workload import real_workload
 
 __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
@@ -103,6 +103,8 @@ class LLMQPApp:
         self.explain.update(s)
 
     def _router_inputs_changed(self, *events) -> None:
+        if self.state.workload == "real" and not {e.name for e in events} & {*REAL_RUN_PARAMS}:
+            return  # e.g. K or τ: the real trace's run does not depend on them
         # The new stream takes longer than Figures 1-2 (tens of ms in Pyodide): let their
         # changes reach the page first, and restart once for a burst of slider moves.
         if not self._router_pending:

@@ -240,7 +240,11 @@ class Player(pn.viewable.Viewer):
         return max(10, stream.steps // 200) if stream is not None else 10
 
     def tick(self) -> bool:
-        """Advance one chunk; stop playing when the run is complete. Returns ``done``."""
+        """Advance one chunk; stop playing when the run is complete. Returns ``done``. A run
+        that is finishing in the background (its inputs changed while playing) starts
+        afresh: the animation goes on with the new scenario."""
+        if self.session.finishing:
+            self.restart()
         done = self.session.advance(self.chunk)
         if done and self.play.value:
             self.play.value = False
@@ -249,7 +253,7 @@ class Player(pn.viewable.Viewer):
     def step_once(self) -> bool:
         """One chunk; a finished run (or one finishing in the background) starts afresh
         first."""
-        if self.session.done or self.session.finishing:
+        if self.session.done:
             self.restart()
         return self.tick()
 

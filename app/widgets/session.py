@@ -16,10 +16,11 @@ import numpy as np
 import param
 
 from app.model import Scenario
-from app.model.validate import check_choice
+from app.model.validate import check_choice, check_int
 from app.router.environment import Drift
 from app.router.experiment import DEFAULT_ALPHA, LiveRun, scenario_stream
 from app.router.real_trace import REAL_ROUTER_PARAMS, looped_stream, shipped_trace
+from app.router.registry import LEARNERS
 
 __all__ = ["RouterSession", "WORKLOADS"]
 
@@ -45,6 +46,7 @@ class RouterSession(param.Parameterized):
         self.workload = "synthetic"
         self.finishing = False  # a run_to_end(chunk=...) is under way
         self._generation = 0  # bumped by reset/rewind: a background finish stops
+        self._task = None  # that finish (asyncio keeps only weak references to tasks)
         self._stream_key = None  # what the stream was drawn for (see reset)
 
     def reset(
@@ -68,10 +70,10 @@ class RouterSession(param.Parameterized):
         figure goes from the old result straight to the new one).
         """
         check_choice("workload", workload, tuple(WORKLOADS))
+        for name in (router, *compare):
+            check_choice("router", name, LEARNERS)
         if workload == "real":
             check_choice("router", router, tuple(REAL_ROUTER_PARAMS))
-        self.workload = workload
-        if workload == "real":
             key = ("real", s.seed, s.horizon)
             if key != self._stream_key:
                 self.stream = looped_stream(shipped_trace(), s.seed, s.horizon)
@@ -80,6 +82,7 @@ class RouterSession(param.Parameterized):
             if key != self._stream_key:
                 self.stream = scenario_stream(s, Drift() if drift else None, latency)
         self._stream_key = key
+        self.workload = workload
         self._cancel_finish()
         self.scenario, self.alpha = s, alpha
         self.runs = {}
@@ -92,7 +95,10 @@ class RouterSession(param.Parameterized):
             self.epoch += 1
 
     def set_compare(self, compare) -> None:
-        """Show ``compare`` beside the chosen router; new runs catch up to its step at once."""
+        """Show ``compare`` beside the chosen router; new runs catch up to its step at once
+        (during a background finish, the finish's ``epoch`` draws them)."""
+        for name in compare:
+            check_choice("router", name, LEARNERS)
         t = self.t
         for name in list(self.runs):
             if name != self.primary and name not in compare:
@@ -102,7 +108,8 @@ class RouterSession(param.Parameterized):
                 self.runs[name] = self._new_run(name)
                 if t:
                     self.runs[name].advance(t)
-        self.epoch += 1
+        if not self.finishing:
+            self.epoch += 1
 
     def _runs_here(self, name: str) -> bool:
         return self.workload != "real" or name in REAL_ROUTER_PARAMS
@@ -138,18 +145,22 @@ class RouterSession(param.Parameterized):
             self._advance_quietly(None)
             self.epoch += 1
             return
+        chunk = check_int("chunk", chunk, 1, 10_000_000)
         self.finishing = True
-        asyncio.ensure_future(self._finish(self._generation, chunk))
+        self._task = asyncio.ensure_future(self._finish(self._generation, chunk))
 
     async def _finish(self, generation: int, chunk: int) -> None:
-        while True:
-            await asyncio.sleep(0)
-            if generation != self._generation:
-                return
-            self._advance_quietly(chunk)
-            if self.done:
-                break
-        self.finishing = False
+        try:
+            while True:
+                await asyncio.sleep(0)
+                if generation != self._generation:
+                    return
+                self._advance_quietly(chunk)
+                if self.done:
+                    break
+        finally:
+            if generation == self._generation:
+                self.finishing = False
         self.epoch += 1
 
     def _advance_quietly(self, n: int | None) -> None:
@@ -161,6 +172,9 @@ class RouterSession(param.Parameterized):
     def _cancel_finish(self) -> None:
         self._generation += 1
         self.finishing = False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     @property
     def t(self) -> int:

@@ -19,7 +19,14 @@ from app.router.registry import LEARNERS, REAL_ROUTERS
 from .session import WORKLOADS
 from .workload import real_workload
 
-__all__ = ["ScenarioState", "CALIBRATED", "MODEL_PARAMS", "ROUTER_PARAMS", "URL_PARAMS"]
+__all__ = [
+    "ScenarioState",
+    "CALIBRATED",
+    "MODEL_PARAMS",
+    "ROUTER_PARAMS",
+    "REAL_RUN_PARAMS",
+    "URL_PARAMS",
+]
 
 #: Hardware choice that stands for the backend's calibrated profile (server mode only).
 CALIBRATED = "calibrated"
@@ -177,6 +184,8 @@ ROUTER_PARAMS = (
     "drift",
     "measured_latency",
 )
+#: Of those, what the router run on the real trace depends on (the trace fixes the rest).
+REAL_RUN_PARAMS = ("workload", "seed", "horizon", "router")
 #: State parameter -> URL query key (short keys keep shared links readable).
 URL_PARAMS = {
     "d": "d",

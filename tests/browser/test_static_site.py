@@ -101,3 +101,22 @@ def test_production_page_has_no_test_hooks(static_dir):
         text = (static_dir / name).read_text(encoding="utf-8")
         assert "eval-result" not in text and "llmqpTest" not in text, name
         assert "regret_readout" not in text, name
+
+
+def test_page_and_worker_hold_the_same_figure_data_after_a_step(open_page, static_url):
+    """Step on the finished run replaces Figure 3's data and streams a chunk in one turn: the
+    page gets both in one patch, each change as it happened (no row sent twice)."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    summary = app.readout()
+    app.click("step_button")
+    app.wait_change("window.__find('regret_summary').text", summary)
+    app.page.wait_for_timeout(500)
+    worker = app.eval(
+        "import gc\n"
+        "from app.widgets.router import RouterFigure\n"
+        "f = [o for o in gc.get_objects() if isinstance(o, RouterFigure)][0]\n"
+        "[float(x) for x in f.sources['linucb'].data['step']]"
+    )
+    page = app.data("regret_linucb")["step"]
+    assert page == worker and len(page) > 1 and page == sorted(page)

@@ -42,40 +42,59 @@ WebLoop._decrement_in_progress = _decrement_in_progress
 
 // Links the worker's document to the page's, as Panel's _link_docs_worker does, but with the
 // document changes of one turn of the event loop sent as one patch: Panel sends each change
-// as its own patch (a K move makes about 60), serialising it and scanning every model for
-// newly referenced ones each time, and the page applies each one separately.
+// as its own patch (a K move makes about 15), scanning every model for newly referenced ones
+// each time, and the page applies each one separately. Each change is encoded when it
+// happens (a source's data set and then streamed to in one turn must not be sent with the
+// streamed rows twice); the batch goes out on the next turn, or at once by _llmqp_flush()
+// (after the held events, and after each patch from the page, before "linked"/"idle").
 const LINK = `
 import asyncio
 import functools
+import traceback
 
 import js
 import pyodide.ffi
+from bokeh.core.serialization import Serializer
 from bokeh.document.events import RootAddedEvent, RootRemovedEvent, TitleChangedEvent
+from bokeh.document.json import PatchJson
 from bokeh.events import DocumentReady
-from panel.io.pyodide import _dict_converter, _process_document_events
+from panel.io.pyodide import _dict_converter, _serialize_buffers
 from panel.io.state import state
 
-def _llmqp_link(doc, send, setter):
-    pending = []
+def _llmqp_link(doc, send, setter, report):
+    batch = []  # [Serializer, encoded events] of the current turn, or empty
 
     def flush():
-        events = pending[:]
-        pending.clear()
-        patch, buffers = _process_document_events(doc, events)
-        patch = pyodide.ffi.to_js(patch, dict_converter=_dict_converter)
-        send(patch, js.Map.new(js.Object.entries(pyodide.ffi.to_js(buffers))))
+        if not batch:
+            return
+        serializer, events = batch
+        batch.clear()
+        try:
+            doc.models.flush_synced(lambda model: not serializer.has_ref(model))
+            buffers = {b.id: pyodide.ffi.to_js(b.to_bytes()).buffer for b in serializer.buffers}
+            patch = _serialize_buffers(PatchJson(events=events), buffers=buffers)
+            send(
+                pyodide.ffi.to_js(patch, dict_converter=_dict_converter),
+                js.Map.new(js.Object.entries(pyodide.ffi.to_js(buffers))),
+            )
+        except Exception:
+            report(traceback.format_exc())  # the page shows the error state
+            raise
 
     def on_change(event):
         if getattr(event, "setter", None) == setter:
             return
-        if not pending:
+        if not batch:
+            batch.extend([Serializer(references=doc.models.synced_references), []])
             asyncio.get_event_loop().call_soon(flush)
-        pending.append(event)
+        batch[1].append(batch[0].encode(event))
 
     doc.on_change(on_change)
     doc.unhold()
     doc.on_event("document_ready", functools.partial(state._schedule_on_load, doc))
     doc.callbacks.trigger_event(DocumentReady())
+    flush()
+    return flush
 
 # The page's document already has these roots and title (pre-rendered or drawn from ours):
 # resending them would serialise the whole document once more.
@@ -83,7 +102,7 @@ held = state.curdoc.callbacks._held_events
 held[:] = [
     e for e in held if not isinstance(e, (RootAddedEvent, RootRemovedEvent, TitleChangedEvent))
 ]
-_llmqp_link(state.curdoc, sendPatch, "js")
+_llmqp_flush = _llmqp_link(state.curdoc, sendPatch, "js", reportFailure)
 `;
 
 // The start-up packages come as one gzip'd archive of their files (app/web/startup.py),
@@ -200,6 +219,7 @@ async function startApplication() {
   }
   status("Python ready; packages installed", "packages");
   self.pyodide.globals.set("sendPatch", sendPatch);
+  self.pyodide.globals.set("reportFailure", (text) => fail("patch", text));
   self.pyodide.runPython(PRELUDE);
   status("Starting the app", "app");
   const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
@@ -228,6 +248,7 @@ async function handle(msg) {
 from panel.io.state import state
 from panel.io.pyodide import _convert_json_patch
 state.curdoc.apply_json_patch(_convert_json_patch(patch), setter="js")
+_llmqp_flush()
 `);
     } finally {
       self.postMessage({type: "idle"});
