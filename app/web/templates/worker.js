@@ -238,13 +238,13 @@ async function handle(msg) {
     const [docs_json, render_items, root_ids] = self.pyodide.runPython("_llmqp_doc_json()");
     self.postMessage({type: "render", docs_json, render_items, root_ids});
   } else if (msg.type === "rendered") {
-    await self.pyodide.runPythonAsync(LINK);
+    self.pyodide.runPython(LINK);
     const urls = performance.getEntriesByType("resource").map((e) => e.name);
     self.postMessage({type: "linked", t: performance.now() - T0, urls: urls});
   } else if (msg.type === "patch") {
     self.pyodide.globals.set("patch", msg.patch);
     try {
-      await self.pyodide.runPythonAsync(`
+      self.pyodide.runPython(`
 from panel.io.state import state
 from panel.io.pyodide import _convert_json_patch
 state.curdoc.apply_json_patch(_convert_json_patch(patch), setter="js")
@@ -255,7 +255,7 @@ _llmqp_flush()
     }
   } else if (msg.type === "location") {
     self.pyodide.globals.set("location", msg.location);
-    await self.pyodide.runPythonAsync(`
+    self.pyodide.runPython(`
 import json
 from panel.io.state import state
 from panel.util import edit_readonly
@@ -269,7 +269,9 @@ if state.location:
   }
 }
 
-// Messages wait for start-up, then run strictly in order.
+// Messages wait for start-up, then run strictly in order. Their Python runs synchronously
+// (runPython): runPythonAsync would take turns with the event loop's tasks, e.g. the router
+// run finishing in the background, and wait for several of its chunks.
 let queue = ready;
 self.onmessage = (event) => {
   queue = queue.then(() => handle(event.data)).catch((e) => fail(event.data.type, e));
