@@ -94,6 +94,7 @@ def test_the_app_on_the_real_trace_equals_the_bench(tmp_path):
     )
     assert shares["FullRecompute"] == 0.0 and sum(shares.values()) == pytest.approx(1.0)
     assert app.crossover.trace_hist.visible and app.crossover.trace_axis.visible
+    assert app.crossover.trace_hist not in app.crossover.figure.y_range.renderers
     assert np.isclose(sum(app.crossover.trace_source.data["share"]), 1.0)
     assert "Real trace" in app.crossover.readout.text
     assert app.amortization.trace_error.visible

@@ -75,7 +75,7 @@ class CrossoverFigure:
             y_axis_label="seconds per step",
         )
         self._trace_panel(fig)
-        lines = []
+        lines, scaled = [], []
         for plan, src in (("DenseHead", self.dense_source), ("SparseHead", self.sparse_source)):
             short = plan[:-4].lower()
             lines.append(
@@ -91,7 +91,7 @@ class CrossoverFigure:
                 )
             )
             if measured:
-                scatter(
+                points = scatter(
                     fig,
                     "k",
                     "seconds",
@@ -103,6 +103,7 @@ class CrossoverFigure:
                     fill_alpha=0.5,
                     legend_label=f"{plan} (measured)",
                 )
+                scaled.append(points)
         current = scatter(
             fig,
             "k",
@@ -113,6 +114,9 @@ class CrossoverFigure:
             marker="diamond",
             name="crossover_current",
         )
+        # The seconds axis follows the curves and points only (not the trace's bars, which
+        # have their own axis).
+        fig.y_range.renderers = [*lines, *scaled, current]
         self.flop_span = Span(
             dimension="height", line_dash="dashed", line_color="black", name="crossover_flop_span"
         )

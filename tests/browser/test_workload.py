@@ -32,6 +32,8 @@ def test_real_trace_from_the_url_matches_cpython(open_page, static_url, cpython)
     assert ["real", "real trace"] in app.prop("workload_select", "options")
     assert app.prop("crossover_trace_hist", "visible") is True
     assert app.prop("alpha_slider", "disabled") is True
+    # the seconds axis keeps to the curves (the bars, shares up to ~0.35, have their own)
+    assert app.js("() => window.__find('crossover_figure').y_range.end") < 0.01
 
     want = LLMQPApp(ScenarioState(workload="real", horizon=3000, seed=2), server=False)
     assert_close(app.eval(SUMMARY), json.loads(json.dumps(want.session.summary())))
