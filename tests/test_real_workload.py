@@ -57,6 +57,8 @@ def test_margin_fit_recovers_a_known_law():
     assert fit["scale"] == pytest.approx(m.max())
     # the law of m / max(m), close to Kumaraswamy(2, 3) since max(m) is near 10
     assert fit["a"] == pytest.approx(2.0, rel=0.15) and fit["b"] == pytest.approx(3.0, rel=0.25)
+    with pytest.raises(ValueError, match="held-out"):
+        margin_fit({"meta": {"vocab": 100}, "steps": [{"request": "r", "idx": 0, "k": 1}]})
 
 
 def test_the_workload_choice_keeps_the_router_runnable():

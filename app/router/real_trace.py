@@ -212,10 +212,9 @@ def looped_stream(trace: dict, seed: int, steps: int) -> RealStream:
     rng = np.random.Generator(np.random.PCG64(seed))
     seeds = [int(rng.integers(0, 2**32 - 1)) for _ in range(-(-steps // per_pass))]
     full = _passes(tables, seeds)
-    cut = {f: getattr(full, f)[:steps] for f in ("X", "expected", "latency_s", "k", "position")}
-    return dataclasses.replace(
-        full, **cut, observed=cut["expected"].copy(), margin=full.margin[:steps]
-    )
+    fields = ("X", "expected", "latency_s", "k", "position", "margin")
+    cut = {f: getattr(full, f)[:steps] for f in fields}
+    return dataclasses.replace(full, **cut, observed=cut["expected"].copy())
 
 
 # -- the trace's K, margins and one-step predictions (Figures 1-2) ---------------------------
@@ -267,7 +266,9 @@ def margin_fit(trace: dict) -> dict:
     logits and normalised."""
     h = held_out(trace)
     em = h["margin"]
-    scale = float(em.max()) if len(em) else 1.0
+    if not len(em):
+        raise ValueError("trace: no held-out step with a one-step prediction to fit")
+    scale = float(em.max())
     m = np.clip(em / scale, 1e-6, 1 - 1e-6)
     log_m = np.log(m)
     a_grid = np.exp(np.linspace(np.log(0.1), np.log(20.0), 400))
