@@ -263,7 +263,7 @@ def margin_fit(trace: dict) -> dict:
     """The model's margin law fitted to the held-out exact margins normalised by the largest
     (``scale``, logits): maximum-likelihood Kumaraswamy ``a`` (on a log grid; ``b`` is then in
     closed form, ``-n / Σ log(1 - m^a)``), and ε̂ (the 99th percentile of the legal gap) in
-    logits and normalised."""
+    logits and normalised. ``ValueError`` if the trace has no held-out prediction."""
     h = held_out(trace)
     em = h["margin"]
     if not len(em):
