@@ -2,6 +2,7 @@
 chunks between other events, cancelled by a reset or a rewind."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,6 +12,13 @@ from app.widgets.controls import Player
 from app.widgets.session import RouterSession
 
 S = Scenario(horizon=3000, seed=5)
+
+
+def _run(coro):
+    """``asyncio.run(coro)`` on a thread of its own: the suite's browser tests leave
+    Playwright's loop running on the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _session(**kw):
@@ -33,7 +41,7 @@ def test_background_finish_equals_at_once_and_lets_other_work_run():
             await asyncio.sleep(0)
         return sess, epoch, seen
 
-    sess, epoch, seen = asyncio.run(main())
+    sess, epoch, seen = _run(main())
     assert sess.done and sess.epoch == epoch + 1
     assert len(set(seen)) >= 3000 // 400 and seen == sorted(seen)
     for name in ("linucb", "lints"):
@@ -56,9 +64,9 @@ def test_reset_or_rewind_cancels_a_background_finish():
             await asyncio.sleep(0)
         return sess, t, epoch
 
-    sess, t, epoch = asyncio.run(main(lambda s: s.rewind()))
+    sess, t, epoch = _run(main(lambda s: s.rewind()))
     assert 0 < t < 3000 and sess.t == 0 and not sess.finishing and sess.epoch == epoch
-    sess, _, epoch = asyncio.run(main(lambda s: s.reset(S, "sw-linucb")))
+    sess, _, epoch = _run(main(lambda s: s.reset(S, "sw-linucb")))
     assert list(sess.runs) == ["sw-linucb"] and sess.t == 0 and sess.epoch == epoch
 
 
@@ -74,7 +82,7 @@ def test_play_during_a_background_finish_starts_a_fresh_run():
             await asyncio.sleep(0)
         return sess
 
-    sess = asyncio.run(main())
+    sess = _run(main())
     assert sess.t == 100 and not sess.finishing
 
 
@@ -90,7 +98,7 @@ def test_compare_during_a_background_finish_and_bad_arguments():
             await asyncio.sleep(0)
         return sess, epoch
 
-    sess, epoch = asyncio.run(main())
+    sess, epoch = _run(main())
     assert sess.epoch == epoch + 1 and all(run.done for run in sess.runs.values())
     with pytest.raises(ValueError, match="chunk"):
         sess.run_to_end(chunk=0)
@@ -110,5 +118,5 @@ def test_a_tick_while_the_inputs_change_restarts_the_animation():
         player.tick()
         return sess
 
-    sess = asyncio.run(main())
+    sess = _run(main())
     assert sess.t == 100 and not sess.finishing and sess.scenario.seed == 6
