@@ -36,8 +36,8 @@ __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
 IN_BROWSER = sys.platform == "emscripten" or os.environ.get("LLMQP_STATIC_BUILD") == "1"
 log = logging.getLogger(__name__)
 #: In Pyodide the shown run finishes in the background, this many steps per run per turn of
-#: the worker's event loop (~20-40 ms): a slider move waits for one turn, not for 20k steps.
-FINISH_CHUNK = 1500
+#: the worker's event loop (~10 ms): a slider move waits for one turn, not for 20k steps.
+FINISH_CHUNK = 500
 
 _INTRO = (
     "<h1 style='margin:0'>LLM-QP</h1><p style='margin:4px 0 0 0;max-width:60em'>Query planning "
