@@ -99,7 +99,12 @@ class JsonHandler(tornado.web.RequestHandler):
         if self.request.method == "HEAD":
             self.finish()
         else:
-            self.finish(json.dumps({"error": message}))
+            self.finish(json.dumps(self.error_body(status_code, message, exc)))
+
+    def error_body(self, status_code: int, message: str, exc) -> dict:
+        """The JSON body of an error answer (``write_error`` has found its status and
+        one-line message); subclasses that speak another protocol change its shape."""
+        return {"error": message}
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, (ApiError, tornado.web.HTTPError)):

@@ -262,27 +262,14 @@ def _finish(stop: str) -> str:
 class _OpenAIHandler(PostHandler):
     """Errors in OpenAI's shape; the engine fetched (loaded once) off the event loop."""
 
-    def write_error(self, status_code: int, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            status_code, message = exc.status, exc.message
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-        elif exc is not None and status_code >= 500:
-            message = f"Internal error: {type(exc).__name__}: {exc}"
-        elif status_code == 405:
-            message = f"{self.request.path} accepts POST only."
-            self.set_header("Allow", "POST")
-        else:
-            message = getattr(exc, "log_message", None) or self._reason
+    def error_body(self, status_code: int, message: str, exc) -> dict:
+        """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
         kind = "invalid_request_error" if status_code < 500 else "server_error"
-        if status_code in (403, 415):
-            kind = "permission_error" if status_code == 403 else kind
-        self.set_status(status_code)
-        self.set_header("Content-Type", "application/json")
+        if status_code == 403:
+            kind = "permission_error"
         error = {"message": message, "type": kind, "param": getattr(exc, "param", None),
                  "code": None}  # fmt: skip
-        self.finish(json.dumps({"error": error}))
+        return {"error": error}
 
     async def engine(self):
         try:
