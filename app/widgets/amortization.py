@@ -50,6 +50,7 @@ class AmortizationFigure:
         self.trace_source = ColumnDataSource(
             {c: [] for c in ("tau", "error", "accept")}, name="amortization_trace_source"
         )
+        self._trace_shown = None  # the real workload drawn (it changes with the workload only)
         self.tau_figure = self._tau_panel()
         self.total_figure = self._total_panel()
         self.readout = Div(name="amortization_readout", sizing_mode="stretch_width")
@@ -294,17 +295,16 @@ class AmortizationFigure:
         return c
 
     def _update_trace(self, s: Scenario, real: dict | None, model_error: float) -> str:
-        """Show (or hide) the measured curve; the readout's sentence about it."""
-        for model in (self.trace_error, self.trace_legend):
-            model.visible = real is not None
+        """Show (or hide) the measured curve (refilled only when the workload changes); the
+        readout's sentence about it."""
+        if real is not self._trace_shown:
+            self._trace_shown = real
+            for model in (self.trace_error, self.trace_legend):
+                model.visible = real is not None
+            empty = {"tau": [], "error": [], "accept": []}
+            self.trace_source.data = empty if real is None else {k: real[k] for k in empty}
         if real is None:
-            self.trace_source.data = {"tau": [], "error": [], "accept": []}
             return ""
-        self.trace_source.data = {
-            "tau": real["tau"],
-            "error": real["error"],
-            "accept": real["accept"],
-        }
         fit = real["fit"]
         j = min(int(round(s.tau * (len(real["tau"]) - 1))), len(real["tau"]) - 1)
         if fit["eps_normalised"] > 0.5:

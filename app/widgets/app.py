@@ -97,9 +97,10 @@ class LLMQPApp:
 
     def update_model(self, *events) -> None:
         """Refill Figures 1–2 and the plan table from the current scenario."""
-        s, real = self.state.scenario, self.state.workload == "real"
-        self.crossover.update(s, real_workload() if real else None)
-        self.amortization.update(s, real_workload() if real else None)
+        s = self.state.scenario
+        real = real_workload() if self.state.workload == "real" else None
+        self.crossover.update(s, real)
+        self.amortization.update(s, real)
         self.explain.update(s)
 
     def _router_inputs_changed(self, *events) -> None:

@@ -181,6 +181,8 @@ class CrossoverFigure:
         self.figures = [fig]
         self.layout = column(fig, self.readout, sizing_mode="stretch_width")
         self.crossover = None
+        self.trace_note = ""
+        self._trace_shown = None  # the real workload drawn (it changes with the workload only)
 
     def _trace_panel(self, fig) -> None:
         """The real trace's steps by K, as bars on their own linear right axis (drawn first,
@@ -248,6 +250,9 @@ class CrossoverFigure:
         return c
 
     def _update_trace(self, real: dict | None) -> None:
+        if real is self._trace_shown:  # a slider move: nothing to refill
+            return
+        self._trace_shown = real
         shown = real is not None
         for model in (self.trace_axis, self.trace_hist, self.trace_legend):
             model.visible = shown
