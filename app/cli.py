@@ -55,7 +55,8 @@ def _cmd_bench(args) -> int:
         from .router.real_trace import SHIPPED_TRACE
 
         steps = 5_000 if args.steps is None else args.steps
-        summary = run_bench_real(args.seed, steps, args.out, args.trace or SHIPPED_TRACE)
+        trace = args.trace or SHIPPED_TRACE
+        summary = run_bench_real(args.seed, steps, args.out, trace, progress=progress)
         f = summary["fixed"]
         print(f"wrote {args.out}/{{regret.csv, amortization.csv, summary.json}} (real trace)")
         for name, r in summary["routers"].items():

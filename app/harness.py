@@ -78,11 +78,12 @@ def _amortization(s: Scenario, out: Path) -> dict:
 
 def _experts_vs_thresholds(stream, arms_by_name, taus) -> dict:
     """Each expert's regret against the best single threshold in hindsight, and its bound."""
-    m = stream.X[:, 3]
+    m = stream.X[:, FEATURES.index("margin")]
     idx = np.arange(stream.steps)
+    amortized, refine = (stream.plans.index(p) for p in ("AmortizedHead", "SparseHead"))
     totals = [
-        float(stream.expected[idx, np.where(m >= tau, 2, 1)].sum()) for tau in taus
-    ]  # threshold i: amortized (2) at margins ≥ τ_i, else refine with the sparse head (1)
+        float(stream.expected[idx, np.where(m >= tau, amortized, refine)].sum()) for tau in taus
+    ]  # threshold i: amortized at margins ≥ τ_i, else refine with the sparse head
     best = int(np.argmin(totals))
     T, N = stream.steps, len(taus)
     out = {"best_tau": float(taus[best]), "best_threshold_loss": totals[best]}
@@ -96,11 +97,11 @@ def _experts_vs_thresholds(stream, arms_by_name, taus) -> dict:
     return out
 
 
-def _summary_entry(report) -> dict:
+def _summary_entry(report, plans=PLAN_NAMES) -> dict:
     d = report.to_dict(curves=False)
-    d["shares"] = dict(zip(PLAN_NAMES, d["shares"]))
-    d["shares_last_half"] = dict(zip(PLAN_NAMES, d["shares_last_half"]))
-    d["best_fixed_plan"] = PLAN_NAMES[d.pop("best_fixed_arm")]
+    d["shares"] = dict(zip(plans, d["shares"]))
+    d["shares_last_half"] = dict(zip(plans, d["shares_last_half"]))
+    d["best_fixed_plan"] = plans[d.pop("best_fixed_arm")]
     return d
 
 
@@ -145,7 +146,7 @@ def run_bench(seed: int, steps: int, out_dir, progress=None, scenario: Scenario 
         "routers": {n: _summary_entry(r) for n, (_, r) in runs.items()},
         "fixed": {
             "oracle_loss": float(oracle),
-            "always_dense_loss": float(stream.expected[:, 0].sum()),
+            "always_dense_loss": float(stream.expected[:, stream.plans.index("DenseHead")].sum()),
             "best_fixed_plan": PLAN_NAMES[any_report.best_fixed_arm],
             "best_fixed_loss": any_report.best_fixed_loss,
         },

@@ -1,6 +1,7 @@
 """The decoding engine inside the service: loaded once, run one request at a time on the device.
 
-:class:`EngineSlot` holds the engine (``app.engine.engine.Engine``, or any object with the same
+:class:`EngineSlot` holds the engine (an ``app.engine.engine.Engine``, served through one
+``Session`` so its routers stay warm across requests, or any object with the same
 ``decode``/``info``/``tokenizer``/``context``), or a loader called once on first use, or
 nothing (decoding off). :func:`run_decode` takes the device lock that sweeps take, so a decode
 waits for a measurement and the other way round; it gives up at a deadline (:class:`Busy`).
@@ -15,7 +16,7 @@ import time
 from .jobs import Busy
 
 __all__ = ["EngineSlot", "EngineUnavailable", "Cancelled", "run_decode", "engine_loader",
-           "plan_choices", "router_choices"]  # fmt: skip
+           "plan_choices", "router_choices", "decode_options"]  # fmt: skip
 
 
 class EngineUnavailable(RuntimeError):
@@ -27,12 +28,12 @@ class Cancelled(Exception):
 
 
 def engine_loader(model: str | None = None, device: str = "cpu"):
-    """A loader for :class:`EngineSlot`: ``Engine.load(model, device)`` on first use."""
+    """A loader for :class:`EngineSlot`: ``Engine.load(model, device)``'s session on first use."""
 
     def load():
         from app.engine.engine import Engine
 
-        return Engine.load(model, device=device)
+        return Engine.load(model, device=device).session()
 
     return load
 
@@ -46,8 +47,8 @@ class EngineSlot:
         self._error = None
         if callable(engine) and not hasattr(engine, "decode"):
             self._loader = engine
-        else:
-            self._engine = engine
+        else:  # a loaded Engine is served through one session (warm routers, the amortizer)
+            self._engine = engine.session() if hasattr(engine, "session") else engine
 
     @property
     def enabled(self) -> bool:
@@ -84,16 +85,20 @@ def plan_choices() -> tuple:
     return tuple(PLAN_CHOICES)
 
 
-def router_choices(engine) -> tuple:
-    """Router names the engine offers (none until the engine has routers)."""
-    offered = getattr(engine, "routers", None)
-    if offered is None:
-        try:
-            from app.engine import plans
-        except ImportError:
-            return ()
-        offered = getattr(plans, "ROUTER_CHOICES", ())
-    return tuple(offered)
+def router_choices(engine=None) -> tuple:
+    """Router names the engine offers (``plan="router"``; ``engine`` is not consulted)."""
+    try:
+        from app.engine.routing import ROUTER_CHOICES
+    except ImportError:
+        return ()
+    return tuple(ROUTER_CHOICES)
+
+
+def decode_options(plan: str, router: str | None = None):
+    """The engine's ``DecodeOptions`` for a request; ``ValueError`` naming the parameter."""
+    from app.engine.options import DecodeOptions
+
+    return DecodeOptions(plan=plan, router=router)
 
 
 def run_decode(manager, engine, request, plan: str, on_step, deadline: float, router=None):
@@ -104,9 +109,6 @@ def run_decode(manager, engine, request, plan: str, on_step, deadline: float, ro
         raise Busy("The device is busy (measuring or decoding) past this request's deadline; "
                    "retry later.")  # fmt: skip
     try:
-        kwargs = {"plan": plan, "on_step": on_step}
-        if router is not None:
-            kwargs["router"] = router
-        return engine.decode(request, **kwargs)
+        return engine.decode(request, decode_options(plan, router), on_step=on_step)
     finally:
         manager.device_lock.release()

@@ -23,7 +23,14 @@ import uuid
 
 from tornado.iostream import StreamClosedError
 
-from .decoding import Cancelled, EngineUnavailable, plan_choices, router_choices, run_decode
+from .decoding import (
+    Cancelled,
+    EngineUnavailable,
+    decode_options,
+    plan_choices,
+    router_choices,
+    run_decode,
+)
 from .http_base import ApiError, JsonHandler, PostHandler
 from .jobs import Busy
 
@@ -218,11 +225,10 @@ def build_request(engine, spec: DecodeSpec, limits, request_id: str):
     if spec.plan not in plans:
         raise _bad(f"'llmqp.plan' must be one of {', '.join(plans)}. Got {spec.plan!r}.", "llmqp")
     if spec.router is not None:
-        routers = router_choices(engine)
-        if spec.router not in routers:
-            offered = ", ".join(routers) if routers else "none yet"
-            raise _bad(f"'llmqp.router' must be one the engine offers ({offered}). "
-                       f"Got {spec.router!r}.", "llmqp")  # fmt: skip
+        try:
+            decode_options(spec.plan, spec.router)
+        except ValueError as exc:
+            raise _bad(f"'llmqp.router': {exc}", "llmqp") from None
     if spec.kind == "chat":
         prompt, chat = _render_chat(engine, spec.turns)
     else:

@@ -322,41 +322,56 @@ class Runner:
         return out
 
 
-def _body_plan(kn, plan, body, W, ids, blocked, r):
-    """Zero-argument callable of one amortized-sweep plan, and its dense-reference check."""
-    if plan == "full_step":
+def _full_step(kn, body, W, ids, blocked, r):
+    def fn():
+        return kn.sparse_head(W, body.decode(), ids)
 
-        def fn():
-            return kn.sparse_head(W, body.decode(), ids)
-
-        def check():
-            h = body.decode()
-            return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
-
-    elif plan == "amortized_step":
-
-        def fn():
-            return kn.sparse_head(W, body.amortized(), ids)
-
-        def check():
-            h = body.amortized()
-            return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
-
-    else:
-
-        def fn():
-            h = body.amortized()
-            top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
-            return kn.sparse_head(W, body.last_layer(h), top)
-
-        def check():
-            h = body.amortized()
-            top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
-            exact = body.last_layer(h)
-            ref = kn.dense_head(W, exact, kn.blocked(top, W.shape[0]))
-            return _same(kn, kn.sparse_head(W, exact, top), ref)
+    def check():
+        h = body.decode()
+        return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
 
     return fn, check
+
+
+def _amortized_step(kn, body, W, ids, blocked, r):
+    def fn():
+        return kn.sparse_head(W, body.amortized(), ids)
+
+    def check():
+        h = body.amortized()
+        return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
+
+    return fn, check
+
+
+def _amortized_rerank(kn, body, W, ids, blocked, r):
+    def fn():
+        h = body.amortized()
+        top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
+        return kn.sparse_head(W, body.last_layer(h), top)
+
+    def check():
+        h = body.amortized()
+        top = kn.top_ids(kn.sparse_scores(W, h, ids), ids, r)
+        exact = body.last_layer(h)
+        ref = kn.dense_head(W, exact, kn.blocked(top, W.shape[0]))
+        return _same(kn, kn.sparse_head(W, exact, top), ref)
+
+    return fn, check
+
+
+#: The amortized sweep's kernels, keyed by their stored plan names (what each prices in the
+#: registry: app.backend.modelled.SWEEP_KERNELS).
+BODY_PLANS = {
+    "full_step": _full_step,
+    "amortized_step": _amortized_step,
+    "amortized_rerank": _amortized_rerank,
+}
+
+
+def _body_plan(kn, plan, body, W, ids, blocked, r):
+    """Zero-argument callable of one amortized-sweep plan, and its dense-reference check."""
+    return BODY_PLANS[plan](kn, body, W, ids, blocked, r)
 
 
 def _same(kn, a, b) -> bool:

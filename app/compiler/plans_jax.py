@@ -25,7 +25,8 @@ from jax import lax
 from .catalog import Catalog
 from .operands import OPERANDS
 
-__all__ = ["plan_functions", "dense_head", "sparse_head", "forced_token", "amortized_head"]
+__all__ = ["KERNELS", "plan_functions", "dense_head", "sparse_head", "forced_token",
+           "amortized_head"]  # fmt: skip
 
 _U = 2.0**-24
 _HI = lax.Precision.HIGHEST
@@ -57,7 +58,7 @@ def _finish(scores, cand, k, tol, branch):
     )
 
 
-def dense_head(*args, cat: Catalog, branch: int = Catalog.DENSE):
+def dense_head(*args, cat: Catalog, branch: int = Catalog.DENSE, rows=None):
     """All rows' logits, the mask from ``ids`` (the sentinel lands in a dropped extra slot)."""
     o = _ops(args)
     w, h, ids = o["w"], o["h"], o["ids"]
@@ -87,13 +88,13 @@ def sparse_head(*args, cat: Catalog, rows: int, branch: int):
     return _finish(scores, sel, o["k"], _tol(cat.d, o["wmax"], o["h"]), branch)
 
 
-def forced_token(*args, cat: Catalog, branch: int = Catalog.FORCED):
+def forced_token(*args, cat: Catalog, branch: int = Catalog.FORCED, rows=None):
     """K = 1: the only legal id, nothing scored."""
     ids = _ops(args)["ids"]
     return ids[0], jnp.float32(jnp.nan), jnp.int32(1), jnp.float32(0), jnp.int32(branch)
 
 
-def amortized_head(*args, cat: Catalog, branch: int):
+def amortized_head(*args, cat: Catalog, branch: int, rows=None):
     """``h' = A h + B e(x) + c`` (the amortizer's map), then SparseHead on h' over the largest
     bucket: the state of the next step predicted without running the body."""
     o = _ops(args)
@@ -107,18 +108,18 @@ def amortized_head(*args, cat: Catalog, branch: int):
     return _finish(scores, sel, o["k"], _tol(cat.d, o["wmax"], h2), branch)
 
 
+#: The compiled step's kernel table, keyed by the registry's plan names (app.model.registry):
+#: each takes the operands and ``cat``, ``branch`` and ``rows`` (its bucket; None if unbucketed).
+KERNELS = {
+    "ForcedToken": forced_token,
+    "DenseHead": dense_head,
+    "SparseHead": sparse_head,
+    "AmortizedHead": amortized_head,
+}
+
+
 def plan_functions(cat: Catalog) -> list:
     """One function per branch, in the catalog's order: (name, fn(*operands) -> the results but
     ``arm``, which the routing kernel gives)."""
-    out = []
-    for p in cat.plans:
-        if p.plan == "ForcedToken":
-            fn = partial(forced_token, cat=cat, branch=p.index)
-        elif p.plan == "DenseHead":
-            fn = partial(dense_head, cat=cat, branch=p.index)
-        elif p.plan == "SparseHead":
-            fn = partial(sparse_head, cat=cat, rows=p.rows, branch=p.index)
-        else:
-            fn = partial(amortized_head, cat=cat, branch=p.index)
-        out.append((p.name, fn))
-    return out
+    return [(p.name, partial(KERNELS[p.plan], cat=cat, branch=p.index, rows=p.rows))
+            for p in cat.plans]  # fmt: skip

@@ -7,14 +7,23 @@ embedding table. The fit runs in float64 on exact traces (every position of the 
 requests' prompts and decoded outputs, from one batch-invariant forward), λ is chosen on a
 validation split, and the map is stored as float32 ``W`` (2d, d) and ``c`` (d,).
 
-The two kernels (the plan registry names them ``app.engine.amortized:amortized_head`` and
-``app.engine.amortized:amortized_rerank``) score the legal set with a predicted state:
+Two scoring functions use a predicted state; the plans that call them are the engine's kernels
+``KERNELS["AmortizedHead"]`` and ``KERNELS["AmortizedRerank"]`` (app.engine.kernels), keyed by
+the registry's plan names:
 
-* **AmortizedHead** scores every legal row with the predicted state: (token, predicted margin).
-* **AmortizedRerank** (our definition on the real model): the predicted state shortlists the
-  top-``r`` legal tokens; the *exact* state — so the body still runs — scores only those ``r``
-  rows. It saves head work at large K, never body work, and is lossless whenever the exact
-  argmax is in the shortlist; where it is not, the verification step catches it.
+* :func:`amortized_head` scores every legal row with the predicted state: (token, predicted
+  margin). The AmortizedHead kernel takes the token without running the body when that margin is
+  at least τ; the body checks it later, and a miss is rolled back (unless ``lossy``).
+* :func:`amortized_rerank`: the predicted state shortlists the top-``r`` legal tokens and the
+  *exact* state — so the body still runs — scores only those ``r`` rows. It returns the winner's
+  lead over the best predicted score outside the shortlist; the AmortizedRerank kernel accepts the
+  shortlist's winner only when that lead exceeds the amortizer's measured ε (``eps_max``), and
+  otherwise scores all of K with the exact state (SparseHead). Nothing is verified later: the
+  certificate or the refine is what keeps the token exact, as far as the measured ε bounds the
+  prediction's logit error (an empirical bound from the validation pairs, not a proof). It saves
+  head work at large K, never body work — unlike the paper's AmortizedRerank
+  (app.model.registry), which skips the body but the last layer and keeps a share of the
+  amortized errors.
 """
 
 from __future__ import annotations
@@ -99,7 +108,7 @@ class Amortizer:
             with np.load(path, allow_pickle=False) as z:
                 W, c, meta = z["W"], z["c"], json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(f"--amortizer {path}: not an amortizer file ({exc})") from None
+            raise ValueError(f"amortizer {path}: not an amortizer file ({exc})") from None
         return cls(W, c, embed, meta)
 
 
@@ -137,7 +146,7 @@ def fit_amortizer(train, valid, embed: np.ndarray, lambdas=LAMBDAS, meta=None) -
     Deterministic: no randomness (the split is by id hash, the solve is exact)."""
     lambdas = tuple(float(v) for v in lambdas)
     if not lambdas or min(lambdas) <= 0:
-        raise ValueError(f"lambdas must be positive floats, got {lambdas!r}")
+        raise ValueError(f"The 'lambdas' parameter must hold positive floats. Got {lambdas!r}.")
     (Ht, Xt, Yt), (Hv, Xv, Yv) = train, valid
     if len(Ht) < 2 or len(Hv) < 1:
         raise ValueError(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .engine import DEVICES, IMPLS
+from .options import RECALIBRATE_PRESETS
 from .plans import PLAN_CHOICES
 from .routing import ROUTER_CHOICES
 
@@ -106,39 +107,35 @@ def _executor(args, engine):
     return XlaStepExecutor(engine)
 
 
-def _policy_args(args, engine) -> dict:
-    """Check the plan flags and load what they name (amortizer, router state, oracle costs)."""
-    if args.tau is not None and args.plan not in ("amortized", "rerank", "router"):
-        raise ValueError(f"--tau applies to --plan amortized|rerank|router, not {args.plan}")
-    if args.lossy and args.plan not in ("amortized", "router"):
-        raise ValueError(f"--lossy applies to --plan amortized|router, not {args.plan}")
-    if (args.router or args.router_state) and args.plan != "router":
-        raise ValueError("--router and --router-state need --plan router")
-    if args.amortizer:
-        engine.set_amortizer(args.amortizer)
-    if args.recalibrate:
-        if args.plan != "auto":
-            raise ValueError(f"--recalibrate applies to --plan auto, not {args.plan}")
-        from .recalibrate import OnlineRule
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-        engine.rule = OnlineRule(engine.config.d, engine.config.vocab, args.recalibrate)
-    kw = {"tau": args.tau or 0.0, "lossy": args.lossy}
-    if args.plan == "router":
-        from .routing import ROUTER_ARMS, RouterPolicy
 
-        name = args.router or "linucb"
-        if args.router_state and Path(args.router_state).is_file():
-            engine.__dict__.setdefault("routers", {})[name] = RouterPolicy.load(
-                args.router_state, name, ROUTER_ARMS
-            )
-        kw["router"] = name
-    if args.plan == "oracle":
-        if not args.trace:
-            raise ValueError("--plan oracle needs --trace FILE (written by llmqp traces collect)")
+def _options(args):
+    """The :class:`DecodeOptions` the flags give (validated there, once)."""
+    from .options import DecodeOptions
+
+    if args.router_state and args.plan != "router":
+        raise ValueError("--router-state needs --plan router")
+    if args.plan == "oracle" and not args.trace:
+        raise ValueError("--plan oracle needs --trace FILE (written by llmqp traces collect)")
+    oracle = None
+    if args.trace:
         from .traces import load_costs
 
-        kw["oracle"] = load_costs(args.trace)
-    return kw
+        oracle = load_costs(args.trace)
+    return DecodeOptions(plan=args.plan, router=args.router, tau=args.tau, lossy=args.lossy,
+                         oracle=oracle, recalibrate=args.recalibrate)  # fmt: skip
+
+
+def _session(args, engine, options):
+    """A session with the amortizer and router state the flags name."""
+    from .session import Session
+
+    session = Session(engine, amortizer=args.amortizer, progress=None if args.quiet else _say)
+    if options.plan == "router" and args.router_state and Path(args.router_state).is_file():
+        session.load_router(options.router_name, args.router_state)
+    return session
 
 
 def _record(path, result, plan) -> None:
@@ -153,34 +150,28 @@ def _cmd_decode(args) -> int:
     from .engine import Engine
 
     requests = _requests(args)
+    options = _options(args)
     engine = Engine.load(args.model, device=args.device, impl=args.impl)
     for req in requests:  # check every request before the first decodes
         engine.prompt_ids(req)
         engine.constraint(req)
-    kw = _policy_args(args, engine)
+    session = _session(args, engine, options)
     show = len(requests) > 1 and not args.quiet
     executor = _executor(args, engine)
     for n, req in enumerate(requests, 1):
-        result = engine.decode(req, plan=args.plan, executor=executor, **kw)
+        result = session.decode(req, options, executor=executor)
         if args.store:
             _record(args.store, result, args.plan)
         print(json.dumps(result.to_json()) if args.json else result.text, flush=True)
         if show:
-            print(
-                f"  [{n}/{len(requests)}] {req.id}: {len(result.tokens)} tokens, "
-                f"{result.tokens_per_s:.1f} tokens/s, stop={result.stop}",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say(f"  [{n}/{len(requests)}] {req.id}: {len(result.tokens)} tokens, "
+                 f"{result.tokens_per_s:.1f} tokens/s, stop={result.stop}")  # fmt: skip
     if args.plan == "router" and args.router_state:
-        engine.router(kw["router"]).save(args.router_state)
+        session.router(options.router_name).save(args.router_state)
     if args.recalibrate and not args.quiet:
-        r = engine.rule.to_dict()
-        print(
-            f"  auto rule recalibrated: K* {r['preset_k_star']:,} ({r['hardware']} preset) -> "
-            f"{r['k_star']:,} measured",
-            file=sys.stderr,
-        )
+        r = session.online_rule(args.recalibrate).to_dict()
+        _say(f"  auto rule recalibrated: K* {r['preset_k_star']:,} ({r['hardware']} preset) -> "
+             f"{r['k_star']:,} measured")  # fmt: skip
     return 0
 
 
@@ -197,13 +188,12 @@ def _cmd_traces_collect(args) -> int:
 
     from .engine import Engine
     from .requests import load_requests
+    from .session import Session
     from .traces import collect_request, limited
 
     requests = load_requests(args.requests)
     engine = Engine.load(args.model)
-    if args.amortizer:
-        engine.set_amortizer(args.amortizer)
-    amortizer = engine._need_amortizer()
+    amortizer = Session(engine, amortizer=args.amortizer, progress=_say).amortizer()
     steps = []
     for n, req in enumerate(requests, 1):
         req = limited(req, args.max_tokens)
@@ -309,7 +299,9 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
     d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
     d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
-    d.add_argument("--tau", type=float, default=None, help="amortized: accept margin (logits)")
+    d.add_argument(
+        "--tau", type=float, default=None, help="amortized|router: accept margin (logits)"
+    )
     d.add_argument("--lossy", action="store_true", help="trust accepted amortized tokens")
     d.add_argument("--router", choices=ROUTER_CHOICES, default=None, help="with --plan router")
     d.add_argument("--router-state", default=None, help="load (if present) and save the router")
@@ -317,7 +309,7 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
     d.add_argument(
         "--recalibrate",
-        choices=("cpu", "h100", "h200", "a100"),
+        choices=RECALIBRATE_PRESETS,
         default=None,
         help="--plan auto: start K* from this preset, recalibrate it from measured head times",
     )

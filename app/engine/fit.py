@@ -5,19 +5,30 @@ the training half splits again — a quarter of its requests, drawn by ``seed`` 
 validation requests, on which λ is chosen. The file records the requests file's sha256, every id
 of each split, the seed, λ and ε (the largest logit gap over the whole vocabulary between
 predicted and exact states on the validation pairs, before the refit on both).
+
+:func:`default_amortizer` is the fit the amortized plans use when none is given: the project's
+workload (``bench/workload/requests.jsonl``), seed 0, 48 tokens per request — fitted once, on
+first use, into ``<cache>/amortizer.npz`` (``llmqp amortizer fit`` with the defaults writes the
+same file). The fit is deterministic (a hash split, a seeded draw, an exact solve), so every
+machine with the same BLAS gets the same predictor.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .amortized import Amortizer, fit_amortizer, split_of, state_pairs
+from .amortized import Amortizer, default_amortizer_path, fit_amortizer, split_of, state_pairs
 
-__all__ = ["decode_traces", "fit_workload", "vocab_gap"]
+__all__ = ["decode_traces", "fit_workload", "vocab_gap", "default_amortizer", "DEFAULT_WORKLOAD"]
+
+#: The workload the default fit is made on (a clone of the repository has it).
+DEFAULT_WORKLOAD = Path(__file__).resolve().parents[2] / "bench" / "workload" / "requests.jsonl"
+DEFAULT_FIT_TOKENS = 48
 
 
 def decode_traces(engine, requests, max_tokens: int | None = None, progress=None) -> list[dict]:
@@ -53,7 +64,7 @@ def vocab_gap(amortizer: Amortizer, output: np.ndarray, H, X, Y) -> np.ndarray:
 def fit_workload(engine, requests, requests_path, seed: int = 0, max_tokens=None, progress=None):
     """Fit an amortizer on the training split of ``requests``; return it (meta filled in)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}")
+        raise ValueError(f"The 'seed' parameter must be an integer in [0, 2**32). Got {seed!r}.")
     train_ids = [r.id for r in requests if split_of(r.id) == "train"]
     test_ids = [r.id for r in requests if split_of(r.id) == "test"]
     if len(train_ids) < 2:
@@ -93,3 +104,31 @@ def fit_workload(engine, requests, requests_path, seed: int = 0, max_tokens=None
         }
     )
     return final
+
+
+def default_amortizer(engine, progress=None) -> Path:
+    """The default fit's file, fitted now (once; ``progress(line)`` reports it) if missing.
+
+    ``ValueError`` (one line) when there is no fit and no workload to fit on."""
+    path = default_amortizer_path()
+    if path.is_file():
+        return path
+    if not DEFAULT_WORKLOAD.is_file():
+        raise ValueError(
+            f"the amortized plans need a fit: run llmqp amortizer fit --requests FILE "
+            f"(looked for {path})"
+        )
+    from .requests import load_requests
+
+    say = progress or (lambda line: None)
+    say(f"amortizer: no fit at {path}; fitting the default one once on {DEFAULT_WORKLOAD.name}")
+    requests = load_requests(DEFAULT_WORKLOAD)
+    fit = fit_workload(
+        engine, requests, DEFAULT_WORKLOAD, seed=0, max_tokens=DEFAULT_FIT_TOKENS,
+        progress=lambda n, total, rid: say(f"  amortizer fit [{n}/{total}] {rid}"),
+    )  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fit.save(tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees no fit or the whole one
+    say(f"amortizer: wrote {path}")
+    return path

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.registry import EXACT_PLANS as _EXACT
-from ..model.registry import PLAN_NAMES
+from ..model.registry import PLAN_NAMES, PLANS
 from . import heads_numpy
 from .heads_numpy import PAD_ROWS
 
@@ -54,19 +54,17 @@ def forced_token(legal: np.ndarray):
 EXACT_PLANS = tuple(p for p in PLAN_NAMES if p in _EXACT)
 AMORTIZED_PLANS = tuple(p for p in PLAN_NAMES if p not in _EXACT)
 
-#: ``llmqp decode --plan`` names -> the plan run at every step (``None``: chosen per step).
-#: ``amortized``/``rerank`` run ForcedToken where K = 1; ``router`` and ``oracle`` choose per
-#: step (app.engine.routing).
+#: ``llmqp decode --plan`` names -> the plan run at every step (``None``: chosen per step):
+#: ``auto`` (the cost model's rule, app.engine.rule), every registry plan with a ``choice``
+#: name, ``router`` and ``oracle`` (app.engine.routing). The amortized plans run ForcedToken
+#: where K = 1; ForcedToken runs its fallback where K > 1.
 PLAN_CHOICES = {
-    "auto": None,  # the cost model's rewrite rule (app.engine.rule)
-    "dense": "DenseHead",
-    "sparse": "SparseHead",
-    "forced": "ForcedToken",  # where K = 1; DenseHead elsewhere
-    "full": "FullRecompute",
-    "amortized": "AmortizedHead",
-    "rerank": "AmortizedRerank",
+    "auto": None,
+    **{p.choice: p.name for p in PLANS if p.choice},
     "router": None,
     "oracle": None,
 }
 #: The choices that need nothing but the model (the amortized ones need a fit, oracle a trace).
-EXACT_CHOICES = ("auto", "dense", "sparse", "forced", "full")
+EXACT_CHOICES = ("auto", *(c for c, p in PLAN_CHOICES.items() if p in EXACT_PLANS))
+#: The choices that run an amortized plan at every step (they need an amortizer).
+AMORTIZED_CHOICES = tuple(c for c, p in PLAN_CHOICES.items() if p in AMORTIZED_PLANS)

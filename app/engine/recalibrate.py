@@ -7,13 +7,25 @@ and the mean of DenseHead's. Every ``probe_every``-th scored step it also times 
 measured whichever side of K* the workload sits. Once each has ``min_samples`` measurements,
 K* = the K where the fitted SparseHead line meets DenseHead's mean — the measured crossover of
 the machine the engine runs on. ``history`` records K* after every update.
+
+:class:`RecalibratingPolicy` is the decode policy that runs it (``DecodeOptions(recalibrate=
+preset)``): it reads each exact step's measured head time from the next step's telemetry and
+runs the probes itself, so the decode loop knows nothing of recalibration.
 """
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
+from .plans import dense_head, sparse_head
+from .results import Telemetry
 from .rule import CostRule, rule_plan
 
-__all__ = ["OnlineRule"]
+__all__ = ["OnlineRule", "RecalibratingPolicy"]
+
+_HEADS = {"DenseHead": dense_head, "SparseHead": sparse_head}
 
 
 class OnlineRule:
@@ -92,3 +104,34 @@ class OnlineRule:
             "dense_samples": self._dense[0],
             "vocab": self.vocab,
         }
+
+
+class RecalibratingPolicy:
+    """``--plan auto`` under an :class:`OnlineRule` (a :class:`~app.engine.routing.Policy`).
+
+    ``choose`` feeds the rule the last exact step's measured head seconds (``tel.last_head``),
+    names the rule's plan, and on every ``probe_every``-th head step also times the other head
+    over the same legal set on ``output`` (V_pad, d) — a GEMV's time does not depend on the
+    state's values, so a fixed state serves; the probe's time is counted in the step.
+    """
+
+    def __init__(self, rule: OnlineRule, output: np.ndarray):
+        self.rule, self.output = rule, output
+        self._h = np.full(output.shape[1], output.shape[1] ** -0.5, dtype=output.dtype)
+
+    def choose(self, tel: Telemetry) -> str:
+        if tel.last_head is not None:
+            self.rule.observe(*tel.last_head)
+        plan = self.rule.select(tel.k)
+        if plan in _HEADS and self.rule.probe():
+            other = "SparseHead" if plan == "DenseHead" else "DenseHead"
+            t0 = time.perf_counter()
+            _HEADS[other](self.output, self._h, tel.legal)
+            self.rule.observe(other, tel.k, time.perf_counter() - t0)
+        return plan
+
+    def feedback(self, index: int, plan: str, seconds: float) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

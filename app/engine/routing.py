@@ -1,8 +1,10 @@
-"""Policies that name a plan per decode step: fixed plans, the cost rule, a learned router, the
-hindsight oracle. The decode loop (app.engine.loop) calls ``choose(telemetry) -> plan`` before a
-step and ``feedback(index, plan, seconds)`` once the step's cost is known — for a deferred step
+"""Policies that name a plan per decode step (the :class:`Policy` protocol): fixed plans, the cost
+rule, a learned router, the hindsight oracle (the recalibrating rule is app.engine.recalibrate's).
+The decode state (app.engine.loop) calls ``choose(telemetry) -> plan`` before a step,
+``feedback(index, plan, seconds)`` once the step's cost is known — for a deferred step
 (ForcedToken, an accepted amortized guess) that is when the body has run its token, several
-steps later; a rolled-back guess's cost includes the time it lost.
+steps later; a rolled-back guess's cost includes the time it lost — and ``finish()`` at the end
+of a request.
 
 The router (any of :data:`ROUTER_CHOICES`, from app.router) sees :data:`ROUTER_FEATURES` and
 learns the loss ``seconds / ref_s`` per arm of :data:`ROUTER_ARMS`; K = 1 steps are ForcedToken
@@ -15,21 +17,22 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from app.model.registry import effective_plan, get_plan
+from app.model.registry import PLANS, effective_plan, get_plan, routed_plans
 from app.router.real_trace import (
-    REAL_ARMS,
     REAL_FEATURES,
     REAL_ROUTER_PARAMS,
     REAL_ROUTERS,
     context_features,
 )
 
-from .plans import AMORTIZED_PLANS
+from .results import Telemetry
 
 __all__ = [
+    "Policy",
     "ROUTER_CHOICES",
     "ROUTER_ARMS",
     "ROUTER_FEATURES",
@@ -41,41 +44,46 @@ __all__ = [
 
 #: ``llmqp decode --plan router --router NAME``: the routers of app.router that fit the loop.
 ROUTER_CHOICES = REAL_ROUTERS
-#: The plans the router picks between on K ≥ 2 steps (FullRecompute never wins on a warm cache)
-#: and its context: one definition, in app.router.real_trace, shared with the trace replay.
-ROUTER_ARMS = REAL_ARMS
+#: The plans the router picks between on K ≥ 2 steps: the registry's ``routed`` plans
+#: (FullRecompute never wins on a warm cache); its context is app.router.real_trace's, shared
+#: with the trace replay.
+ROUTER_ARMS = routed_plans()
 ROUTER_FEATURES = REAL_FEATURES
 ROUTER_PARAMS = REAL_ROUTER_PARAMS
 
 
-def features(tel: dict) -> np.ndarray:
+class Policy(Protocol):
+    """What the decode state asks of a policy (see the module doc)."""
+
+    def choose(self, tel: Telemetry) -> str: ...
+
+    def feedback(self, index: int, plan: str, seconds: float) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def features(tel: Telemetry) -> np.ndarray:
     """The router's context (len(ROUTER_FEATURES),) float64 from a step's telemetry."""
-    return context_features(
-        tel["k"],
-        tel["vocab"],
-        tel["last_forced_run"],
-        tel["last_margin"],
-        tel["position"],
-        tel["pending"],
-        tel["accept"],
-    )
+    return context_features(tel.k, tel.vocab, tel.last_forced_run, tel.last_margin,
+                            tel.position, tel.pending, tel.accept)  # fmt: skip
 
 
 class FixedPolicy:
-    """One plan every step (``None``: the cost rule). ForcedToken and the amortized plans fall
-    back to ForcedToken where K = 1 and DenseHead/the plan itself elsewhere."""
+    """One plan every step (``None``: the cost rule). The amortized plans (not exact in
+    ``plans``) run ForcedToken where K = 1; a plan that does not apply runs its fallback."""
 
-    def __init__(self, plan: str | None, rule):
-        self.plan, self.rule = plan, rule
+    def __init__(self, plan: str | None, rule, plans=PLANS):
+        self.plan, self.rule, self.plans = plan, rule, plans
         self.log: list[tuple[int, str, float]] = []  # (index, plan, seconds) as fed back
 
-    def choose(self, tel: dict) -> str:
-        k = tel["k"]
+    def choose(self, tel: Telemetry) -> str:
+        k = tel.k
         if self.plan is None:
             return self.rule.select(k)
-        if self.plan in AMORTIZED_PLANS and k == 1:
+        spec = get_plan(self.plan, self.plans)
+        if not spec.exact and k == 1:
             return "ForcedToken"
-        return effective_plan(get_plan(self.plan), k).name  # the registry's fallback at K > 1
+        return effective_plan(spec, k, self.plans).name  # the registry's fallback at K > 1
 
     def feedback(self, index: int, plan: str, seconds: float) -> None:
         self.log.append((index, plan, seconds))
@@ -96,7 +104,9 @@ class RouterPolicy:
         from app.router.simulate import make_router
 
         if name not in ROUTER_CHOICES:
-            raise ValueError(f"--router must be one of {', '.join(ROUTER_CHOICES)}, got {name!r}")
+            raise ValueError(
+                f"The 'router' parameter must be one of {', '.join(ROUTER_CHOICES)}. Got {name!r}."
+            )
         self.name, self.arms, self.seed = name, tuple(arms), int(seed)
         self.router = make_router(
             name, len(self.arms), len(ROUTER_FEATURES), seed=self.seed, **ROUTER_PARAMS[name]
@@ -109,14 +119,14 @@ class RouterPolicy:
         self.decisions = 0
         self._chosen_at: dict[int, int] = {}
 
-    def choose(self, tel: dict) -> str:
-        if tel["k"] == 1:
+    def choose(self, tel: Telemetry) -> str:
+        if tel.k == 1:
             return "ForcedToken"
         t0 = time.perf_counter()
         x = features(tel)
         arm = self.router.select(x)
-        self.waiting[tel["index"]] = (x, arm)
-        self._chosen_at[tel["index"]] = self.decisions
+        self.waiting[tel.index] = (x, arm)
+        self._chosen_at[tel.index] = self.decisions
         self.decisions += 1
         self.overhead_s += time.perf_counter() - t0
         return self.arms[arm]
@@ -177,13 +187,13 @@ class RouterPolicy:
             state = json.loads(path.read_text(encoding="utf-8"))
             ok = state.get("format") == "llmqp-router-state/1"
         except (OSError, ValueError, AttributeError) as exc:
-            raise ValueError(f"--router-state {path}: not readable ({exc})") from None
+            raise ValueError(f"router state {path}: not readable ({exc})") from None
         if not ok:
-            raise ValueError(f"--router-state {path}: not a router state file")
+            raise ValueError(f"router state {path}: not a router state file")
         if name is not None and state["router"] != name:
-            raise ValueError(f"--router-state {path}: holds a {state['router']} router, not {name}")
+            raise ValueError(f"router state {path}: holds a {state['router']} router, not {name}")
         if state["arms"] != list(arms) or state["features"] != list(ROUTER_FEATURES):
-            raise ValueError(f"--router-state {path}: written for other arms or features")
+            raise ValueError(f"router state {path}: written for other arms or features")
         policy = cls(state["router"], arms, state["seed"], state["ref_s"])
         r = policy.router
         for key, spec in state["arrays"].items():
@@ -209,13 +219,13 @@ class OraclePolicy:
         self.costs, self.rule, self.arms = costs, rule, tuple(arms)
         self.missing = 0
 
-    def choose(self, tel: dict) -> str:
-        if tel["k"] == 1:
+    def choose(self, tel: Telemetry) -> str:
+        if tel.k == 1:
             return "ForcedToken"
-        row = self.costs.get((tel["request"], tel["index"]))
+        row = self.costs.get((tel.request, tel.index))
         if not row:
             self.missing += 1
-            return self.rule.select(tel["k"])
+            return self.rule.select(tel.k)
         offered = {p: s for p, s in row.items() if p in self.arms}
         return min(offered, key=offered.get)
 

@@ -2,16 +2,12 @@
 at every step of a workload.
 
 ``collect_request`` walks the exact trajectory (the tokens every lossless plan decodes) one token
-at a time and at each step times, on the same state: the grammar (legal set), the one-token
-body, DenseHead's and SparseHead's heads, the amortizer's prediction + scoring, the rerank head,
-and — once per request — the body's per-token cost in a batch of up to ``MAX_SKIP`` tokens (what
-a deferred token costs). A step's hindsight cost per plan is then assembled from its own
-measurements:
-
-* DenseHead / SparseHead = grammar + body(1) + head;  AmortizedRerank = grammar + body(1) +
-  rerank head (SparseHead where the rerank would refine);
-* AmortizedHead = grammar + prediction + batched body share, plus body(1) + SparseHead when the
-  predicted token is wrong (the rollback);  ForcedToken (K = 1) = grammar + batched body share.
+at a time and at each step measures, on the same state: the grammar (legal set), the one-token
+body, the amortizer's prediction, and — once per request — the body's per-token cost in a batch
+of up to ``MAX_SKIP`` tokens (what a deferred token costs). Each plan's hindsight cost for the
+step is then its kernel's (:meth:`app.engine.kernels.Kernel.cost`, which times its own head on
+the :class:`~app.engine.kernels.TraceProbe`): a plan added to the kernel table is recorded with
+no change here. Plans whose kernel returns None for a step are not recorded there.
 
 It also records the amortizer's one-step prediction quality (from the exact previous state): the
 predicted margin, whether the predicted token is the exact one, and the largest logit gap over
@@ -28,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from . import plans
-from .amortized import DEFAULT_RERANK_R, amortized_head, amortized_rerank
+from .amortized import amortized_head
+from .kernels import KERNELS, TraceProbe
 from .loop import MAX_SKIP
 
-__all__ = ["collect_request", "step_rows", "load_costs", "COST_PLANS"]
-
-COST_PLANS = ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank")
+__all__ = ["collect_request", "step_rows", "load_costs"]
 
 
 def _timed(fn, *args):
@@ -42,20 +37,25 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def collect_request(engine, req, amortizer, reference_tokens=None) -> list[dict]:
+def _batch_share(body, prompt, reference_tokens, cache) -> float:
+    """A deferred token's share of a batched forward: the output's first tokens in one run."""
+    n_batch = min(MAX_SKIP, len(reference_tokens))
+    _, batch_s = _timed(body.forward, reference_tokens[:n_batch], cache)
+    cache.truncate(len(prompt))
+    return batch_s / max(n_batch, 1)
+
+
+def collect_request(engine, req, amortizer, reference_tokens=None, kernels=None) -> list[dict]:
     """Per-step trace rows of ``req`` with every plan's measured cost (see the module doc)."""
+    kernels = KERNELS if kernels is None else kernels
     if reference_tokens is None:
         reference_tokens = engine.decode(req, plan="auto").tokens
     prompt = engine.prompt_ids(req)
     constraint = engine.constraint(req)
     body, output = engine.body, engine.output
-    # the batched per-token body cost: the first tokens of the output in one forward
     cache = body.new_cache(len(prompt) + len(reference_tokens) + MAX_SKIP)
     h = body.forward(prompt, cache)[-1]
-    n_batch = min(MAX_SKIP, len(reference_tokens))
-    _, batch_s = _timed(body.forward, reference_tokens[:n_batch], cache)
-    batch_share = batch_s / max(n_batch, 1)
-    cache.truncate(len(prompt))
+    batch_share = _batch_share(body, prompt, reference_tokens, cache)
     eps_max = float(amortizer.meta.get("eps_max", np.inf))
     rows, prev_h = [], None
     for i, token in enumerate(reference_tokens):
@@ -69,54 +69,42 @@ def collect_request(engine, req, amortizer, reference_tokens=None) -> list[dict]
             h = states[-1]
         else:
             body1_s = batch_share  # the prefill's state: no body for step 0
-        row = {
-            "request": req.id,
-            "idx": i,
-            "k": k,
-            "forced": k == 1,
-            "forced_run": run,
-            "position": len(prompt) + i,
-            "token": int(token),
-        }
-        if k == 1:
-            row.update(margin=None, plan="ForcedToken", seconds=grammar_s + batch_share)
-            row["costs"] = {"ForcedToken": grammar_s + batch_share}
-        else:
-            (dense_tok, margin), dense_s = _timed(plans.dense_head, output, h, legal)
-            (sparse_tok, _), sparse_s = _timed(plans.sparse_head, output, h, legal)
-            assert dense_tok == sparse_tok == token, (req.id, i)
-            costs = {
-                "DenseHead": grammar_s + body1_s + dense_s,
-                "SparseHead": grammar_s + body1_s + sparse_s,
-            }
-            row.update(margin=margin, plan="DenseHead", seconds=costs["DenseHead"])
-            if i > 0:
-                t1 = time.perf_counter()
-                h_pred = amortizer.predict(prev_h, reference_tokens[i - 1])
-                pred_tok, pred_margin = amortized_head(output, h_pred, legal)
-                amort_s = time.perf_counter() - t1
-                wrong = pred_tok != token
-                costs["AmortizedHead"] = grammar_s + amort_s + batch_share
-                if wrong:
-                    costs["AmortizedHead"] += body1_s + sparse_s
-                (_, _, lead), rerank_s = _timed(
-                    amortized_rerank, output, h_pred, h, legal, DEFAULT_RERANK_R
-                )
-                costs["AmortizedRerank"] = grammar_s + body1_s + rerank_s
-                if not lead > eps_max:
-                    costs["AmortizedRerank"] += sparse_s
-                gap = np.abs(output[legal] @ (h_pred - h))
-                row.update(
-                    pred_margin=pred_margin,
-                    pred_correct=not wrong,
-                    legal_gap=float(gap.max()),
-                )
-            row["costs"] = costs
-        rows.append(row)
+        probe = TraceProbe(output, h, legal, int(token), grammar_s, body1_s, batch_share,
+                           eps_max=eps_max)  # fmt: skip
+        if i > 0:
+            probe.h_pred, probe.predict_s = _timed(
+                amortizer.predict, prev_h, reference_tokens[i - 1]
+            )
+        rows.append(_row(req, i, prompt, probe, run, kernels))
         prev_h = h
         if constraint:
             constraint.consume(int(token))
     return rows
+
+
+def _row(req, i, prompt, probe: TraceProbe, run: int, kernels) -> dict:
+    """One step's trace row: its telemetry, every recorded plan's cost, the amortizer's quality."""
+    k, token = probe.k, probe.token
+    row = {"request": req.id, "idx": i, "k": k, "forced": k == 1, "forced_run": run,
+           "position": len(prompt) + i, "token": token}  # fmt: skip
+    costs = {name: c for name, kernel in kernels.items() if (c := kernel.cost(probe)) is not None}
+    if k == 1:
+        row.update(margin=None, plan="ForcedToken", seconds=costs.get("ForcedToken"))
+    else:
+        (dense_tok, margin), _ = probe.timed("DenseHead", plans.dense_head, probe.output, probe.h,
+                                             probe.legal)  # fmt: skip
+        (sparse_tok, _), _ = probe.timed("SparseHead", plans.sparse_head, probe.output, probe.h,
+                                         probe.legal)  # fmt: skip
+        assert dense_tok == sparse_tok == token, (req.id, i)
+        row.update(margin=margin, plan="DenseHead", seconds=costs.get("DenseHead"))
+        if probe.h_pred is not None:
+            args = (probe.output, probe.h_pred, probe.legal)
+            (pred_tok, pred_margin), _ = probe.timed("AmortizedHead", amortized_head, *args)
+            gap = np.abs(probe.output[probe.legal] @ (probe.h_pred - probe.h))
+            row.update(pred_margin=pred_margin, pred_correct=pred_tok == token,
+                       legal_gap=float(gap.max()))  # fmt: skip
+    row["costs"] = costs
+    return row
 
 
 def step_rows(result, run_id: str) -> list[dict]:

@@ -37,14 +37,17 @@ from .registry import (
     PlanSpec,
     Setting,
     Step,
+    arm_index,
     check_plans,
     effective_plan,
     get_plan,
     plan_cost,
     plan_quality,
     plan_seconds,
+    plan_table,
     plan_tree,
     price_tree,
+    routed_plans,
 )
 from .scenario import SCENARIO_LIMITS, Scenario
 from .transformer import (

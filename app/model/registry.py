@@ -1,11 +1,11 @@
 """The plan registry: every physical plan of a ``DecodeStep``, defined once.
 
 A :class:`PlanSpec` holds a plan's name, whether it is exact, its operator tree, its error share,
-where it applies (and what runs instead elsewhere) and the import path of the engine kernel that
-runs it. The tree *is* the cost recipe: each leaf names a kernel term of :data:`TERMS` (a function
-of the :class:`Setting` and the step's telemetry, :class:`Step`, giving a :class:`~.costs.Cost`);
-an inner node costs the sum of its children, and a ``Refine`` node runs with the refine
-probability. Everything that prices a plan composes it here:
+where it applies (and what runs instead elsewhere), whether the real engine's router picks it, and
+the text README's plan table is generated from. The tree *is* the cost recipe: each leaf names a
+kernel term of :data:`TERMS` (a function of the :class:`Setting` and the step's telemetry,
+:class:`Step`, giving a :class:`~.costs.Cost`); an inner node costs the sum of its children, and a
+``Refine`` node runs with the refine probability. Everything that prices a plan composes it here:
 
 * the plan IR (:mod:`.plans`: ``expand``/``annotate``, and so EXPLAIN) walks the trees with the
   model's costs and the refine probability p(τ);
@@ -13,12 +13,13 @@ probability. Everything that prices a plan composes it here:
   :func:`plan_seconds` over arrays of steps, refine probability 0 (its router makes that call);
 * the backend prices its sweep kernels with :func:`plan_cost` / :data:`TERMS` and, for measured
   latencies, passes measured seconds for some terms (``prices``) to :func:`plan_seconds`;
-* the engine imports ``PlanSpec.kernel`` (``"module:function"``; only a string here, so
-  ``app/model`` never imports the engine).
+* the engine runs a plan through its kernel table, keyed by the same names
+  (``app.engine.kernels.KERNELS``; a test checks the two match, and ``app/model`` never imports
+  the engine).
 
 Adding a plan means adding one :class:`PlanSpec` to :data:`PLANS` (and a term to :data:`TERMS`
-if it runs a new kind of kernel). The functions take ``plans=`` so a caller (or a test) can use
-another registry tuple.
+if it runs a new kind of kernel) plus its engine kernel (docs/ARCHITECTURE.md has the example).
+The functions take ``plans=`` so a caller (or a test) can use another registry tuple.
 
 Physical plans, in arm order:
 
@@ -27,6 +28,9 @@ Physical plans, in arm order:
 2. ``AmortizedHead``   amortized state + sparse scoring; refine (exact state + sparse) if m < τ
 3. ``AmortizedRerank`` amortized state + sparse scoring, then rerank the top-r with an exactly
                        recomputed last layer; a share ``rerank_factor`` of amortized errors remain
+                       (the paper's plan, priced here; the real engine has no last-layer-only
+                       pass, so its kernel rescores the shortlist with the full exact state and
+                       refines where the shortlist is not certified: see app.engine.kernels)
 4. ``FullRecompute``   recompute the state over the whole context without the KV cache, sparse
 5. ``ForcedToken``     K = 1 (the grammar forces the token, or a run of n tokens): score nothing,
                        one body forward over the n positions (a short prefill), 1/n per token.
@@ -55,6 +59,9 @@ __all__ = [
     "PLANS",
     "PLAN_NAMES",
     "EXACT_PLANS",
+    "arm_index",
+    "routed_plans",
+    "plan_table",
     "check_plans",
     "get_plan",
     "effective_plan",
@@ -209,59 +216,87 @@ def _everywhere(k) -> np.ndarray:
 class PlanSpec:
     """One physical plan.
 
-    ``tree(setting, step)`` gives the root's children (leaves name :data:`TERMS`); ``kernel`` is
-    ``"module:function"`` of the engine function that runs it; ``error_share(scenario)`` the share
-    of the amortized state's wrong-token probability the plan keeps (0 for exact plans);
-    ``refines`` whether a ``Refine`` node's threshold τ lowers that error; ``applies(k)`` (bool
-    array of k's shape) where the plan can run, and ``fallback`` the plan that runs (and is
-    priced, and errs) where it cannot; ``summary`` one line for tables.
+    ``tree(setting, step)`` gives the root's children (leaves name :data:`TERMS`);
+    ``error_share(scenario)`` the share of the amortized state's wrong-token probability the plan
+    keeps (0 for exact plans); ``refines`` whether a ``Refine`` node's threshold τ lowers that
+    error; ``applies(k)`` (bool array of k's shape) where the plan can run, and ``fallback`` the
+    plan that runs (and is priced, and errs) where it cannot; ``routed`` whether the router on the
+    real engine offers it on K ≥ 2 steps (its arms; the trace collector records its cost);
+    ``summary`` and ``equivalence`` the two text columns of README's plan table
+    (:func:`plan_table`); ``choice`` its ``llmqp decode --plan`` name (None: not offered there).
+    The engine's kernel is ``app.engine.kernels.KERNELS[name]``.
     """
 
     name: str
     exact: bool
     tree: Callable[[Setting, Step], tuple[Operator, ...]]
-    kernel: str
     summary: str = ""
+    equivalence: str = "yes"
     error_share: Callable[[object], float] = _no_error
     refines: bool = False
     applies: Callable[[np.ndarray], np.ndarray] = _everywhere
     fallback: str | None = None
+    routed: bool = False
+    choice: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"The 'name' parameter must be an identifier. Got {self.name!r}.")
-        module, _, func = str(self.kernel).partition(":")
-        if not (module and func.isidentifier()):
-            raise ValueError(
-                f"The 'kernel' parameter must be 'module:function'. Got {self.kernel!r} instead."
-            )
         if self.applies is not _everywhere and self.fallback is None:
             raise ValueError(f"Plan {self.name!r} applies to some steps only: give a 'fallback'.")
 
 
-_ENGINE = "app.engine.plans:"
-
-#: The registry, in arm order (the routers' arm ``a`` is ``PLANS[a]``).
+#: The registry, in arm order (the routers' arm ``a`` is ``PLANS[a]``; look arms up by name with
+#: :func:`arm_index`, never by position).
 PLANS: tuple[PlanSpec, ...] = (
-    PlanSpec("DenseHead", True, _dense_head, _ENGINE + "dense_head",
-             "exact decoder state, logits over all of V, mask, argmax"),
-    PlanSpec("SparseHead", True, _sparse_head, _ENGINE + "sparse_head",
-             "exact decoder state, score only the K legal rows"),
-    PlanSpec("AmortizedHead", False, _amortized_head, _ENGINE + "amortized_head",
+    PlanSpec("DenseHead", True, _dense_head,
+             "exact decoder state, logits over all of V, mask, argmax", routed=True,
+             choice="dense"),
+    PlanSpec("SparseHead", True, _sparse_head,
+             "exact decoder state, score only the K legal rows", "yes (the lemma)", routed=True,
+             choice="sparse"),
+    PlanSpec("AmortizedHead", False, _amortized_head,
              "reuse a stable state, refine with a full step when the margin is below τ",
-             error_share=lambda s: 1.0, refines=True),
-    PlanSpec("AmortizedRerank", False, _amortized_rerank, _ENGINE + "amortized_rerank",
+             "in the engine, yes by verification (a wrong guess is rolled back); under the "
+             "paper's lossy rule once τ ≥ 2ε (the certificate)",
+             error_share=lambda s: 1.0, refines=True, routed=True, choice="amortized"),
+    PlanSpec("AmortizedRerank", False, _amortized_rerank,
              "amortized state, rerank the top-r with an exact last layer",
-             error_share=lambda s: s.rerank_factor),
-    PlanSpec("FullRecompute", True, _full_recompute, _ENGINE + "full_recompute",
-             "recompute the state over the whole context, no KV cache"),
-    PlanSpec("ForcedToken", True, _forced_token, _ENGINE + "forced_token",
-             "K = 1: score nothing, feed the forced run through the body in one forward",
-             applies=lambda k: np.asarray(k) == 1, fallback="DenseHead"),
+             "ε-equivalent (the paper's); the engine's kernel runs the body, shortlists with the "
+             "predicted state and refines where the measured ε does not certify the winner",
+             error_share=lambda s: s.rerank_factor, routed=True, choice="rerank"),
+    PlanSpec("FullRecompute", True, _full_recompute,
+             "recompute the state over the whole context, no KV cache", choice="full"),
+    PlanSpec("ForcedToken", True, _forced_token,
+             "K = 1 (one legal token, or a forced run of n): score nothing, feed the run "
+             "through the body in one n-position forward; where K > 1 it runs `DenseHead`",
+             applies=lambda k: np.asarray(k) == 1, fallback="DenseHead", choice="forced"),
 )  # fmt: skip
 
 PLAN_NAMES = tuple(p.name for p in PLANS)
 EXACT_PLANS = frozenset(p.name for p in PLANS if p.exact)
+
+
+def arm_index(name: str, plans=PLANS) -> int:
+    """The arm (position in ``plans``) of the plan called ``name``: routers, harnesses and
+    figures look arms up by name, so a plan inserted anywhere moves nothing."""
+    for i, p in enumerate(plans):
+        if p.name == name:
+            return i
+    names = ", ".join(p.name for p in plans)
+    raise ValueError(f"The 'name' parameter must be one of {names}. Got {name!r} instead.")
+
+
+def routed_plans(plans=PLANS) -> tuple[str, ...]:
+    """Names of the plans the real engine's router chooses between on K ≥ 2 steps."""
+    return tuple(p.name for p in plans if p.routed)
+
+
+def plan_table(plans=PLANS) -> str:
+    """README's plan table (Markdown), generated from each plan's ``summary``/``equivalence``."""
+    rows = ["| plan | what it does | exact? |", "|---|---|---|"]
+    rows += [f"| `{p.name}` | {p.summary} | {p.equivalence} |" for p in plans]
+    return "\n".join(rows) + "\n"
 
 
 def check_plans(plans) -> tuple[PlanSpec, ...]:
@@ -297,7 +332,7 @@ def get_plan(name: str, plans: tuple[PlanSpec, ...] = PLANS) -> PlanSpec:
 
 def effective_plan(spec: PlanSpec, k, plans=PLANS) -> PlanSpec:
     """The plan that runs for one step of legal-set size ``k``: ``spec`` where it applies, its
-    fallback elsewhere (ForcedToken at K > 1 runs DenseHead). The engine runs its ``kernel``."""
+    fallback elsewhere (ForcedToken at K > 1 runs DenseHead). The engine runs its kernel."""
     return spec if bool(np.all(spec.applies(k))) else get_plan(spec.fallback, plans)
 
 

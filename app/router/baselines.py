@@ -19,7 +19,10 @@ import math
 
 import numpy as np
 
-from app.model.validate import check_array, check_float, check_int
+from app.model.registry import PLAN_NAMES
+from app.model.validate import check_array, check_choice, check_float, check_int
+
+from .environment import FEATURES
 
 __all__ = ["Router", "make_rng", "FixedPlan", "ThresholdRouter", "Oracle"]
 
@@ -90,10 +93,28 @@ class Router:
         self.t += 1
 
 
-def _check_margin_args(router, margin_index, refine_arm, amortized_arm):
+#: The margin rule's defaults, by name: the context feature it reads and the arms it plays.
+MARGIN_FEATURE, REFINE_PLAN, AMORTIZED_PLAN = "margin", "SparseHead", "AmortizedHead"
+
+
+def _arm(router, name: str, value, plans) -> int:
+    """An arm given as an index, or as a plan name looked up in ``plans`` (the arms' names;
+    default the registry's), never by an assumed position."""
+    if isinstance(value, str):
+        names = tuple(PLAN_NAMES if plans is None else plans)
+        value = names.index(check_choice(name, value, names))
+    return check_int(name, value, 0, router.n_arms - 1)
+
+
+def _check_margin_args(router, margin_index, refine_arm, amortized_arm, plans=None):
+    """Resolve and check the margin rule's arguments; None means the default, by name."""
+    if margin_index is None:
+        margin_index = FEATURES.index(MARGIN_FEATURE)
     router.margin_index = check_int("margin_index", margin_index, 0, router.dim - 1)
-    router.refine_arm = check_int("refine_arm", refine_arm, 0, router.n_arms - 1)
-    router.amortized_arm = check_int("amortized_arm", amortized_arm, 0, router.n_arms - 1)
+    refine = REFINE_PLAN if refine_arm is None else refine_arm
+    amortized = AMORTIZED_PLAN if amortized_arm is None else amortized_arm
+    router.refine_arm = _arm(router, "refine_arm", refine, plans)
+    router.amortized_arm = _arm(router, "amortized_arm", amortized, plans)
 
 
 class FixedPlan(Router):
@@ -116,16 +137,21 @@ class ThresholdRouter(Router):
     tau : float
         Threshold on the normalised margin, in ``[0, 1]``; ``0`` never refines, ``1`` (almost)
         always does.
-    margin_index : int
-        Position of the normalised margin ``m`` in the context.
-    refine_arm, amortized_arm : int
-        Arms played below and at/above the threshold.
+    margin_index : int, optional
+        Position of the normalised margin ``m`` in the context (default: the environment's
+        ``"margin"`` feature).
+    refine_arm, amortized_arm : int or str, optional
+        Arms played below and at/above the threshold, as indices or plan names (default
+        ``"SparseHead"`` and ``"AmortizedHead"``), names looked up in ``plans``.
+    plans : sequence of str, optional
+        The arms' plan names (default: the registry's ``PLAN_NAMES``).
     """
 
-    def __init__(self, n_arms, dim, tau, margin_index=3, refine_arm=1, amortized_arm=2, seed=None):
+    def __init__(self, n_arms, dim, tau, margin_index=None, refine_arm=None, amortized_arm=None,
+                 plans=None, seed=None):  # fmt: skip
         super().__init__(n_arms, dim, seed)
         self.tau = check_float("tau", tau, 0.0, 1.0)
-        _check_margin_args(self, margin_index, refine_arm, amortized_arm)
+        _check_margin_args(self, margin_index, refine_arm, amortized_arm, plans)
 
     def select(self, x) -> int:
         m = self._check_x(x)[self.margin_index]

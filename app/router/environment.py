@@ -125,15 +125,11 @@ class Stream:
     theta: np.ndarray
     variation_budget: float
     linear_r2: float
+    plans: tuple[str, ...] = PLAN_NAMES  # the arms' plan names, in the registry's order
 
     @property
     def steps(self) -> int:
         return self.X.shape[0]
-
-    @property
-    def plans(self) -> tuple[str, ...]:
-        """The arms' plan names (the registry's order)."""
-        return PLAN_NAMES
 
 
 def _contexts(s: Scenario, steps: int, rng: np.random.Generator, free_text: float, cold: float):
@@ -231,6 +227,7 @@ def make_stream(
         theta=theta,
         variation_budget=_variation_budget(theta),
         linear_r2=r2,
+        plans=tuple(p.name for p in plans),
     )
 
 

@@ -6,6 +6,8 @@ so a curve animated in the browser equals the harness's numbers for the same see
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..model import Scenario
@@ -84,7 +86,10 @@ class LiveRun:
     def reset(self) -> None:
         """Back to step 0 with a fresh router."""
         n_arms, dim = len(self.plans), self.stream.X.shape[1]
-        self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **self.params)
+        params = dict(self.params)
+        if "plans" in inspect.signature(REGISTRY[self.name].cls).parameters:
+            params.setdefault("plans", self.plans)  # its arms are looked up by name
+        self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **params)
         self.t = 0
         self._arms = np.zeros(self.stream.steps, dtype=np.int64)
         self._regret = 0.0

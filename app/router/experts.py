@@ -51,8 +51,8 @@ class ThresholdExperts(Router):
         loss-based importance weights need no forced exploration.
     horizon : int, optional
         Known horizon ``T``: sets the theoretical constant ``eta``.
-    margin_index, refine_arm, amortized_arm : int
-        As in :class:`~app.router.baselines.ThresholdRouter`.
+    margin_index, refine_arm, amortized_arm, plans : optional
+        As in :class:`~app.router.baselines.ThresholdRouter` (arms by plan name).
     loss_range : (float, float)
         Range mapped onto ``[0, 1]`` before clipping.
     seed : int, Generator or None
@@ -79,10 +79,11 @@ class ThresholdExperts(Router):
         eta=None,
         gamma=None,
         horizon=None,
-        margin_index=3,
-        refine_arm=1,
-        amortized_arm=2,
+        margin_index=None,
+        refine_arm=None,
+        amortized_arm=None,
         loss_range=(0.0, 1.0),
+        plans=None,
         seed=None,
     ):
         super().__init__(n_arms, dim, seed)
@@ -93,7 +94,7 @@ class ThresholdExperts(Router):
         if self.taus_.size == 0:
             raise ValueError("The 'taus' parameter must hold at least one threshold. Got [].")
         self.feedback = check_choice("feedback", feedback, ("bandit", "full"))
-        _check_margin_args(self, margin_index, refine_arm, amortized_arm)
+        _check_margin_args(self, margin_index, refine_arm, amortized_arm, plans)
         if self.amortized_arm == self.refine_arm:
             raise ValueError(
                 f"The 'amortized_arm' parameter must differ from refine_arm={self.refine_arm}. "

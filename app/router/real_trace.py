@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.registry import PLANS, routed_plans
 from ..model.validate import check_int
 from .registry import REAL_ROUTERS, REGISTRY
 
@@ -37,6 +38,7 @@ __all__ = [
     "REAL_ROUTER_PARAMS",
     "SHIPPED_TRACE",
     "context_features",
+    "trace_arms",
     "RealStream",
     "load_trace",
     "shipped_trace",
@@ -48,7 +50,8 @@ __all__ = [
     "margin_fit",
 ]
 
-REAL_ARMS = ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank")
+#: The arms on the real loop: the registry's ``routed`` plans (a trace replays those it records).
+REAL_ARMS = routed_plans()
 REAL_FEATURES = (
     "bias",
     "log_k_ratio",  # log(K/|V|) / log|V|, in [-1, 0]
@@ -122,9 +125,17 @@ def shipped_trace() -> dict:
     return load_trace(SHIPPED_TRACE)
 
 
-def _request_rows(steps, vocab):
-    """Contexts and costs of one request's routed steps, with the telemetry built as the loop
-    builds it on the exact trajectory: ``(X, costs, k, position, margin)`` arrays."""
+def trace_arms(trace: dict, plans=PLANS) -> tuple[str, ...]:
+    """The routed plans of ``plans`` whose costs ``trace`` records, in registry order."""
+    seen = set()
+    for st in trace["steps"]:
+        seen.update(st.get("costs", ()))
+    return tuple(a for a in routed_plans(plans) if a in seen)
+
+
+def _request_rows(steps, vocab, arms=REAL_ARMS):
+    """Contexts and costs (over ``arms``) of one request's routed steps, with the telemetry built
+    as the loop builds it on the exact trajectory: ``(X, costs, k, position, margin)`` arrays."""
     tel, C, ks, pos, mar = [], [], [], [], []
     last_margin, last_run, run, pending, accept = None, 0, 0, 0, 0.5
     for st in steps:
@@ -135,10 +146,10 @@ def _request_rows(steps, vocab):
         if run:
             last_run, run = run, 0
         costs = st["costs"]
-        if all(a in costs for a in REAL_ARMS):
+        if all(a in costs for a in arms):
             margin = np.nan if last_margin is None else last_margin
             tel.append((st["k"], last_run, margin, st["position"], pending, accept))
-            C.append([costs[a] for a in REAL_ARMS])
+            C.append([costs[a] for a in arms])
             ks.append(st["k"])
             pos.append(st["position"])
             mar.append(np.nan if st["margin"] is None else st["margin"])
@@ -150,26 +161,26 @@ def _request_rows(steps, vocab):
     X = context_features(t[:, 0], vocab, t[:, 1], t[:, 2], t[:, 3], t[:, 4], t[:, 5])
     return (
         X.reshape(-1, len(REAL_FEATURES)),
-        np.asarray(C, dtype=np.float64).reshape(-1, len(REAL_ARMS)),
+        np.asarray(C, dtype=np.float64).reshape(-1, len(arms)),
         np.asarray(ks, np.int64),
         np.asarray(pos, np.int64),
         np.asarray(mar, np.float64),
     )
 
 
-def _request_tables(trace: dict) -> dict:
+def _request_tables(trace: dict, arms=REAL_ARMS) -> dict:
     """Each request's rows (:func:`_request_rows`), by request name, in name order."""
     vocab = int(trace["meta"]["vocab"])
     by_req: dict[str, list] = {}
     for st in trace["steps"]:
         by_req.setdefault(st["request"], []).append(st)
     return {
-        name: _request_rows(sorted(by_req[name], key=lambda s: s["idx"]), vocab)
+        name: _request_rows(sorted(by_req[name], key=lambda s: s["idx"]), vocab, arms)
         for name in sorted(by_req)
     }
 
 
-def _passes(tables: dict, seeds) -> RealStream:
+def _passes(tables: dict, seeds, arms=REAL_ARMS) -> RealStream:
     """One pass over the requests per seed, each in the order drawn from that seed."""
     names = list(tables)
     orders = [np.random.Generator(np.random.PCG64(int(s))).permutation(len(names)) for s in seeds]
@@ -178,7 +189,8 @@ def _passes(tables: dict, seeds) -> RealStream:
     if not len(X):
         raise ValueError("trace: no step with every plan's cost (K >= 2 past step 0)")
     # The median of one pass: every pass holds the same steps.
-    ref = float(np.median(np.concatenate([t[1][:, 0] for t in tables.values()])))
+    dense = arms.index("DenseHead")
+    ref = float(np.median(np.concatenate([t[1][:, dense] for t in tables.values()])))
     loss = C / ref
     return RealStream(
         X=X,
@@ -191,27 +203,32 @@ def _passes(tables: dict, seeds) -> RealStream:
         ref_s=ref,
         requests=tuple(names[i] for order in orders for i in order),
         pass_steps=sum(len(t[0]) for t in tables.values()),
+        plans=tuple(arms),
     )
 
 
-def real_stream(trace: dict, seed: int = 0) -> RealStream:
-    """One pass over ``trace`` (from :func:`load_trace`) in a request order drawn from ``seed``."""
+def real_stream(trace: dict, seed: int = 0, plans=PLANS) -> RealStream:
+    """One pass over ``trace`` (from :func:`load_trace`) in a request order drawn from ``seed``;
+    the arms are the routed plans of ``plans`` the trace records (:func:`trace_arms`)."""
     seed = check_int("seed", seed, 0, 2**32 - 1)
-    return _passes(_request_tables(trace), [seed])
+    arms = trace_arms(trace, plans)
+    return _passes(_request_tables(trace, arms), [seed], arms)
 
 
-def looped_stream(trace: dict, seed: int, steps: int) -> RealStream:
+def looped_stream(trace: dict, seed: int, steps: int, plans=PLANS) -> RealStream:
     """``steps`` routed steps: passes over ``trace``, pass ``i`` in the order drawn from the
-    ``i``-th integer of ``Generator(PCG64(seed))``, cut to length."""
+    ``i``-th integer of ``Generator(PCG64(seed))``, cut to length (arms as in
+    :func:`real_stream`)."""
     seed = check_int("seed", seed, 0, 2**32 - 1)
     steps = check_int("steps", steps, 1, 10_000_000)
-    tables = _request_tables(trace)
+    arms = trace_arms(trace, plans)
+    tables = _request_tables(trace, arms)
     per_pass = sum(len(t[0]) for t in tables.values())
     if not per_pass:
         raise ValueError("trace: no step with every plan's cost (K >= 2 past step 0)")
     rng = np.random.Generator(np.random.PCG64(seed))
     seeds = [int(rng.integers(0, 2**32 - 1)) for _ in range(-(-steps // per_pass))]
-    full = _passes(tables, seeds)
+    full = _passes(tables, seeds, arms)
     fields = ("X", "expected", "latency_s", "k", "position", "margin")
     cut = {f: getattr(full, f)[:steps] for f in fields}
     return dataclasses.replace(full, **cut, observed=cut["expected"].copy())

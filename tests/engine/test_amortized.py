@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from app.engine.amortized import fit_amortizer, state_pairs
-from app.engine.loop import DecodeLoop
+from app.engine.loop import DecodeState, decode
+from app.engine.options import DecodeOptions
+from app.engine.session import Session
 
 IDS = ("fn-weather", "re-phone", "date-event")
 
@@ -18,6 +20,11 @@ IDS = ("fn-weather", "re-phone", "date-event")
 def requests(workload):
     by_id = {r.id: r for r in workload}
     return [dataclasses.replace(by_id[i], max_tokens=12) for i in IDS]
+
+
+@pytest.fixture(scope="module")
+def session(engine, amortizer):
+    return Session(engine, amortizer=amortizer)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +37,6 @@ def amortizer(engine, workload):
         parts.append(state_pairs(engine.body, res.prompt_tokens, res.tokens))
     a = fit_amortizer(parts[0], parts[1], engine.weights.tok_embd, lambdas=(1.0, 10.0))
     a.meta["eps_max"] = 30.0
-    engine.set_amortizer(a)
     return a
 
 
@@ -57,11 +63,12 @@ def test_the_fit_is_deterministic(engine, amortizer, workload):
     assert ((pred - Y[:half]) ** 2).mean() < ((H[:half] - Y[:half]) ** 2).mean()
 
 
-def test_amortized_decodes_the_dense_tokens_and_rolls_back(engine, amortizer, requests, reference):
+def test_amortized_decodes_the_dense_tokens_and_rolls_back(session, requests, reference):
     rollbacks = 0
     for req in requests:
         streamed = []
-        got = engine.decode(req, plan="amortized", tau=0.0, on_step=streamed.append)
+        opts = DecodeOptions(plan="amortized", tau=0.0)
+        got = session.decode(req, opts, on_step=streamed.append)
         assert got.tokens == reference[req.id], req.id
         assert [s.token for s in streamed] == got.tokens  # no rolled-back token was streamed
         assert [s.index for s in got.steps] == list(range(len(got.tokens)))
@@ -70,29 +77,30 @@ def test_amortized_decodes_the_dense_tokens_and_rolls_back(engine, amortizer, re
     assert rollbacks > 0  # the poor fit guesses wrong: the rollback path ran
 
 
-def test_lossy_keeps_the_wrong_guesses(engine, amortizer, requests, reference):
+def test_lossy_keeps_the_wrong_guesses(session, requests, reference):
     differs = 0
     for req in requests:
-        lossless = engine.decode(req, plan="amortized", tau=0.0)
-        lossy = engine.decode(req, plan="amortized", tau=0.0, lossy=True)
+        lossless = session.decode(req, DecodeOptions(plan="amortized", tau=0.0))
+        lossy = session.decode(req, DecodeOptions(plan="amortized", tau=0.0, lossy=True))
         assert lossy.rollbacks == 0
         if lossless.rollbacks:
             differs += lossy.tokens != reference[req.id]
     assert differs > 0
 
 
-def test_a_high_tau_refines_every_step(engine, amortizer, requests, reference):
+def test_a_high_tau_refines_every_step(session, requests, reference):
     req = requests[1]
-    got = engine.decode(req, plan="amortized", tau=1e5)
+    got = session.decode(req, DecodeOptions(plan="amortized", tau=1e5))
     assert got.tokens == reference[req.id] and got.rollbacks == 0
     assert not any(s.plan == "AmortizedHead" for s in got.steps)
     assert any(s.refined for s in got.steps)
 
 
-def test_rerank_and_router_decode_the_dense_tokens(engine, amortizer, requests, reference):
+def test_rerank_and_router_decode_the_dense_tokens(session, requests, reference):
     for req in requests[:2]:
-        assert engine.decode(req, plan="rerank").tokens == reference[req.id]
-        assert engine.decode(req, plan="router", router="lints").tokens == reference[req.id]
+        assert session.decode(req, DecodeOptions(plan="rerank")).tokens == reference[req.id]
+        opts = DecodeOptions(plan="router", router="lints")
+        assert session.decode(req, opts).tokens == reference[req.id]
 
 
 class _Recorder:
@@ -102,8 +110,8 @@ class _Recorder:
         self.events = []
 
     def choose(self, tel):
-        self.events.append(("choose", tel["index"]))
-        return "ForcedToken" if tel["k"] == 1 else "AmortizedHead"
+        self.events.append(("choose", tel.index))
+        return "ForcedToken" if tel.k == 1 else "AmortizedHead"
 
     def feedback(self, index, plan, seconds):
         assert seconds > 0
@@ -116,11 +124,11 @@ class _Recorder:
 def test_feedback_arrives_when_the_body_has_run(engine, amortizer, requests, reference):
     req = requests[0]
     policy = _Recorder()
-    options = {"tau": 0.0, "lossy": False, "amortizer": amortizer}
-    loop = DecodeLoop(
-        engine, req, engine.prompt_ids(req), engine.constraint(req), policy, None, None, options
-    )
-    tokens, *_ = loop.run()
+    options = DecodeOptions(plan="amortized", tau=0.0)
+    prompt, constraint = engine.prompt_ids(req), engine.constraint(req)
+    loop = decode(DecodeState(engine, req, prompt, constraint, policy, options, amortizer),
+                  engine.body)  # fmt: skip
+    tokens = loop.tokens
     assert tokens == reference[req.id]
     ev = policy.events
     fed = [i for kind, i in ev if kind == "feedback"]
@@ -137,12 +145,12 @@ def test_feedback_arrives_when_the_body_has_run(engine, amortizer, requests, ref
     assert set(range(len(tokens) - 1)) <= set(fed) | {s.index for s in loop.steps if s.forced}
 
 
-def test_router_learns_across_requests_and_keeps_its_state(engine, amortizer, requests, tmp_path):
+def test_router_learns_across_requests_and_keeps_its_state(session, requests, tmp_path):
     from app.engine.routing import RouterPolicy
 
-    router = engine.router("linucb")
+    router = session.router("linucb")
     before = router.router.t
-    engine.decode(requests[1], plan="router", router="linucb")
+    session.decode(requests[1], DecodeOptions(plan="router", router="linucb"))
     assert router.router.t > before
     assert router.overhead_s > 0
     path = router.save(tmp_path / "router.json")

@@ -33,9 +33,12 @@ def tiny(tmp_path_factory, workload):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--plan", "dense", "--tau", "2"], "--tau applies"),
+        (["--plan", "dense", "--tau", "2"], "The 'tau' parameter applies to plan"),
+        (["--plan", "rerank", "--tau", "2"], "The 'tau' parameter applies to plan"),  # was ignored
+        (["--plan", "sparse", "--lossy"], "The 'lossy' parameter applies to plan"),
         (["--plan", "oracle"], "--plan oracle needs --trace"),
-        (["--plan", "sparse", "--router", "lints"], "need --plan router"),
+        (["--plan", "sparse", "--router", "lints"], "The 'router' parameter applies to plan"),
+        (["--plan", "dense", "--recalibrate", "cpu"], "The 'recalibrate' parameter applies"),
         (["--plan", "amortized", "--amortizer", "no/such.npz"], "no/such.npz"),
     ],
 )
