@@ -26,8 +26,10 @@ def _fail(line: str) -> int:
     return 2
 
 
-def _progress_printer(stream=sys.stderr):
-    """A progress line per stage: redrawn in place on a terminal, one line per quarter in logs."""
+def _progress_printer(stream=None):
+    """A progress line per stage: redrawn in place on a terminal, one line per quarter in logs
+    (on ``stream``, default the current ``sys.stderr``)."""
+    stream = stream or sys.stderr
     tty = stream.isatty()
     last = {}
 

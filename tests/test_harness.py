@@ -90,3 +90,11 @@ def test_cli_broken_pipe_exits_quietly():
         text=True,
     )
     assert proc.stdout.startswith("DecodeStep(") and "Broken pipe" not in proc.stderr
+
+
+def test_cli_bench_real_shows_progress_unless_quiet(tmp_path, capsys):
+    argv = ["bench", "--workload", "real", "--seed", "1", "--steps", "200", "--out"]
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    assert "100%" in capsys.readouterr().err  # a progress line per router
+    assert main([*argv, str(tmp_path / "b"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

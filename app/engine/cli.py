@@ -248,6 +248,13 @@ def _cmd_amortizer_fit(args) -> int:
 
 def add_engine_commands(sub) -> None:
     """Register ``model``, ``amortizer``, ``traces`` and ``decode`` on the ``llmqp`` subparsers."""
+    _add_model(sub)
+    _add_amortizer(sub)
+    _add_traces(sub)
+    _add_decode(sub)
+
+
+def _add_model(sub) -> None:
     m = sub.add_parser("model", help="get and inspect the engine's model")
     msub = m.add_subparsers(dest="model_command", required=True, parser_class=type(m))
     f = msub.add_parser("fetch", help="download and check the default model (idempotent)")
@@ -257,6 +264,8 @@ def add_engine_commands(sub) -> None:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_model_info)
 
+
+def _add_amortizer(sub) -> None:
     a = sub.add_parser("amortizer", help="fit the amortized plans' state predictor")
     asub = a.add_subparsers(dest="amortizer_command", required=True, parser_class=type(a))
     af = asub.add_parser("fit", help="ridge fit on exact traces of the workload's training split")
@@ -267,6 +276,8 @@ def add_engine_commands(sub) -> None:
     af.add_argument("--model", default=None)
     af.set_defaults(func=_cmd_amortizer_fit)
 
+
+def _add_traces(sub) -> None:
     t = sub.add_parser("traces", help="decode traces: every plan measured per step")
     tsub = t.add_subparsers(dest="traces_command", required=True, parser_class=type(t))
     tc = tsub.add_parser("collect", help="measure every plan at every step of a workload")
@@ -279,6 +290,8 @@ def add_engine_commands(sub) -> None:
     tc.add_argument("--model", default=None)
     tc.set_defaults(func=_cmd_traces_collect)
 
+
+def _add_decode(sub) -> None:
     d = sub.add_parser(
         "decode",
         help="greedy constrained decoding on the real model, a plan chosen per step",
@@ -290,29 +303,8 @@ def add_engine_commands(sub) -> None:
         "shortlist), router (a bandit picks per step, --router), oracle (each step's cheapest "
         "plan in hindsight, --trace). Every plan decodes the same tokens unless --lossy.",
     )
-    d.add_argument("--prompt", help="the prompt text (tokenized as is unless --chat)")
-    d.add_argument("--schema", help="a JSON Schema: a file, or the JSON itself")
-    d.add_argument("--regex", help="a regular expression the output must match")
-    d.add_argument("--choices", help="comma-separated choices: A,B,C")
-    d.add_argument("--lark", help="a Lark grammar file")
-    d.add_argument("--requests", help="a JSONL file: id, prompt, schema|regex|choices|lark")
-    d.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-    d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
-    d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
-    d.add_argument(
-        "--tau", type=float, default=None, help="amortized|router: accept margin (logits)"
-    )
-    d.add_argument("--lossy", action="store_true", help="trust accepted amortized tokens")
-    d.add_argument("--router", choices=ROUTER_CHOICES, default=None, help="with --plan router")
-    d.add_argument("--router-state", default=None, help="load (if present) and save the router")
-    d.add_argument("--amortizer", default=None, help="an amortizer file (llmqp amortizer fit)")
-    d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
-    d.add_argument(
-        "--recalibrate",
-        choices=RECALIBRATE_PRESETS,
-        default=None,
-        help="--plan auto: start K* from this preset, recalibrate it from measured head times",
-    )
+    _add_decode_inputs(d)
+    _add_decode_plans(d)
     d.add_argument("--store", default=None, help="record each decode's trace in this store")
     d.add_argument("--device", choices=DEVICES, default="cpu")
     d.add_argument(
@@ -331,3 +323,36 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--json", action="store_true", help="one JSON object per request")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=_cmd_decode)
+
+
+def _add_decode_inputs(d) -> None:
+    d.add_argument("--prompt", help="the prompt text (tokenized as is unless --chat)")
+    d.add_argument("--schema", help="a JSON Schema: a file, or the JSON itself")
+    d.add_argument("--regex", help="a regular expression the output must match")
+    d.add_argument("--choices", help="comma-separated choices: A,B,C")
+    d.add_argument("--lark", help="a Lark grammar file")
+    d.add_argument("--requests", help="a JSONL file: id, prompt, schema|regex|choices|lark")
+    d.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
+    d.add_argument("--max-tokens", type=int, default=None, help="per request (default 128)")
+
+
+def _add_decode_plans(d) -> None:
+    d.add_argument("--plan", choices=tuple(PLAN_CHOICES), default="auto")
+    d.add_argument(
+        "--tau", type=float, default=None, help="amortized|router: accept margin (logits)"
+    )
+    d.add_argument("--lossy", action="store_true", help="trust accepted amortized tokens")
+    d.add_argument("--router", choices=ROUTER_CHOICES, default=None, help="with --plan router")
+    d.add_argument("--router-state", default=None, help="load (if present) and save the router")
+    d.add_argument(
+        "--amortizer",
+        default=None,
+        help="an amortizer file (llmqp amortizer fit; default: the default fit, made on first use)",
+    )
+    d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
+    d.add_argument(
+        "--recalibrate",
+        choices=RECALIBRATE_PRESETS,
+        default=None,
+        help="--plan auto: start K* from this preset, recalibrate it from measured head times",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .amortized import Amortizer
+from .amortized import Amortizer, default_amortizer_path
 from .fit import default_amortizer
 from .loop import DecodeState, decode
 from .options import DecodeOptions
@@ -68,14 +68,15 @@ class Session:
         return amortizer
 
     def amortizer(self, required: bool = True) -> Amortizer | None:
-        """The session's amortizer; the default fit (fitted and cached on first use) if none was
-        set. ``required=False``: None where there is no fit and none can be made."""
+        """The session's amortizer: the one set, else the default fit — fitted and cached now
+        if missing and ``required``; with ``required=False`` None where no fit exists yet (the
+        router then runs its amortized arms exact)."""
         if self._amortizer is None:
-            try:
-                self.set_amortizer(default_amortizer(self.engine, self.progress))
-            except ValueError:
-                if required:
-                    raise
+            path = default_amortizer_path()
+            if required:
+                path = default_amortizer(self.engine, self.progress)
+            if path.is_file():
+                self.set_amortizer(path)
         return self._amortizer
 
     def router(self, name: str = "linucb") -> RouterPolicy:

@@ -42,8 +42,8 @@ def request_body(prompt: str, grammar: str, text: str, plan: str, router: str | 
         raise ValueError("Write a prompt first.")
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": int(max_tokens),
             "llmqp": {"plan": plan}}  # fmt: skip
-    if router:
-        body["llmqp"]["router"] = router
+    if router:  # a router chooses the plan per step: it is the "router" plan
+        body["llmqp"] = {"plan": "router", "router": router}
     field = GRAMMARS[grammar]
     if field == "response_format":
         try:

@@ -30,7 +30,9 @@ def _wait(panel):
 def test_decode_panel_streams_every_step_beside_dense(app):
     panel = app.decode
     panel.offer()
-    assert "sparse" in panel.plan.options and panel.router.disabled  # no routers yet
+    assert "sparse" in panel.plan.options
+    # the engine's routers are offered from the first request (not once one was created)
+    assert "lints" in panel.router.options and not panel.router.disabled
     panel.grammar.value, panel.grammar_text.value = "choices", "red\ngreen"
     panel.plan.value, panel.max_tokens.value = "sparse", 5
     assert panel.decode()
@@ -60,6 +62,6 @@ def test_request_body_fields():
     assert body["regex"] == "[0-9]+" and body["llmqp"] == {"plan": "auto"}
     body = request_body("hi", "JSON schema", '{"type": "object"}', "dense", "linucb", 4)
     assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
-    assert body["llmqp"]["router"] == "linucb" and body["max_tokens"] == 4
+    assert body["llmqp"] == {"plan": "router", "router": "linucb"} and body["max_tokens"] == 4
     with pytest.raises(ValueError, match="prompt"):
         request_body("  ", "none", "", "auto", None, 4)

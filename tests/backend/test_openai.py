@@ -155,6 +155,22 @@ def test_bad_requests_are_openai_errors(real, engine):
 
 
 @needs_model
+def test_a_fresh_server_decodes_with_any_router(real, engine):
+    """Every router the engine has is served from the first request (it was refused until an
+    earlier request had created one), and the models card lists them."""
+    url, client = real
+    card = client.models.list().data[0].llmqp
+    assert {"linucb", "lints"} <= set(card["routers"])
+    msgs = [{"role": "user", "content": "Pick a colour."}]
+    out = client.chat.completions.create(
+        model=engine.info()["model"], messages=msgs, max_tokens=3,
+        extra_body={"choices": ["red", "green"], "llmqp": {"plan": "router", "router": "lints"}},
+    )  # fmt: skip
+    assert out.choices[0].message.content in ("red", "green")
+    assert out.llmqp["router"] == "lints"
+
+
+@needs_model
 def test_decoding_and_sweeps_share_the_device(real, engine):
     url, client = real
     status, ans, _ = call(url, "POST", "/v1/sweeps/head", {"d": 32, "vocab": 256, "k": [1, 16]})

@@ -77,3 +77,28 @@ def test_fit_collect_and_decode_with_them(capsys, engine, tiny, tmp_path):
             json.loads(x)["tokens"] for x in dense.splitlines()
         ], plan
     assert json.loads(state.read_text())["router"] == "linucb"
+
+
+def test_amortized_works_without_a_fit_made_by_hand(capsys, engine, tiny, tmp_path, monkeypatch):
+    """A fresh install: ``--plan amortized`` fits the default amortizer once (with progress),
+    then reuses it; ``--plan router --router lints`` needs no fit at all."""
+    import app.engine.fit as fit
+    import app.engine.session as session
+
+    path = tmp_path / "cache" / "amortizer.npz"
+    monkeypatch.setattr(fit, "default_amortizer_path", lambda: path)
+    monkeypatch.setattr(session, "default_amortizer_path", lambda: path)
+    monkeypatch.setattr(fit, "DEFAULT_WORKLOAD", tiny)  # the project's workload, cut short
+    monkeypatch.setattr(fit, "DEFAULT_FIT_TOKENS", 3)
+    common = ["decode", "--requests", str(tiny), "--max-tokens", "3", "--json"]
+    code, out, err = _run(capsys, *common, "--plan", "router", "--router", "lints")
+    assert code == 0 and not path.exists()
+    routed = [json.loads(x)["tokens"] for x in out.splitlines()]
+    code, out, err = _run(capsys, *common, "--plan", "amortized")
+    if code == 2 and "training split" in err:
+        pytest.skip(err)
+    assert code == 0 and path.is_file(), err
+    assert "fitting the default one once" in err and "amortizer fit [" in err
+    assert [json.loads(x)["tokens"] for x in out.splitlines()] == routed
+    code, out, err = _run(capsys, *common, "--plan", "amortized")
+    assert code == 0 and "fitting" not in err

@@ -61,8 +61,8 @@ class AmortizedHeadKernel(Kernel):
         if not (state.pending and state.can_skip()):
             return None
         token, margin = amortized_head(state.output, state.predicted(index), legal)
-        if margin is None or margin >= state.options.tau:
-            return Guess(token, margin, verify=not state.options.lossy)
+        if margin is None or margin >= state.tau:
+            return Guess(token, margin, verify=not state.lossy)
         return Guess(refined=True)
 
     def cost(self, p):
