@@ -38,7 +38,16 @@ typedef struct {
     const uint8_t *q; /* packed weights (float32 for F32) */
     const float *d, *m;
     int64_t O, I, G, NB;
+    const int64_t *gsel; /* NULL: every group; else compute groups gsel[0 .. G-1] only */
 } QW;
+
+/* Weights of the g-th computed group; its outputs go to columns g*16 … (all 16 lanes when
+ * groups are selected: padding lanes hold zero weights). */
+static inline int64_t wgroup(const QW *w, int64_t g) { return w->gsel ? w->gsel[g] : g; }
+static inline int64_t lanes_out(const QW *w, int64_t g) {
+    int64_t n = w->gsel ? LANES : w->O - g * LANES;
+    return n < LANES ? n : LANES;
+}
 
 typedef struct {
     const float *x;
@@ -67,8 +76,7 @@ static void dequant_c(const QW *w, int64_t g, int64_t i, float out[LANES]) {
 }
 
 static void store_rows(const QW *w, int64_t g, const float *acc, float *y) {
-    int64_t n = w->O - g * LANES;
-    memcpy(y + g * LANES, acc, sizeof(float) * (size_t)(n < LANES ? n : LANES));
+    memcpy(y + g * LANES, acc, sizeof(float) * (size_t)lanes_out(w, g));
 }
 
 static void proj_c(const QW *w, const Rows *R) {
@@ -78,7 +86,7 @@ static void proj_c(const QW *w, const Rows *R) {
             int rb = (int)(R->T - r0 < 4 ? R->T - r0 : 4);
             memset(acc, 0, sizeof(acc));
             for (int64_t i = 0; i < w->I; i++) {
-                dequant_c(w, g, i, wv);
+                dequant_c(w, wgroup(w, g), i, wv);
                 for (int r = 0; r < rb; r++) {
                     float xi = R->x[(r0 + r) * R->ldx + i];
                     for (int l = 0; l < LANES; l++) acc[r][l] = fmaf(wv[l], xi, acc[r][l]);
@@ -120,18 +128,20 @@ AI512 void w2_512(const QW *w, int64_t g, int64_t i, __m512 d, __m512 m, __m512 
 AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
     __m512 acc[4][4], d[4], m[4], w0[4], w1[4];
     const float *x = R->x + r0 * R->ldx;
+    int64_t gi[4];
+    for (int g = 0; g < gb; g++) gi[g] = wgroup(w, g0 + g);
     for (int g = 0; g < gb; g++)
         for (int r = 0; r < rb; r++) acc[g][r] = _mm512_setzero_ps();
     for (int g = 0; g < gb; g++) d[g] = m[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i + 1 < w->I; i += 2) {
         if (w->fmt != FMT_F32 && i % BLOCK == 0) {
             for (int g = 0; g < gb; g++) {
-                int64_t s = ((g0 + g) * w->NB + i / BLOCK) * LANES;
+                int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
                 d[g] = _mm512_loadu_ps(w->d + s);
                 if (w->fmt == FMT_Q4) m[g] = _mm512_loadu_ps(w->m + s);
             }
         }
-        for (int g = 0; g < gb; g++) w2_512(w, g0 + g, i, d[g], m[g], &w0[g], &w1[g]);
+        for (int g = 0; g < gb; g++) w2_512(w, gi[g], i, d[g], m[g], &w0[g], &w1[g]);
         for (int r = 0; r < rb; r++) {
             __m512 xa = _mm512_set1_ps(x[r * R->ldx + i]);
             __m512 xb = _mm512_set1_ps(x[r * R->ldx + i + 1]);
@@ -144,13 +154,13 @@ AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
     if (w->I & 1) { /* F32 only: quantized tensors have whole 32-blocks */
         int64_t i = w->I - 1;
         for (int g = 0; g < gb; g++) {
-            __m512 wl = _mm512_loadu_ps((const float *)w->q + ((g0 + g) * w->I + i) * LANES);
+            __m512 wl = _mm512_loadu_ps((const float *)w->q + (gi[g] * w->I + i) * LANES);
             for (int r = 0; r < rb; r++)
                 acc[g][r] = _mm512_fmadd_ps(wl, _mm512_set1_ps(x[r * R->ldx + i]), acc[g][r]);
         }
     }
     for (int g = 0; g < gb; g++) {
-        int64_t n = w->O - (g0 + g) * LANES;
+        int64_t n = lanes_out(w, g0 + g);
         __mmask16 k = n >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
         for (int r = 0; r < rb; r++)
             _mm512_mask_storeu_ps(R->y + (r0 + r) * R->ldy + (g0 + g) * LANES, k, acc[g][r]);
@@ -212,6 +222,8 @@ AI256 void w1_256(const QW *w, int64_t g, int64_t i, const __m256 d[2], const __
 AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
     __m256 acc[4][4][2], d[4][2], m[4][2];
     const float *x = R->x + r0 * R->ldx;
+    int64_t gi[4];
+    for (int g = 0; g < gb; g++) gi[g] = wgroup(w, g0 + g);
     for (int g = 0; g < gb; g++) {
         d[g][0] = d[g][1] = m[g][0] = m[g][1] = _mm256_setzero_ps();
         for (int r = 0; r < rb; r++) acc[g][r][0] = acc[g][r][1] = _mm256_setzero_ps();
@@ -219,7 +231,7 @@ AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
     for (int64_t i = 0; i < w->I; i++) {
         if (w->fmt != FMT_F32 && i % BLOCK == 0) {
             for (int g = 0; g < gb; g++) {
-                int64_t s = ((g0 + g) * w->NB + i / BLOCK) * LANES;
+                int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
                 d[g][0] = _mm256_loadu_ps(w->d + s);
                 d[g][1] = _mm256_loadu_ps(w->d + s + 8);
                 if (w->fmt == FMT_Q4) {
@@ -230,7 +242,7 @@ AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
         }
         for (int g = 0; g < gb; g++) {
             __m256 a, b;
-            w1_256(w, g0 + g, i, d[g], m[g], &a, &b);
+            w1_256(w, gi[g], i, d[g], m[g], &a, &b);
             for (int r = 0; r < rb; r++) {
                 __m256 xi = _mm256_set1_ps(x[r * R->ldx + i]);
                 acc[g][r][0] = _mm256_fmadd_ps(a, xi, acc[g][r][0]);
@@ -286,16 +298,19 @@ static int need(Py_buffer *b, const char *name, int64_t bytes) {
     return 1;
 }
 
-/* proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa): y[r, :O] = x[r, :I] @ W.T for r < T.
+/* proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups): y[r, :O] = x[r, :I] @ W.T for
+ * r < T; with a non-empty int64 ``groups``, only those groups of 16 outputs, side by side in y.
  * Buffers are C-contiguous; d and m may be empty where the format has none. */
 static PyObject *py_proj(PyObject *self, PyObject *args) {
     int fmt, isa;
     long long O, I, T, ldx, ldy;
-    Py_buffer q, d, m, x, y;
-    if (!PyArg_ParseTuple(args, "iy*y*y*LLy*LLw*Li", &fmt, &q, &d, &m, &O, &I, &x, &T, &ldx, &y,
-                          &ldy, &isa))
+    Py_buffer q, d, m, x, y, gs;
+    if (!PyArg_ParseTuple(args, "iy*y*y*LLy*LLw*Liy*", &fmt, &q, &d, &m, &O, &I, &x, &T, &ldx,
+                          &y, &ldy, &isa, &gs))
         return NULL;
-    QW w = {fmt, q.buf, d.buf, m.buf, O, I, (O + LANES - 1) / LANES, I / BLOCK};
+    QW w = {fmt, q.buf, d.buf, m.buf, O, I, (O + LANES - 1) / LANES, I / BLOCK, NULL};
+    int64_t nsel = gs.len / 8, G_all = w.G;
+    if (nsel > 0) w.gsel = gs.buf, w.G = nsel;
     Rows R = {x.buf, T, ldx, y.buf, ldy};
     int64_t per = fmt == FMT_F32 ? 4 : (fmt == FMT_Q8 ? 1 : 0);
     int ok = fmt >= FMT_F32 && fmt <= FMT_Q8 && O > 0 && I > 0 && T >= 0 && ldx >= I && ldy >= O;
@@ -304,11 +319,19 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "proj: quantized inputs come in whole 32-blocks");
         ok = 0;
     }
-    ok = ok && need(&q, "q", per ? w.G * I * LANES * per : w.G * (I / 2) * LANES);
-    ok = ok && (fmt == FMT_F32 || need(&d, "d", w.G * w.NB * LANES * 4));
-    ok = ok && (fmt != FMT_Q4 || need(&m, "m", w.G * w.NB * LANES * 4));
+    ok = ok && need(&q, "q", per ? G_all * I * LANES * per : G_all * (I / 2) * LANES);
+    ok = ok && (fmt == FMT_F32 || need(&d, "d", G_all * w.NB * LANES * 4));
+    ok = ok && (fmt != FMT_Q4 || need(&m, "m", G_all * w.NB * LANES * 4));
     ok = ok && (T == 0 || need(&x, "x", ((T - 1) * ldx + I) * 4));
-    ok = ok && (T == 0 || need(&y, "y", ((T - 1) * ldy + O) * 4));
+    int64_t width = nsel > 0 ? nsel * LANES : O;
+    ok = ok && (nsel == 0 || ldy >= width);
+    ok = ok && (T == 0 || need(&y, "y", ((T - 1) * ldy + width) * 4));
+    for (int64_t j = 0; ok && j < nsel; j++) {
+        if (w.gsel[j] < 0 || w.gsel[j] >= G_all) {
+            PyErr_SetString(PyExc_ValueError, "proj: a selected group is out of range");
+            ok = 0;
+        }
+    }
     if (ok && (isa < 0 || isa > best_isa())) isa = best_isa();
     if (ok && T > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -325,6 +348,7 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
     PyBuffer_Release(&m);
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
+    PyBuffer_Release(&gs);
     if (!ok) return NULL;
     return PyLong_FromLong(isa);
 }
@@ -332,7 +356,7 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
 static PyObject *py_best_isa(PyObject *self, PyObject *noargs) { return PyLong_FromLong(best_isa()); }
 
 static PyMethodDef methods[] = {
-    {"proj", py_proj, METH_VARARGS, "proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa) -> isa used"},
+    {"proj", py_proj, METH_VARARGS, "proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups) -> isa used"},
     {"best_isa", py_best_isa, METH_NOARGS, "the fastest path this CPU runs: 0 C, 1 AVX2, 2 AVX-512"},
     {NULL, NULL, 0, NULL},
 };

@@ -1,10 +1,10 @@
 """A Llama forward pass in numpy (float32) with a KV cache: the engine's default body.
 
 Per layer: RMSNorm → fused QKV → RoPE (adjacent pairs, GGUF order) → grouped-query causal
-attention over the cache → output projection → RMSNorm → SiLU-gated MLP. Constants are Python
-floats so float32 stays float32 (numpy ≥ 2 promotes float32 / np.float64 scalars to float64).
+attention over the cache → output projection → RMSNorm → SiLU-gated MLP, float32 throughout.
 The projections are injected (:mod:`app.engine.linear`): ``kernel="q"`` reads the GGUF's stored
-quantized blocks, ``kernel="blas"`` float32 GEMVs.
+quantized blocks, ``kernel="blas"`` float32 GEMVs; norms, RoPE, attention and the gate are C
+routines (:mod:`app.engine.rowops`), one call per step of a layer.
 
 Batch invariance: a forward over T tokens gives, bit for bit, the states T one-token forwards
 give, and :meth:`NumpyLlama.forward_batch` gives each sequence what its own ``forward`` gives.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import rowops
 from .linear import KERNELS, layer_projections
 from .weights import LlamaWeights
 
@@ -39,12 +40,6 @@ class KVCache:
         if n < 0:
             raise ValueError(f"truncate: n must be >= 0, got {n}")
         self.length = min(self.length, n)
-
-
-def _rmsnorm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
-    """(T, d) -> (T, d): ``x / sqrt(mean(x²) + eps) * g``."""
-    ms = np.einsum("td,td->t", x, x)[:, None] * (1.0 / x.shape[-1])
-    return x * (1.0 / np.sqrt(ms + eps)) * g
 
 
 class NumpyLlama:
@@ -94,33 +89,13 @@ class NumpyLlama:
             setattr(cache, name, grown)
 
     # -- pieces ----------------------------------------------------------------------------
-    def _rope_tables(self, pos: np.ndarray):
-        """cos, sin (N, 1, head_dim/2) float32 at positions ``pos`` (N,)."""
-        n = int(pos.max()) + 1 if len(pos) else 0
+    def _rope_tables(self, n: int):
+        """cos, sin (≥ n, head_dim/2) float32 at positions 0 …, grown on demand."""
         if self._cos.shape[0] < n:
             size = max(n, 256, 2 * self._cos.shape[0])
             ang = np.arange(size, dtype=np.float64)[:, None] * self.inv_freq
             self._cos, self._sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-        return self._cos[pos][:, None, :], self._sin[pos][:, None, :]
-
-    @staticmethod
-    def _rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-        """(N, H, hd) rotated in adjacent pairs by the rows' positions."""
-        x0, x1 = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = x0 * cos - x1 * sin
-        out[..., 1::2] = x0 * sin + x1 * cos
-        return out
-
-    def _attention(self, q, i: int, cache: KVCache, n: int) -> np.ndarray:
-        """One query q (H, hd) at position n - 1 against cached positions [0, n): (H·hd,)."""
-        c = self.cfg
-        k, v = cache.k[i, :, :n], cache.v[i, :, :n]  # (Hkv, n, hd)
-        qg = q.reshape(c.n_kv_heads, c.n_heads // c.n_kv_heads, c.head_dim)  # (Hkv, g, hd)
-        s = np.matmul(qg, k.transpose(0, 2, 1)) * self.scale  # (Hkv, g, n)
-        s = np.exp(s - s.max(axis=-1, keepdims=True))
-        s *= 1.0 / s.sum(axis=-1, keepdims=True)
-        return np.matmul(s, v).reshape(-1)  # (Hkv, g, hd) -> (H·hd,)
+        return self._cos, self._sin
 
     # -- public ----------------------------------------------------------------------------
     def forward(self, ids, cache: KVCache, start: int | None = None) -> np.ndarray:
@@ -136,30 +111,25 @@ class NumpyLlama:
         """
         c, w = self.cfg, self.w
         runs = self._prepare(seqs)
-        ids = np.concatenate([r[0] for r in runs]) if runs else np.zeros(0, np.int64)
-        pos = np.concatenate([np.arange(s, s + len(i)) for i, _, s in runs] or [ids])
-        cos, sin = self._rope_tables(pos)
-        x = w.tok_embd[ids]  # (N, d)
-        n, nq, nkv = len(ids), c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        ids = np.concatenate([r[0] for r in runs] or [np.zeros(0, np.int64)])
+        cos, sin = self._rope_tables(max((s + len(i) for i, _, s in runs), default=0))
+        heads = (c.n_heads, c.n_kv_heads, c.head_dim)
+        x = w.tok_embd[ids]  # (N, d): every sequence's rows, one after another
         for i, (lw, p) in enumerate(zip(w.layers, self.proj)):
-            qkv = p.qkv(_rmsnorm(x, lw.attn_norm, c.norm_eps))
-            q = self._rope(qkv[:, :nq].reshape(n, c.n_heads, c.head_dim), cos, sin)
-            k = self._rope(qkv[:, nq : nq + nkv].reshape(n, c.n_kv_heads, c.head_dim), cos, sin)
-            v = qkv[:, nq + nkv :].reshape(n, c.n_kv_heads, c.head_dim)
-            att = np.empty((n, nq), np.float32)
-            lo = 0
-            for seq_ids, cache, start in runs:
-                hi = lo + len(seq_ids)
-                cache.k[i, :, start : start + hi - lo] = k[lo:hi].transpose(1, 0, 2)
-                cache.v[i, :, start : start + hi - lo] = v[lo:hi].transpose(1, 0, 2)
-                for r in range(lo, hi):
-                    att[r] = self._attention(q[r], i, cache, start + r - lo + 1)
-                lo = hi
-            x = x + p.o(att)
-            gu = p.gate_up(_rmsnorm(x, lw.ffn_norm, c.norm_eps))
-            gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
-            x = x + p.down(gate / (1.0 + np.exp(-gate)) * up)
-        h = _rmsnorm(x, w.norm, c.norm_eps)
+            qkv = p.qkv(rowops.rmsnorm(x, lw.attn_norm, c.norm_eps))
+            att, lo = [], 0
+            for seq_ids, cache, start in runs:  # each sequence against its own cache
+                rows = qkv[lo : lo + len(seq_ids)]
+                att.append(
+                    rowops.attention(
+                        rows, cache.k[i], cache.v[i], start, heads, self.scale, cos, sin
+                    )
+                )
+                lo += len(seq_ids)
+            x = x + p.o(att[0] if len(att) == 1 else np.concatenate(att))
+            gu = p.gate_up(rowops.rmsnorm(x, lw.ffn_norm, c.norm_eps))
+            x = x + p.down(rowops.silu_gate(gu))
+        h = rowops.rmsnorm(x, w.norm, c.norm_eps)
         out, lo = [], 0
         for seq_ids, cache, start in runs:
             cache.length = start + len(seq_ids)

@@ -26,13 +26,23 @@ import numpy as np
 
 from . import _qkernel
 
-__all__ = ["ISAS", "Packed", "pack_f32", "pack_stored", "matmul", "best_isa", "forced_isa"]
+__all__ = [
+    "ISAS",
+    "Packed",
+    "pack_f32",
+    "pack_stored",
+    "matmul",
+    "matmul_rows",
+    "best_isa",
+    "forced_isa",
+]
 
 ISAS = ("c", "avx2", "avx512")
 STORED_KINDS = ("Q4_0", "Q4_1", "Q8_0")
 F32, Q4, Q8 = 0, 1, 2
 LANES, BLOCK = 16, 32
 _EMPTY = np.empty(0, np.float32)
+_NONE = np.empty(0, np.int64)  # no group selection: every output
 _forced: list[str | None] = [os.environ.get("LLMQP_KERNEL_ISA") or None]
 
 
@@ -68,6 +78,11 @@ def forced_isa(name: str | None):
         yield
     finally:
         _forced[0] = old
+
+
+def isa_code() -> int:
+    """The path the C routines run: the forced one, or -1 (the best this CPU has)."""
+    return -1 if _forced[0] is None else ISAS.index(_forced[0])
 
 
 def _lanes(a: np.ndarray, out: int) -> np.ndarray:
@@ -120,7 +135,29 @@ def matmul(x: np.ndarray, p: Packed, out: np.ndarray | None = None, col: int = 0
     ok = out.ndim == 2 and out.shape[0] == t and out.dtype == np.float32
     if not (ok and out.flags.c_contiguous and 0 <= col <= out.shape[1] - p.out):
         raise ValueError(f"out must be ({t}, >= {col + p.out}) C-contiguous float32")
-    isa = -1 if _forced[0] is None else ISAS.index(_forced[0])
+    isa = isa_code()
     flat = out.reshape(-1)[col:]
-    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa)
+    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa, _NONE)
     return out
+
+
+def matmul_rows(x: np.ndarray, p: Packed, rows: np.ndarray) -> np.ndarray:
+    """(T, in) -> (T, K): only outputs ``rows`` (K,) of ``x @ W.T`` — each one the very float
+    :func:`matmul` gives it (same sequence of operations), so a head scored over a gathered
+    legal set equals the dense head on those rows bit for bit. Work: the 16-output groups the
+    rows fall in."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if x.ndim != 2 or x.shape[1] != p.inp:
+        raise ValueError(f"x must be (T, {p.inp}) float32, got shape {x.shape}")
+    if len(rows) and not (0 <= rows.min() and rows.max() < p.out):
+        raise ValueError(f"rows must be in [0, {p.out}), got min {rows.min()} max {rows.max()}")
+    if not len(rows):
+        return np.empty((x.shape[0], 0), np.float32)
+    groups, where = np.unique(rows // LANES, return_inverse=True)
+    y = np.empty((x.shape[0], len(groups) * LANES), np.float32)
+    isa = isa_code()
+    _qkernel.proj(
+        p.fmt, p.q, p.d, p.m, p.out, p.inp, x, x.shape[0], p.inp, y, y.shape[1], isa, groups
+    )
+    return y[:, where * LANES + rows % LANES]
