@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _qkernel
+try:
+    from . import _qkernel
+except ImportError as exc:  # a checkout whose C kernels were never built
+    raise ImportError(
+        f"the engine's C kernels are not built ({exc}): run `pip install -e .` "
+        "or `python setup.py build_ext --inplace` in the repository"
+    ) from exc
 
 __all__ = [
     "ISAS",
