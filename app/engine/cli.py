@@ -151,7 +151,7 @@ def _cmd_decode(args) -> int:
 
     requests = _requests(args)
     options = _options(args)
-    engine = Engine.load(args.model, device=args.device, impl=args.impl)
+    engine = Engine.load(args.model, device=args.device, impl=args.impl, kernel=args.kernel)
     for req in requests:  # check every request before the first decodes
         engine.prompt_ids(req)
         engine.constraint(req)
@@ -312,6 +312,12 @@ def _add_decode(sub) -> None:
         choices=IMPLS,
         default=None,
         help="the body's library (default: numpy on cpu, torch on cuda)",
+    )
+    d.add_argument(
+        "--kernel",
+        choices=("q", "blas"),
+        default=None,
+        help="projections: q, the GGUF's quantized blocks (numpy's default); blas, float32",
     )
     d.add_argument(
         "--executor",

@@ -57,11 +57,11 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def _body(weights, device: str, impl: str):
+def _body(weights, device: str, impl: str, kernel: str | None = None):
     if impl == "numpy":
         from .forward_numpy import NumpyLlama
 
-        return NumpyLlama(weights)
+        return NumpyLlama(weights, kernel=kernel or "q")
     try:
         import torch
 
@@ -70,7 +70,7 @@ def _body(weights, device: str, impl: str):
         raise ValueError("The 'impl' parameter 'torch' needs PyTorch (the [gpu] extra).") from None
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"The 'device' parameter 'cuda': torch {torch.__version__} sees no CUDA.")
-    return TorchLlama(weights, device=device)
+    return TorchLlama(weights, device=device, kernel=kernel or "blas")
 
 
 class Engine:
@@ -78,7 +78,7 @@ class Engine:
     its shape (a frozen :class:`~app.engine.rule.CostRule`). Nothing here changes after
     loading; decode through a :class:`~app.engine.session.Session` (or :meth:`decode`)."""
 
-    def __init__(self, path: Path, fields: dict, weights, device: str = "cpu", impl="numpy"):
+    def __init__(self, path: Path, fields: dict, weights, device="cpu", impl="numpy", kernel=None):
         from .tokenizer import tokenizer_from_gguf
 
         _one_blas_thread()
@@ -87,7 +87,7 @@ class Engine:
         self.tokenizer = tokenizer_from_gguf(fields)
         self.ll_tokenizer = ll_tokenizer(self.tokenizer, self.config.vocab)
         self.impl = impl
-        self.body = _body(weights, device, impl)
+        self.body = _body(weights, device, impl, kernel)  # kernel: app.engine.linear.KERNELS
         v, d = self.config.vocab, self.config.d
         pad = (-v) % plans.PAD_ROWS  # heads score whole blocks of rows (see plans.py)
         out = weights.output
@@ -98,9 +98,7 @@ class Engine:
         self.name = str(fields.get("general.name") or path.stem)
 
     @classmethod
-    def load(
-        cls, model: str | Path | None = None, device: str = "cpu", impl: str | None = None
-    ) -> Engine:
+    def load(cls, model: str | Path | None = None, device="cpu", impl=None, kernel=None) -> Engine:
         """Load ``model`` (a Llama-family GGUF; default: the fetched SmolLM2-135M-Instruct).
 
         ``impl`` is the body's library: numpy (the default on the CPU) or torch (the default,
@@ -115,7 +113,7 @@ class Engine:
 
         path = resolve_model(model)
         fields, weights = load_gguf(path)
-        return cls(path, fields, weights, device, impl)
+        return cls(path, fields, weights, device, impl, kernel)
 
     @property
     def context(self) -> int:

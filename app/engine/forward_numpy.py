@@ -1,15 +1,17 @@
 """A Llama forward pass in numpy (float32) with a KV cache: the engine's default body.
 
 Per layer: RMSNorm → fused QKV → RoPE (adjacent pairs, GGUF order) → grouped-query causal
-attention over the cache → output projection → RMSNorm → SiLU-gated MLP. Constants are Python
-floats so float32 stays float32 (numpy ≥ 2 promotes float32 / np.float64 scalars to float64).
+attention over the cache → output projection → RMSNorm → SiLU-gated MLP, float32 throughout.
+The projections are injected (:mod:`app.engine.linear`): ``kernel="q"`` reads the GGUF's stored
+quantized blocks, ``kernel="blas"`` float32 GEMVs; norms, RoPE, attention and the gate are C
+routines (:mod:`app.engine.rowops`), one call per step of a layer.
 
 Batch invariance: a forward over T tokens gives, bit for bit, the states T one-token forwards
-give. BLAS GEMMs round differently for every row count, so projections run as GEMVs — one per
-row over blocks of weight rows that stay in cache while every row uses them (the weights stream
-from memory once per forward, not once per token) — and attention runs per query over exactly
-the keys a one-token step would see. ForcedToken's batched run and FullRecompute's rebuild then
-decode exactly what token-by-token decoding does.
+give, and :meth:`NumpyLlama.forward_batch` gives each sequence what its own ``forward`` gives.
+Every operation is row-wise with a fixed order per row: the projections by construction (see
+``linear``), norms and elementwise maps per row, and attention per query over exactly the keys a
+one-token step would see. ForcedToken's batched run and FullRecompute's rebuild then decode
+exactly what token-by-token decoding does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import rowops
+from .linear import KERNELS, layer_projections
 from .weights import LlamaWeights
 
 __all__ = ["KVCache", "NumpyLlama"]
@@ -33,58 +37,47 @@ class KVCache:
 
     def truncate(self, n: int) -> None:
         """Forget every position from ``n`` on (a rollback)."""
+        if n < 0:
+            raise ValueError(f"truncate: n must be >= 0, got {n}")
         self.length = min(self.length, n)
-
-
-ROW_BLOCK = 256  # weight rows per block: 256 × d floats stay in a core's L2 cache for d ≤ 1024
-
-
-def _proj(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(T, in) @ (out, in)ᵀ -> (T, out), every row through the same GEMV kernel."""
-    t = x.shape[0]
-    if t == 1:
-        return (w @ x[0])[None]
-    out = np.empty((t, w.shape[0]), np.float32)
-    for lo in range(0, w.shape[0], ROW_BLOCK):
-        block = w[lo : lo + ROW_BLOCK]
-        for r in range(t):
-            np.matmul(block, x[r], out=out[r, lo : lo + ROW_BLOCK])
-    return out
-
-
-def _rmsnorm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
-    """(T, d) -> (T, d): ``x / sqrt(mean(x²) + eps) * g``."""
-    ms = np.einsum("td,td->t", x, x)[:, None] * (1.0 / x.shape[-1])
-    return x * (1.0 / np.sqrt(ms + eps)) * g
 
 
 class NumpyLlama:
     """The body and head of a Llama model on float32 numpy arrays.
 
-    ``forward(ids, cache)`` runs the new tokens at positions ``cache.length …`` and returns their
-    final-normed hidden states (T, d); ``head(h)`` gives logits (…, V).
+    ``forward(ids, cache, start)`` runs the new tokens at positions ``start …`` (default and
+    at most ``cache.length``; a smaller ``start`` rolls the cache back there first) and returns
+    their final-normed hidden states (T, d); ``head(h)`` gives logits (…, V).
     """
 
     impl = "numpy"
     device = "cpu"
 
-    def __init__(self, weights: LlamaWeights):
-        self.w, self.cfg = weights, weights.config
+    def __init__(self, weights: LlamaWeights, kernel: str = "q"):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        self.w, self.cfg, self.kernel = weights, weights.config, kernel
         c = self.cfg
+        if c.n_heads % c.n_kv_heads:
+            raise ValueError("n_heads must be a multiple of n_kv_heads")
         self.scale = 1.0 / float(np.sqrt(c.head_dim))
-        # Fused projections: one GEMM for Q, K and V, one for gate and up (fewer library calls).
-        # Kept (out, in): ``x @ W.T`` is a BLAS GEMV over contiguous rows, as fast as ``W @ x``.
-        self.wqkv = [np.concatenate([lw.wq, lw.wk, lw.wv]) for lw in weights.layers]
-        self.wgu = [np.concatenate([lw.w_gate, lw.w_up]) for lw in weights.layers]
+        self.proj = layer_projections(weights, kernel)
         half = np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim
         self.inv_freq = 1.0 / (c.rope_base**half)  # (head_dim/2,)
+        self._cos = self._sin = np.empty((0, c.head_dim // 2), np.float32)
 
+    # -- cache -----------------------------------------------------------------------------
     def new_cache(self, capacity: int = 256) -> KVCache:
         c = self.cfg
-        shape = (c.n_layers, c.n_kv_heads, capacity, c.head_dim)
+        shape = (c.n_layers, c.n_kv_heads, max(1, int(capacity)), c.head_dim)
         return KVCache(np.empty(shape, np.float32), np.empty(shape, np.float32))
 
-    def _reserve(self, cache: KVCache, n: int) -> None:
+    def truncate(self, cache: KVCache, n: int) -> None:
+        """Keep only the first ``n`` positions of ``cache`` (a rollback)."""
+        cache.truncate(n)
+
+    @staticmethod
+    def _reserve(cache: KVCache, n: int) -> None:
         cap = cache.k.shape[2]
         if n <= cap:
             return
@@ -95,51 +88,72 @@ class NumpyLlama:
             grown[:, :, : cache.length] = old[:, :, : cache.length]
             setattr(cache, name, grown)
 
-    def _rope(self, x: np.ndarray, start: int) -> np.ndarray:
-        """(T, H, hd) rotated in adjacent pairs by position ``start + t``."""
-        t = x.shape[0]
-        ang = np.arange(start, start + t, dtype=np.float64)[:, None] * self.inv_freq
-        cos = np.cos(ang).astype(np.float32)[:, None, :]
-        sin = np.sin(ang).astype(np.float32)[:, None, :]
-        x0, x1 = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = x0 * cos - x1 * sin
-        out[..., 1::2] = x0 * sin + x1 * cos
+    # -- pieces ----------------------------------------------------------------------------
+    def _rope_tables(self, n: int):
+        """cos, sin (≥ n, head_dim/2) float32 at positions 0 …, grown on demand."""
+        if self._cos.shape[0] < n:
+            size = max(n, 256, 2 * self._cos.shape[0])
+            ang = np.arange(size, dtype=np.float64)[:, None] * self.inv_freq
+            self._cos, self._sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+        return self._cos, self._sin
+
+    # -- public ----------------------------------------------------------------------------
+    def forward(self, ids, cache: KVCache, start: int | None = None) -> np.ndarray:
+        """Run ``ids`` (T,) at positions ``start …``; append to ``cache``; return (T, d)."""
+        return self.forward_batch([(ids, cache, start)])[0]
+
+    def forward_batch(self, seqs) -> list[np.ndarray]:
+        """Several sequences in one pass: ``seqs`` is a list of ``(ids, cache, start)``.
+
+        The projections run once over every sequence's rows concatenated (mixed lengths);
+        attention runs per sequence over its own cache. Returns each sequence's (T_i, d) states,
+        bit-identical to its own :meth:`forward`.
+        """
+        c, w = self.cfg, self.w
+        runs = self._prepare(seqs)
+        ids = np.concatenate([r[0] for r in runs] or [np.zeros(0, np.int64)])
+        cos, sin = self._rope_tables(max((s + len(i) for i, _, s in runs), default=0))
+        heads = (c.n_heads, c.n_kv_heads, c.head_dim)
+        x = w.tok_embd[ids]  # (N, d): every sequence's rows, one after another
+        for i, (lw, p) in enumerate(zip(w.layers, self.proj)):
+            qkv = p.qkv(rowops.rmsnorm(x, lw.attn_norm, c.norm_eps))
+            att, lo = [], 0
+            for seq_ids, cache, start in runs:  # each sequence against its own cache
+                rows = qkv[lo : lo + len(seq_ids)]
+                att.append(
+                    rowops.attention(
+                        rows, cache.k[i], cache.v[i], start, heads, self.scale, cos, sin
+                    )
+                )
+                lo += len(seq_ids)
+            x = x + p.o(att[0] if len(att) == 1 else np.concatenate(att))
+            gu = p.gate_up(rowops.rmsnorm(x, lw.ffn_norm, c.norm_eps))
+            x = x + p.down(rowops.silu_gate(gu))
+        h = rowops.rmsnorm(x, w.norm, c.norm_eps)
+        out, lo = [], 0
+        for seq_ids, cache, start in runs:
+            cache.length = start + len(seq_ids)
+            out.append(h[lo : lo + len(seq_ids)])
+            lo += len(seq_ids)
         return out
 
-    def _attention(self, q, i: int, cache: KVCache, n: int) -> np.ndarray:
-        """One query q (H, hd) at position n - 1 against cached positions [0, n): (H·hd,)."""
-        c = self.cfg
-        k, v = cache.k[i, :, :n], cache.v[i, :, :n]  # (Hkv, n, hd)
-        qg = q.reshape(c.n_kv_heads, c.n_heads // c.n_kv_heads, c.head_dim)  # (Hkv, g, hd)
-        s = np.matmul(qg, k.transpose(0, 2, 1)) * self.scale  # (Hkv, g, n)
-        s = np.exp(s - s.max(axis=-1, keepdims=True))
-        s *= 1.0 / s.sum(axis=-1, keepdims=True)
-        return np.matmul(s, v).reshape(-1)  # (Hkv, g, hd) -> (H·hd,)
-
-    def forward(self, ids, cache: KVCache) -> np.ndarray:
-        """Run ``ids`` (T,) at positions ``cache.length …``; append to ``cache``; return (T, d)."""
-        c, w = self.cfg, self.w
-        ids = np.asarray(ids, dtype=np.int64)
-        t, start = len(ids), cache.length
-        self._reserve(cache, start + t)
-        x = w.tok_embd[ids]  # (T, d)
-        nq, nkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-        for i, lw in enumerate(w.layers):
-            qkv = _proj(_rmsnorm(x, lw.attn_norm, c.norm_eps), self.wqkv[i])
-            q = self._rope(qkv[:, :nq].reshape(t, c.n_heads, c.head_dim), start)
-            k = self._rope(qkv[:, nq : nq + nkv].reshape(t, c.n_kv_heads, c.head_dim), start)
-            cache.k[i, :, start : start + t] = k.transpose(1, 0, 2)
-            cache.v[i, :, start : start + t] = (
-                qkv[:, nq + nkv :].reshape(t, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
-            )
-            att = np.stack([self._attention(q[r], i, cache, start + r + 1) for r in range(t)])
-            x = x + _proj(att, lw.wo)
-            gu = _proj(_rmsnorm(x, lw.ffn_norm, c.norm_eps), self.wgu[i])
-            gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
-            x = x + _proj(gate / (1.0 + np.exp(-gate)) * up, lw.w_down)
-        cache.length = start + t
-        return _rmsnorm(x, w.norm, c.norm_eps)
+    def _prepare(self, seqs) -> list[tuple[np.ndarray, KVCache, int]]:
+        """Validate ``seqs``; roll each cache back to its start and make room for its rows."""
+        runs, seen = [], set()
+        for ids, cache, start in seqs:
+            start = cache.length if start is None else int(start)
+            if not 0 <= start <= cache.length:
+                raise ValueError(f"start must be in [0, {cache.length}] (cached), got {start}")
+            if id(cache) in seen:
+                raise ValueError("forward_batch: each sequence needs its own cache")
+            seen.add(id(cache))
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            if len(ids) and not (0 <= ids.min() and ids.max() < self.cfg.vocab):
+                raise ValueError(f"ids must be in [0, {self.cfg.vocab}), got {ids.tolist()}")
+            cache.truncate(start)
+            self._reserve(cache, start + len(ids))
+            runs.append((ids, cache, start))
+        return runs
 
     def head(self, h: np.ndarray) -> np.ndarray:
         """(…, d) -> (…, V) logits."""

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .linear import KERNELS, layer_projections
 from .weights import LlamaWeights
 
 __all__ = ["TorchKVCache", "TorchLlama"]
@@ -52,6 +53,8 @@ class TorchKVCache:
 class TorchLlama:
     """The body and head of a Llama model in torch.
 
+    The projections are injected (:mod:`app.engine.linear`): ``kernel="blas"`` is torch's own
+    GEMM on any device; ``kernel="q"`` (CPU, float32) the quantized kernel the numpy body uses.
     ``forward(ids, cache, start)`` runs ``ids`` at positions ``start …`` (``start`` defaults to,
     and may not exceed, ``cache.length``; a smaller ``start`` first truncates the cache there),
     appends them to the cache and returns their final-normed hidden states (T, d) as float32
@@ -66,9 +69,17 @@ class TorchLlama:
         device: str = "cpu",
         dtype: str = "float32",
         batch_invariant: bool = True,
+        kernel: str = "blas",
     ):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if kernel == "q" and (device != "cpu" or dtype != "float32"):
+            raise ValueError("kernel 'q' runs on the CPU in float32: use kernel='blas'")
+        self.kernel = kernel
+        # "q": the projections through the quantized kernel on numpy views of CPU tensors
+        self._qproj = layer_projections(weights, "q") if kernel == "q" else None
         c = weights.config
         if c.n_heads % c.n_kv_heads:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
@@ -125,6 +136,12 @@ class TorchLlama:
             setattr(cache, name, grown)
 
     # -- pieces ----------------------------------------------------------------------------
+    def _linear(self, i: int, which: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x @ w.T`` through the injected strategy: torch's GEMM, or layer ``i``'s kernel."""
+        if self._qproj is None:
+            return F.linear(x, w)
+        return torch.from_numpy(getattr(self._qproj[i], which)(x.contiguous().numpy()))
+
     def _rope_tables(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < n:
             size = max(n, 256 if self._cos is None else 2 * self._cos.shape[0])
@@ -182,22 +199,29 @@ class TorchLlama:
                 h = self._body(ids_t, cache, start)
             return h.float().cpu().numpy()
 
+    def forward_batch(self, seqs) -> list[np.ndarray]:
+        """``seqs``: a list of ``(ids, cache, start)``; each sequence's (T_i, d) states, exactly
+        its own :meth:`forward` (the torch body runs them one after another)."""
+        if len({id(cache) for _, cache, _ in seqs}) < len(seqs):
+            raise ValueError("forward_batch: each sequence needs its own cache")
+        return [self.forward(ids, cache, start) for ids, cache, start in seqs]
+
     def _body(self, ids_t: torch.Tensor, cache: TorchKVCache, start: int) -> torch.Tensor:
         """ids (T,) at positions ``start …`` (cache reserved): final-normed states (T, d)."""
         c, t = self.cfg, int(ids_t.shape[0])
         nq, nkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         x = self.tok_embd[ids_t]  # (T, d)
         for i, (attn_norm, wqkv, wo, ffn_norm, wgu, w_down) in enumerate(self.layers):
-            qkv = F.linear(self._rmsnorm(x, attn_norm), wqkv)
+            qkv = self._linear(i, "qkv", self._rmsnorm(x, attn_norm), wqkv)
             q = self._rope(qkv[:, :nq].reshape(t, c.n_heads, c.head_dim), start)
             k = self._rope(qkv[:, nq : nq + nkv].reshape(t, c.n_kv_heads, c.head_dim), start)
             v = qkv[:, nq + nkv :].reshape(t, c.n_kv_heads, c.head_dim)
             cache.k[i, :, start : start + t] = k.permute(1, 0, 2)
             cache.v[i, :, start : start + t] = v.permute(1, 0, 2)
-            x = x + F.linear(self._attention(q, i, cache, start), wo)
-            gu = F.linear(self._rmsnorm(x, ffn_norm), wgu)
+            x = x + self._linear(i, "o", self._attention(q, i, cache, start), wo)
+            gu = self._linear(i, "gate_up", self._rmsnorm(x, ffn_norm), wgu)
             gate, up = gu[:, : c.d_ff], gu[:, c.d_ff :]
-            x = x + F.linear(F.silu(gate) * up, w_down)
+            x = x + self._linear(i, "down", F.silu(gate) * up, w_down)
         cache.length = start + t
         return self._rmsnorm(x, self.norm)
 

@@ -5,6 +5,10 @@ Reading a GGUF (parsing 49k vocabulary strings, dequantizing 272 tensors) takes 
 as a ``.npy`` file, memory-mapped on later loads (processes then share the pages). The cache is
 keyed by the file's size and a hash of its head and tail; deleting it loses nothing.
 
+Tensors stored as Q4_0, Q4_1 or Q8_0 are also kept as their raw GGUF blocks
+(``LlamaWeights.stored``), which the quantized projection kernel (:mod:`app.engine.qkernel`)
+reads instead of the float32 copies.
+
 Layout (``y = x @ W.T``, ``W`` is (out, in)). ``wq``/``wk`` keep GGUF's row order, in which RoPE
 rotates *adjacent* pairs ``(x[2i], x[2i+1])``; ``output`` is ``tok_embd`` itself when tied.
 """
@@ -16,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ __all__ = [
     "LlamaConfig",
     "LayerWeights",
     "LlamaWeights",
+    "StoredTensor",
     "load_gguf",
     "read_gguf",
     "random_weights",
@@ -43,6 +48,8 @@ _LAYER_TENSORS = (
 )
 
 LLAMA_ARCHS = ("llama",)
+STORED_KINDS = ("Q4_0", "Q4_1", "Q8_0")  # the block types the projection kernel reads as stored
+CACHE_VERSION = 2  # 2: the stored blocks beside the float32 copies
 
 
 @dataclass(frozen=True)
@@ -77,12 +84,23 @@ class LayerWeights:
 
 
 @dataclass(frozen=True)
+class StoredTensor:
+    """A tensor as the GGUF stores it: ``kind`` (one of STORED_KINDS), ``shape`` (out, in) and
+    ``data``, the raw blocks (out, row bytes) uint8."""
+
+    kind: str
+    shape: tuple[int, int]
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
 class LlamaWeights:
     config: LlamaConfig
     tok_embd: np.ndarray  # (V, d)
     layers: tuple[LayerWeights, ...]
     norm: np.ndarray  # (d,)
     output: np.ndarray  # (V, d); the same array as tok_embd when tied
+    stored: dict[str, StoredTensor] = field(default_factory=dict)  # by GGUF tensor name
 
     @property
     def nbytes(self) -> int:
@@ -142,8 +160,8 @@ def _plain(value):
     return value
 
 
-def _assemble(fields: dict, get, tensor_names, name: str) -> LlamaWeights:
-    """LlamaWeights from ``get(tensor_name) -> float32 array``."""
+def _assemble(fields: dict, get, tensor_names, name: str, stored=None) -> LlamaWeights:
+    """LlamaWeights from ``get(tensor_name) -> float32 array`` (and the ``stored`` blocks)."""
     cfg = config_from_fields(fields, tensor_names, name)
     try:
         layers = tuple(
@@ -155,7 +173,7 @@ def _assemble(fields: dict, get, tensor_names, name: str) -> LlamaWeights:
         norm = get("output_norm.weight")
     except KeyError as exc:
         raise ValueError(f"--model {name}: tensor {exc.args[0]} is missing") from None
-    return LlamaWeights(cfg, embd, layers, norm, output)
+    return LlamaWeights(cfg, embd, layers, norm, output, dict(stored or {}))
 
 
 def read_gguf(path: str | Path):
@@ -176,7 +194,12 @@ def read_gguf(path: str | Path):
         k: _plain(f.contents()) for k, f in reader.fields.items() if not k.startswith("GGUF.")
     }
     tensors = {t.name: t for t in reader.tensors}
-    return fields, _assemble(fields, lambda n: _tensor(tensors, n), tensors, path.name)
+    stored = {
+        t.name: StoredTensor(t.tensor_type.name, (int(t.shape[1]), int(t.shape[0])), t.data)
+        for t in reader.tensors
+        if t.tensor_type.name in STORED_KINDS and len(t.shape) == 2
+    }
+    return fields, _assemble(fields, lambda n: _tensor(tensors, n), tensors, path.name, stored)
 
 
 def _cache_key(path: Path) -> str:
@@ -195,20 +218,24 @@ def load_gguf(path: str | Path, cache: Path | None = None):
     from .fetch import cache_dir
 
     path = Path(path)
-    folder = (cache or cache_dir() / "f32") / f"{path.stem}-{_cache_key(path)}"
+    folder = (cache or cache_dir() / "f32") / f"{path.stem}-{_cache_key(path)}-v{CACHE_VERSION}"
     meta = folder / "fields.json"
     if not meta.is_file():
         fields, weights = read_gguf(path)
         _write_cache(folder, fields, weights)
     fields = json.loads(meta.read_text(encoding="utf-8"))
     names = fields.pop("__tensors__")
+    stored = {
+        n: StoredTensor(kind, tuple(shape), np.load(folder / f"{n}.stored.npy", mmap_mode="r"))
+        for n, (kind, shape) in fields.pop("__stored__").items()
+    }
 
     def get(name):
         if name not in names:
             raise KeyError(name)
         return np.load(folder / f"{name}.npy", mmap_mode="r")
 
-    return fields, _assemble(fields, get, names, path.name)
+    return fields, _assemble(fields, get, names, path.name, stored)
 
 
 def _write_cache(folder: Path, fields: dict, w: LlamaWeights) -> None:
@@ -223,7 +250,11 @@ def _write_cache(folder: Path, fields: dict, w: LlamaWeights) -> None:
             arrays[f"blk.{i}.{t}.weight"] = a
     for name, a in arrays.items():
         np.save(tmp / f"{name}.npy", a)
-    (tmp / "fields.json").write_text(json.dumps({**fields, "__tensors__": sorted(arrays)}))
+    for name, st in w.stored.items():
+        np.save(tmp / f"{name}.stored.npy", st.data)
+    stored = {n: (st.kind, st.shape) for n, st in w.stored.items()}
+    meta = {**fields, "__tensors__": sorted(arrays), "__stored__": stored}
+    (tmp / "fields.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first: keep its copy

@@ -17,7 +17,24 @@ MERGES = ["Ġ t", "h e", "Ġt he"]
 TOKENS = ["<|end|>", "<|start|>"] + BYTES + ["Ġt", "he", "Ġthe"]
 
 
-def _write_tiny_gguf(path, tied):
+#: ``mixed=True``: tensors stored as each type the loader reads (d_ff 48: ffn_down's rows are
+#: not whole 32-blocks, so it stays float)
+MIXED = {"attn_q": "Q4_1", "attn_k": "Q4_0", "attn_v": "Q8_0", "attn_output": "F16"}
+MIXED |= {"ffn_gate": "Q4_1", "ffn_up": "Q8_0", "token_embd": "Q8_0", "output": "F16"}
+
+
+def _tensor_data(name, a, mixed):
+    """(array to write, its raw type or None): ``a`` as the type MIXED names for ``name``."""
+    kind = MIXED.get(name.split(".")[-2]) if mixed else None
+    if kind == "F16":
+        return a.astype(np.float16), None
+    if kind is not None:
+        qtype = gguf.GGMLQuantizationType[kind]
+        return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qtype), qtype
+    return np.ascontiguousarray(a, dtype=np.float32), None
+
+
+def _write_tiny_gguf(path, tied, mixed=False):
     cfg = LlamaConfig(
         n_layers=2,
         d=32,
@@ -69,7 +86,8 @@ def _write_tiny_gguf(path, tied):
         for name, a in zip(names, lw.__dict__.values()):
             tensors[f"blk.{i}.{name}.weight"] = a
     for name, a in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
+        data, qtype = _tensor_data(name, a, mixed)
+        writer.add_tensor(name, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -94,6 +112,33 @@ def test_a_tiny_llama_gguf_loads_and_every_plan_agrees(tmp_path, monkeypatch, ti
     runs = {
         p: engine.decode(req, plan=p).tokens for p in ("dense", "sparse", "forced", "full", "auto")
     }
+    assert len(set(map(tuple, runs.values()))) == 1 and len(runs["dense"]) >= 3
+
+
+@pytest.mark.parametrize("kernel", ["q", "blas"])
+def test_quantized_and_half_tensors_load_and_run(tmp_path, monkeypatch, kernel):
+    """Q4_0, Q4_1, Q8_0, F16 and F32 tensors in one file: the q kernel reads the quantized
+    blocks as stored, the float32 copies are their exact dequantization, every plan agrees."""
+    from gguf.quants import dequantize
+
+    from app.engine.requests import DecodeRequest
+
+    monkeypatch.setenv("LLMQP_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "mixed.gguf"
+    _write_tiny_gguf(path, tied=False, mixed=True)
+    engine = Engine.load(path, kernel=kernel)
+    stored = engine.weights.stored
+    assert {s.kind for s in stored.values()} == {"Q4_0", "Q4_1", "Q8_0"}
+    st = stored["blk.1.attn_k.weight"]
+    assert st.shape == (16, 32)
+    want = dequantize(np.asarray(st.data), gguf.GGMLQuantizationType.Q4_0).reshape(st.shape)
+    assert np.array_equal(engine.weights.layers[1].wk, want)
+    assert engine.body.kernel == kernel
+    if kernel == "q":  # q, k, v: a Q4_1, a Q4_0 and a Q8_0 part, read as stored
+        assert [p.fmt for p in engine.body.proj[0].qkv.parts] == [1, 1, 2]
+    req = DecodeRequest("tiny", "the", ("regex", "[a-z]{3,6}"), 8)
+    plans = ("dense", "sparse", "forced", "full", "auto")
+    runs = {p: engine.decode(req, plan=p).tokens for p in plans}
     assert len(set(map(tuple, runs.values()))) == 1 and len(runs["dense"]) >= 3
 
 

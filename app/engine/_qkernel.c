@@ -1,0 +1,366 @@
+/* The engine's projection kernel: y = x @ W.T over weights kept in their stored (quantized)
+ * form, batch-invariant by construction.
+ *
+ * Weights are packed by app/engine/qkernel.py into groups of 16 outputs (one per vector lane):
+ *   F32: w[g][i][16]                  float32
+ *   Q4 : q[g][I/32][16][16] bytes      byte k of a block holds inputs 2k (low nibble) and 2k+1
+ *        d[g][I/32][16], m[g][I/32][16] float32: w = fma(q, d, m) (Q4_1; Q4_0 has m = -8d)
+ *   Q8 : q[g][I][16] int8, d[g][I/32][16] float32: w = q * d (Q8_0)
+ * Every dequantized weight equals gguf's float32 dequantization bit for bit: d*q is exact in
+ * float32 (an f16 scale times a 4- or 8-bit integer), so fma(q, d, m) and d*q + m round once, alike.
+ *
+ * The reduction: output o of row r is acc = 0; for i = 0 .. I-1: acc = fma(w[o][i], x[r][i], acc).
+ * That sequence is the same whatever the number of rows, the tile a row lands in, or the path
+ * (AVX-512, AVX2 + FMA, plain C with fmaf): a row of a T-row call is bit-identical to a one-row
+ * call, and the three paths give the same bits. Tiles only decide which independent
+ * accumulators share a loaded weight vector (rows) or run side by side (groups of outputs).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define QK_X86 1
+#include <immintrin.h>
+#else
+#define QK_X86 0
+#endif
+
+enum { FMT_F32 = 0, FMT_Q4 = 1, FMT_Q8 = 2 };
+enum { ISA_C = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+#define LANES 16
+#define BLOCK 32
+
+typedef struct {
+    int fmt;
+    const uint8_t *q; /* packed weights (float32 for F32) */
+    const float *d, *m;
+    int64_t O, I, G, NB;
+    const int64_t *gsel; /* NULL: every group; else compute groups gsel[0 .. G-1] only */
+} QW;
+
+/* Weights of the g-th computed group; its outputs go to columns g*16 … (all 16 lanes when
+ * groups are selected: padding lanes hold zero weights). */
+static inline int64_t wgroup(const QW *w, int64_t g) { return w->gsel ? w->gsel[g] : g; }
+static inline int64_t lanes_out(const QW *w, int64_t g) {
+    int64_t n = w->gsel ? LANES : w->O - g * LANES;
+    return n < LANES ? n : LANES;
+}
+
+typedef struct {
+    const float *x;
+    int64_t T, ldx;
+    float *y;
+    int64_t ldy;
+} Rows;
+
+/* ---------------------------------------------------------------- plain C (fmaf) ------- */
+
+static void dequant_c(const QW *w, int64_t g, int64_t i, float out[LANES]) {
+    if (w->fmt == FMT_F32) {
+        memcpy(out, (const float *)w->q + (g * w->I + i) * LANES, sizeof(float) * LANES);
+        return;
+    }
+    const float *d = w->d + (g * w->NB + i / BLOCK) * LANES;
+    if (w->fmt == FMT_Q8) {
+        const int8_t *q = (const int8_t *)w->q + (g * w->I + i) * LANES;
+        for (int l = 0; l < LANES; l++) out[l] = (float)q[l] * d[l];
+        return;
+    }
+    const float *m = w->m + (g * w->NB + i / BLOCK) * LANES;
+    const uint8_t *q = w->q + (g * (w->I / 2) + i / 2) * LANES;
+    int shift = (i & 1) ? 4 : 0;
+    for (int l = 0; l < LANES; l++) out[l] = fmaf((float)((q[l] >> shift) & 15), d[l], m[l]);
+}
+
+static void store_rows(const QW *w, int64_t g, const float *acc, float *y) {
+    memcpy(y + g * LANES, acc, sizeof(float) * (size_t)lanes_out(w, g));
+}
+
+static void proj_c(const QW *w, const Rows *R) {
+    float wv[LANES], acc[4][LANES];
+    for (int64_t g = 0; g < w->G; g++) {
+        for (int64_t r0 = 0; r0 < R->T; r0 += 4) {
+            int rb = (int)(R->T - r0 < 4 ? R->T - r0 : 4);
+            memset(acc, 0, sizeof(acc));
+            for (int64_t i = 0; i < w->I; i++) {
+                dequant_c(w, wgroup(w, g), i, wv);
+                for (int r = 0; r < rb; r++) {
+                    float xi = R->x[(r0 + r) * R->ldx + i];
+                    for (int l = 0; l < LANES; l++) acc[r][l] = fmaf(wv[l], xi, acc[r][l]);
+                }
+            }
+            for (int r = 0; r < rb; r++) store_rows(w, g, acc[r], R->y + (r0 + r) * R->ldy);
+        }
+    }
+}
+
+#if QK_X86
+/* ---------------------------------------------------------------- AVX-512 -------------- */
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+#define AI512 static inline __attribute__((always_inline)) T512
+
+/* Two consecutive weights (inputs i, i+1; i even) of group g, as 16-lane vectors. */
+AI512 void w2_512(const QW *w, int64_t g, int64_t i, __m512 d, __m512 m, __m512 *w0, __m512 *w1) {
+    if (w->fmt == FMT_F32) {
+        const float *p = (const float *)w->q + (g * w->I + i) * LANES;
+        *w0 = _mm512_loadu_ps(p);
+        *w1 = _mm512_loadu_ps(p + LANES);
+    } else if (w->fmt == FMT_Q8) {
+        const int8_t *p = (const int8_t *)w->q + (g * w->I + i) * LANES;
+        __m512i a = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
+        __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + LANES)));
+        *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(a), d);
+        *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(b), d);
+    } else {
+        const uint8_t *p = w->q + (g * (w->I / 2) + i / 2) * LANES;
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+        __m512i lo = _mm512_and_si512(v, _mm512_set1_epi32(15));
+        __m512i hi = _mm512_srli_epi32(v, 4);
+        *w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), d, m);
+        *w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), d, m);
+    }
+}
+
+/* gb groups × rb rows of outputs; gb, rb are constants at every call site (unrolled). */
+AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
+    __m512 acc[4][4], d[4], m[4], w0[4], w1[4];
+    const float *x = R->x + r0 * R->ldx;
+    int64_t gi[4];
+    for (int g = 0; g < gb; g++) gi[g] = wgroup(w, g0 + g);
+    for (int g = 0; g < gb; g++)
+        for (int r = 0; r < rb; r++) acc[g][r] = _mm512_setzero_ps();
+    for (int g = 0; g < gb; g++) d[g] = m[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i + 1 < w->I; i += 2) {
+        if (w->fmt != FMT_F32 && i % BLOCK == 0) {
+            for (int g = 0; g < gb; g++) {
+                int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
+                d[g] = _mm512_loadu_ps(w->d + s);
+                if (w->fmt == FMT_Q4) m[g] = _mm512_loadu_ps(w->m + s);
+            }
+        }
+        for (int g = 0; g < gb; g++) w2_512(w, gi[g], i, d[g], m[g], &w0[g], &w1[g]);
+        for (int r = 0; r < rb; r++) {
+            __m512 xa = _mm512_set1_ps(x[r * R->ldx + i]);
+            __m512 xb = _mm512_set1_ps(x[r * R->ldx + i + 1]);
+            for (int g = 0; g < gb; g++) {
+                acc[g][r] = _mm512_fmadd_ps(w0[g], xa, acc[g][r]);
+                acc[g][r] = _mm512_fmadd_ps(w1[g], xb, acc[g][r]);
+            }
+        }
+    }
+    if (w->I & 1) { /* F32 only: quantized tensors have whole 32-blocks */
+        int64_t i = w->I - 1;
+        for (int g = 0; g < gb; g++) {
+            __m512 wl = _mm512_loadu_ps((const float *)w->q + (gi[g] * w->I + i) * LANES);
+            for (int r = 0; r < rb; r++)
+                acc[g][r] = _mm512_fmadd_ps(wl, _mm512_set1_ps(x[r * R->ldx + i]), acc[g][r]);
+        }
+    }
+    for (int g = 0; g < gb; g++) {
+        int64_t n = lanes_out(w, g0 + g);
+        __mmask16 k = n >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        for (int r = 0; r < rb; r++)
+            _mm512_mask_storeu_ps(R->y + (r0 + r) * R->ldy + (g0 + g) * LANES, k, acc[g][r]);
+    }
+}
+
+#define TILE512(GB)                                                                   \
+    for (int64_t r0 = 0; r0 < R->T; r0 += 4) {                                        \
+        switch (R->T - r0 < 4 ? (int)(R->T - r0) : 4) {                                \
+        case 1: tile512(w, R, g0, GB, r0, 1); break;                                  \
+        case 2: tile512(w, R, g0, GB, r0, 2); break;                                  \
+        case 3: tile512(w, R, g0, GB, r0, 3); break;                                  \
+        default: tile512(w, R, g0, GB, r0, 4); break;                                 \
+        }                                                                             \
+    }
+
+/* Groups outermost: a group's weights are read from memory once and stay in L1 for every row
+ * block; one-row calls run 4 groups side by side (4 independent FMA chains), more rows 2. */
+T512 static void proj_avx512(const QW *w, const Rows *R) {
+    int64_t g0 = 0;
+    if (R->T == 1) {
+        for (; g0 + 4 <= w->G; g0 += 4) tile512(w, R, g0, 4, 0, 1);
+    } else {
+        for (; g0 + 2 <= w->G; g0 += 2) TILE512(2)
+    }
+    for (; g0 < w->G; g0++) TILE512(1)
+}
+
+/* ---------------------------------------------------------------- AVX2 + FMA ----------- */
+#define T256 __attribute__((target("avx2,fma")))
+#define AI256 static inline __attribute__((always_inline)) T256
+
+/* Weight of input i, group g: lanes 0-7 in *a, 8-15 in *b. */
+AI256 void w1_256(const QW *w, int64_t g, int64_t i, const __m256 d[2], const __m256 m[2],
+                  __m256 *a, __m256 *b) {
+    if (w->fmt == FMT_F32) {
+        const float *p = (const float *)w->q + (g * w->I + i) * LANES;
+        *a = _mm256_loadu_ps(p);
+        *b = _mm256_loadu_ps(p + 8);
+    } else if (w->fmt == FMT_Q8) {
+        const int8_t *p = (const int8_t *)w->q + (g * w->I + i) * LANES;
+        __m256i qa = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i qb = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        *a = _mm256_mul_ps(_mm256_cvtepi32_ps(qa), d[0]);
+        *b = _mm256_mul_ps(_mm256_cvtepi32_ps(qb), d[1]);
+    } else {
+        const uint8_t *p = w->q + (g * (w->I / 2) + i / 2) * LANES;
+        __m256i qa = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i qb = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        int s = (i & 1) ? 4 : 0;
+        __m256i f = _mm256_set1_epi32(15);
+        qa = _mm256_and_si256(_mm256_srli_epi32(qa, s), f);
+        qb = _mm256_and_si256(_mm256_srli_epi32(qb, s), f);
+        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qa), d[0], m[0]);
+        *b = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qb), d[1], m[1]);
+    }
+}
+
+AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
+    __m256 acc[4][4][2], d[4][2], m[4][2];
+    const float *x = R->x + r0 * R->ldx;
+    int64_t gi[4];
+    for (int g = 0; g < gb; g++) gi[g] = wgroup(w, g0 + g);
+    for (int g = 0; g < gb; g++) {
+        d[g][0] = d[g][1] = m[g][0] = m[g][1] = _mm256_setzero_ps();
+        for (int r = 0; r < rb; r++) acc[g][r][0] = acc[g][r][1] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < w->I; i++) {
+        if (w->fmt != FMT_F32 && i % BLOCK == 0) {
+            for (int g = 0; g < gb; g++) {
+                int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
+                d[g][0] = _mm256_loadu_ps(w->d + s);
+                d[g][1] = _mm256_loadu_ps(w->d + s + 8);
+                if (w->fmt == FMT_Q4) {
+                    m[g][0] = _mm256_loadu_ps(w->m + s);
+                    m[g][1] = _mm256_loadu_ps(w->m + s + 8);
+                }
+            }
+        }
+        for (int g = 0; g < gb; g++) {
+            __m256 a, b;
+            w1_256(w, gi[g], i, d[g], m[g], &a, &b);
+            for (int r = 0; r < rb; r++) {
+                __m256 xi = _mm256_set1_ps(x[r * R->ldx + i]);
+                acc[g][r][0] = _mm256_fmadd_ps(a, xi, acc[g][r][0]);
+                acc[g][r][1] = _mm256_fmadd_ps(b, xi, acc[g][r][1]);
+            }
+        }
+    }
+    for (int g = 0; g < gb; g++)
+        for (int r = 0; r < rb; r++) {
+            float tmp[LANES];
+            _mm256_storeu_ps(tmp, acc[g][r][0]);
+            _mm256_storeu_ps(tmp + 8, acc[g][r][1]);
+            store_rows(w, g0 + g, tmp, R->y + (r0 + r) * R->ldy);
+        }
+}
+
+T256 static void proj_avx2(const QW *w, const Rows *R) {
+    int64_t g0 = 0;
+    if (R->T == 1)
+        for (; g0 + 4 <= w->G; g0 += 4) tile256(w, R, g0, 4, 0, 1);
+    for (; g0 < w->G; g0++) {
+        for (int64_t r0 = 0; r0 < R->T; r0 += 4) {
+            switch (R->T - r0 < 4 ? (int)(R->T - r0) : 4) {
+            case 1: tile256(w, R, g0, 1, r0, 1); break;
+            case 2: tile256(w, R, g0, 1, r0, 2); break;
+            case 3: tile256(w, R, g0, 1, r0, 3); break;
+            default: tile256(w, R, g0, 1, r0, 4); break;
+            }
+        }
+    }
+}
+#endif /* QK_X86 */
+
+/* ---------------------------------------------------------------- dispatch ------------- */
+
+static int best_isa(void) {
+#if QK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+        return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+#endif
+    return ISA_C;
+}
+
+static int need(Py_buffer *b, const char *name, int64_t bytes) {
+    if (b->len < bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, the shapes need %lld", name, b->len,
+                     (long long)bytes);
+        return 0;
+    }
+    return 1;
+}
+
+/* proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups): y[r, :O] = x[r, :I] @ W.T for
+ * r < T; with a non-empty int64 ``groups``, only those groups of 16 outputs, side by side in y.
+ * Buffers are C-contiguous; d and m may be empty where the format has none. */
+static PyObject *py_proj(PyObject *self, PyObject *args) {
+    int fmt, isa;
+    long long O, I, T, ldx, ldy;
+    Py_buffer q, d, m, x, y, gs;
+    if (!PyArg_ParseTuple(args, "iy*y*y*LLy*LLw*Liy*", &fmt, &q, &d, &m, &O, &I, &x, &T, &ldx,
+                          &y, &ldy, &isa, &gs))
+        return NULL;
+    QW w = {fmt, q.buf, d.buf, m.buf, O, I, (O + LANES - 1) / LANES, I / BLOCK, NULL};
+    int64_t nsel = gs.len / 8, G_all = w.G;
+    if (nsel > 0) w.gsel = gs.buf, w.G = nsel;
+    Rows R = {x.buf, T, ldx, y.buf, ldy};
+    int64_t per = fmt == FMT_F32 ? 4 : (fmt == FMT_Q8 ? 1 : 0);
+    int ok = fmt >= FMT_F32 && fmt <= FMT_Q8 && O > 0 && I > 0 && T >= 0 && ldx >= I && ldy >= O;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "proj: bad format or shape");
+    if (ok && fmt != FMT_F32 && I % BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "proj: quantized inputs come in whole 32-blocks");
+        ok = 0;
+    }
+    ok = ok && need(&q, "q", per ? G_all * I * LANES * per : G_all * (I / 2) * LANES);
+    ok = ok && (fmt == FMT_F32 || need(&d, "d", G_all * w.NB * LANES * 4));
+    ok = ok && (fmt != FMT_Q4 || need(&m, "m", G_all * w.NB * LANES * 4));
+    ok = ok && (T == 0 || need(&x, "x", ((T - 1) * ldx + I) * 4));
+    int64_t width = nsel > 0 ? nsel * LANES : O;
+    ok = ok && (nsel == 0 || ldy >= width);
+    ok = ok && (T == 0 || need(&y, "y", ((T - 1) * ldy + width) * 4));
+    for (int64_t j = 0; ok && j < nsel; j++) {
+        if (w.gsel[j] < 0 || w.gsel[j] >= G_all) {
+            PyErr_SetString(PyExc_ValueError, "proj: a selected group is out of range");
+            ok = 0;
+        }
+    }
+    if (ok && (isa < 0 || isa > best_isa())) isa = best_isa();
+    if (ok && T > 0) {
+        Py_BEGIN_ALLOW_THREADS
+#if QK_X86
+        if (isa == ISA_AVX512) proj_avx512(&w, &R);
+        else if (isa == ISA_AVX2) proj_avx2(&w, &R);
+        else
+#endif
+            proj_c(&w, &R);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&q);
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&m);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    PyBuffer_Release(&gs);
+    if (!ok) return NULL;
+    return PyLong_FromLong(isa);
+}
+
+static PyObject *py_best_isa(PyObject *self, PyObject *noargs) { return PyLong_FromLong(best_isa()); }
+
+static PyMethodDef methods[] = {
+    {"proj", py_proj, METH_VARARGS, "proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups) -> isa used"},
+    {"best_isa", py_best_isa, METH_NOARGS, "the fastest path this CPU runs: 0 C, 1 AVX2, 2 AVX-512"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_qkernel", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__qkernel(void) { return PyModule_Create(&module); }
