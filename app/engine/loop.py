@@ -125,6 +125,7 @@ class DecodeState:
         self._phase: str | None = None  # what the requested body run is for
         self._wait: _Pending | None = None
         self._run: BodyRun | None = None
+        self.batch = 1  # sequences sharing the body pass (a scheduler sets it each pass)
 
     # -- what to run ----------------------------------------------------------------------
     @property
@@ -231,6 +232,7 @@ class DecodeState:
             accept=self.accept_ema,
             amortizer=self.amortizer is not None,
             last_head=self.last_head,
+            batch=self.batch,
         )
 
     # -- advancing, given the body's states ------------------------------------------------
@@ -386,6 +388,19 @@ class DecodeState:
         if self.constraint and self.constraint.stopped():
             return "grammar"
         return "length" if len(self.tokens) >= self.budget else None
+
+    def halt(self, reason: str) -> None:
+        """End the decode now with ``stop`` = ``reason`` (its client left, a deadline passed),
+        keeping the verified tokens only; a requested body run is dropped. A scheduler calls it
+        at a step boundary."""
+        if self.done:
+            return
+        if self.unverified:
+            cut = self.unverified[0][0]
+            self.tokens, self.steps = self.tokens[:cut], self.steps[:cut]
+        self._phase = self._run = self._wait = None
+        self.start = self.start or clock()
+        self._finish(reason)
 
     def _finish(self, stop: str) -> None:
         self.unverified = []

@@ -20,7 +20,7 @@ class Telemetry:
     first); ``position`` the decode position (prompt + index); ``pending`` tokens not yet run
     through the body; ``accept`` the amortizer's recent acceptance (an EMA in [0, 1]);
     ``amortizer`` whether one is loaded; ``last_head`` (plan, k, seconds) of the last exact
-    step's head, or None.
+    step's head, or None; ``batch`` the sequences sharing this step's body pass (1 alone).
     """
 
     request: str
@@ -36,6 +36,7 @@ class Telemetry:
     accept: float = 0.5
     amortizer: bool = False
     last_head: tuple[str, int, float] | None = None
+    batch: int = 1
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,9 @@ class FixedPolicy:
 
     def choose(self, tel: Telemetry) -> str:
         k = tel.k
-        if self.plan is None:
-            return self.rule.select(k)
+        if self.plan is None:  # the cost rule, priced at the pass's batch size where it can be
+            at = getattr(self.rule, "at_batch", None)
+            return (at(tel.batch) if at and tel.batch > 1 else self.rule).select(k)
         spec = get_plan(self.plan, self.plans)
         if not spec.exact and k == 1:
             return "ForcedToken"

@@ -7,12 +7,15 @@
   holds, so with a warm cache it never wins; the rule names it only for a cold cache.
 
 K* is found once per profile (bisection in :func:`app.model.find_crossover`), so a step's
-decision is two comparisons.
+decision is two comparisons. In a batched pass (app.engine.scheduler) K* is the crossover at the
+pass's batch size B (:meth:`CostRule.at_batch`): the dense head reads the weights once for B
+rows while each sequence gathers its own legal rows, so K* falls as B grows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..model import find_crossover, get_hardware
 
@@ -36,15 +39,20 @@ class CostRule:
     vocab: int
     hardware: str = "cpu"
     dtype: str = "float32"
+    batch: int = 1
 
     def __post_init__(self):
         hw = get_hardware(self.hardware)
-        k_star = find_crossover(self.d, self.vocab, 1, self.dtype, hw).k_roofline
+        k_star = find_crossover(self.d, self.vocab, self.batch, self.dtype, hw).k_roofline
         object.__setattr__(self, "k_star", 0 if k_star is None else int(k_star))
 
     def select(self, k: int, cached: bool = True) -> str:
         """The plan for a step with ``k`` legal tokens; ``cached``: the KV cache is warm."""
         return rule_plan(k, self.k_star, cached)
+
+    def at_batch(self, batch: int) -> CostRule:
+        """The same rule priced at batch size ``batch`` (≥ 1; found once per size)."""
+        return self if batch == self.batch else _at_batch(self, int(batch))
 
     def to_dict(self) -> dict:
         return {
@@ -54,4 +62,10 @@ class CostRule:
             "k_star": self.k_star,
             "vocab": self.vocab,
             "d": self.d,
+            "batch": self.batch,
         }
+
+
+@lru_cache(maxsize=64)
+def _at_batch(rule: CostRule, batch: int) -> CostRule:
+    return CostRule(rule.d, rule.vocab, rule.hardware, rule.dtype, batch)
