@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -298,22 +299,88 @@ static int need(Py_buffer *b, const char *name, int64_t bytes) {
     return 1;
 }
 
-/* proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups): y[r, :O] = x[r, :I] @ W.T for
- * r < T; with a non-empty int64 ``groups``, only those groups of 16 outputs, side by side in y.
- * Buffers are C-contiguous; d and m may be empty where the format has none. */
+/* ---------------------------------------------------------------- threads ------------- */
+/* A call's output groups split into contiguous slices, one per thread: each output is still
+ * computed by the same tile code with the same order of operations, so the result does not
+ * depend on the thread count (only on which thread writes it). */
+#define MAX_THREADS 8
+
+typedef struct {
+    QW w;
+    Rows R;
+    int isa;
+} Job;
+
+static void run_job(const Job *j) {
+#if QK_X86
+    if (j->isa == ISA_AVX512) proj_avx512(&j->w, &j->R);
+    else if (j->isa == ISA_AVX2) proj_avx2(&j->w, &j->R);
+    else
+#endif
+        proj_c(&j->w, &j->R);
+}
+
+static void *job_main(void *arg) {
+    run_job((const Job *)arg);
+    return NULL;
+}
+
+/* Groups [lo, hi) of ``w`` as a call of their own: weights, scales and outputs shifted. */
+static Job slice(const QW *w, const Rows *R, int isa, int64_t lo, int64_t hi) {
+    Job j = {*w, *R, isa};
+    j.w.G = hi - lo;
+    j.R.y += lo * LANES;
+    if (w->gsel) {
+        j.w.gsel = w->gsel + lo;
+        return j;
+    }
+    int64_t qbytes = w->fmt == FMT_F32 ? w->I * 4 : (w->fmt == FMT_Q8 ? w->I : w->I / 2);
+    j.w.q += lo * qbytes * LANES;
+    if (w->fmt != FMT_F32) j.w.d += lo * w->NB * LANES;
+    if (w->fmt == FMT_Q4) j.w.m += lo * w->NB * LANES;
+    j.w.O -= lo * LANES;
+    return j;
+}
+
+static void run_threads(const QW *w, const Rows *R, int isa, int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > w->G) threads = (int)w->G;
+    if (threads <= 1) {
+        Job j = {*w, *R, isa};
+        run_job(&j);
+        return;
+    }
+    Job jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t < threads; t++)
+        jobs[t] = slice(w, R, isa, w->G * t / threads, w->G * (t + 1) / threads);
+    for (int t = 1; t < threads; t++) started[t] = !pthread_create(&tid[t], NULL, job_main, &jobs[t]);
+    run_job(&jobs[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        else run_job(&jobs[t]); /* no thread to be had: this one does the slice */
+    }
+}
+
+/* proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups[, threads]): y[r, :O] = x[r, :I] @
+ * W.T for r < T; with a non-empty int64 ``groups``, only those groups of 16 outputs, side by side
+ * in y; ``threads`` (default 1) split the output groups. Buffers are C-contiguous; d and m may be
+ * empty where the format has none. */
 static PyObject *py_proj(PyObject *self, PyObject *args) {
-    int fmt, isa;
+    int fmt, isa, threads = 1;
     long long O, I, T, ldx, ldy;
     Py_buffer q, d, m, x, y, gs;
-    if (!PyArg_ParseTuple(args, "iy*y*y*LLy*LLw*Liy*", &fmt, &q, &d, &m, &O, &I, &x, &T, &ldx,
-                          &y, &ldy, &isa, &gs))
+    if (!PyArg_ParseTuple(args, "iy*y*y*LLy*LLw*Liy*|i", &fmt, &q, &d, &m, &O, &I, &x, &T, &ldx,
+                          &y, &ldy, &isa, &gs, &threads))
         return NULL;
     QW w = {fmt, q.buf, d.buf, m.buf, O, I, (O + LANES - 1) / LANES, I / BLOCK, NULL};
     int64_t nsel = gs.len / 8, G_all = w.G;
     if (nsel > 0) w.gsel = gs.buf, w.G = nsel;
     Rows R = {x.buf, T, ldx, y.buf, ldy};
     int64_t per = fmt == FMT_F32 ? 4 : (fmt == FMT_Q8 ? 1 : 0);
-    int ok = fmt >= FMT_F32 && fmt <= FMT_Q8 && O > 0 && I > 0 && T >= 0 && ldx >= I && ldy >= O;
+    int ok = fmt >= FMT_F32 && fmt <= FMT_Q8 && O > 0 && I > 0 && T >= 0 && ldx >= I &&
+             ldy >= (nsel > 0 ? nsel * LANES : O); /* selected groups: side by side */
     if (!ok) PyErr_SetString(PyExc_ValueError, "proj: bad format or shape");
     if (ok && fmt != FMT_F32 && I % BLOCK) {
         PyErr_SetString(PyExc_ValueError, "proj: quantized inputs come in whole 32-blocks");
@@ -335,12 +402,7 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
     if (ok && (isa < 0 || isa > best_isa())) isa = best_isa();
     if (ok && T > 0) {
         Py_BEGIN_ALLOW_THREADS
-#if QK_X86
-        if (isa == ISA_AVX512) proj_avx512(&w, &R);
-        else if (isa == ISA_AVX2) proj_avx2(&w, &R);
-        else
-#endif
-            proj_c(&w, &R);
+        run_threads(&w, &R, isa, threads);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&q);
@@ -356,7 +418,7 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
 static PyObject *py_best_isa(PyObject *self, PyObject *noargs) { return PyLong_FromLong(best_isa()); }
 
 static PyMethodDef methods[] = {
-    {"proj", py_proj, METH_VARARGS, "proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups) -> isa used"},
+    {"proj", py_proj, METH_VARARGS, "proj(fmt, q, d, m, O, I, x, T, ldx, y, ldy, isa, groups[, threads]) -> isa used"},
     {"best_isa", py_best_isa, METH_NOARGS, "the fastest path this CPU runs: 0 C, 1 AVX2, 2 AVX-512"},
     {NULL, NULL, 0, NULL},
 };

@@ -146,9 +146,26 @@ def _record(path, result, plan) -> None:
         store.put_trace(f"decode/{plan}", step_rows(result, plan))
 
 
+def _decode_batched(args, session, requests, options, executor) -> None:
+    """``--batch N``: N sequences in flight (app.engine.offline), outputs in the file's order."""
+    from .offline import decode_file
+
+    if executor is not None:
+        raise ValueError("--executor xla scores one sequence at a time: use it with --batch 1")
+
+    def emit(result):
+        if args.store:
+            _record(args.store, result, args.plan)
+        print(json.dumps(result.to_json()) if args.json else result.text, flush=True)
+
+    decode_file(session, requests, options, args.batch, emit, show=not args.quiet)
+
+
 def _cmd_decode(args) -> int:
     from .engine import Engine
+    from .offline import check_batch
 
+    check_batch(args.batch)
     requests = _requests(args)
     options = _options(args)
     engine = Engine.load(args.model, device=args.device, impl=args.impl, kernel=args.kernel)
@@ -158,6 +175,9 @@ def _cmd_decode(args) -> int:
     session = _session(args, engine, options)
     show = len(requests) > 1 and not args.quiet
     executor = _executor(args, engine)
+    if args.batch > 1:
+        _decode_batched(args, session, requests, options, executor)
+        requests = []
     for n, req in enumerate(requests, 1):
         result = session.decode(req, options, executor=executor)
         if args.store:
@@ -328,6 +348,12 @@ def _add_decode(sub) -> None:
     d.add_argument("--model", default=None, help="a Llama-family GGUF (default: SmolLM2-135M)")
     d.add_argument("--json", action="store_true", help="one JSON object per request")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
+    d.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="sequences in flight, sharing each body pass (1-256; same outputs as 1)",
+    )
     d.set_defaults(func=_cmd_decode)
 
 

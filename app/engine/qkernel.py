@@ -14,6 +14,11 @@ of the same weights, ``|y - y64| <= γ_in · (|W| @ |x|)`` with ``γ_n = n·u / 
 
 ``LLMQP_KERNEL_ISA=c|avx2|avx512`` (or :func:`forced_isa`) forces a path, for tests; a path the
 CPU lacks falls back to the best it has.
+
+Threads: a call of at least :data:`THREAD_MIN_ROWS` rows (a batched pass; compute-bound) splits
+its output groups between :func:`threads` threads (``LLMQP_KERNEL_THREADS``, default
+``min(2, cores)``; :func:`set_threads`). Each output is computed by the same code in the same
+order whichever thread runs it, so results are identical for any thread count.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ __all__ = [
     "matmul_rows",
     "best_isa",
     "forced_isa",
+    "threads",
+    "set_threads",
 ]
 
 ISAS = ("c", "avx2", "avx512")
@@ -50,6 +57,12 @@ LANES, BLOCK = 16, 32
 _EMPTY = np.empty(0, np.float32)
 _NONE = np.empty(0, np.int64)  # no group selection: every output
 _forced: list[str | None] = [os.environ.get("LLMQP_KERNEL_ISA") or None]
+#: Rows from which a call splits its outputs between threads (fewer: one thread; a thread's start
+#: costs tens of µs, a one-row call of a layer a few hundred).
+THREAD_MIN_ROWS = 4
+MAX_THREADS = 8
+_default_threads = os.environ.get("LLMQP_KERNEL_THREADS") or min(2, os.cpu_count() or 1)
+_threads = [max(1, min(MAX_THREADS, int(_default_threads)))]
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,23 @@ def forced_isa(name: str | None):
         yield
     finally:
         _forced[0] = old
+
+
+def threads() -> int:
+    """The threads a call of ≥ THREAD_MIN_ROWS rows uses."""
+    return _threads[0]
+
+
+def set_threads(n: int) -> int:
+    """Use ``n`` threads (1 … MAX_THREADS) for calls of ≥ THREAD_MIN_ROWS rows; the old count."""
+    from ..model.validate import check_int
+
+    old, _threads[0] = _threads[0], check_int("threads", n, 1, MAX_THREADS)
+    return old
+
+
+def _call_threads(t: int) -> int:
+    return _threads[0] if t >= THREAD_MIN_ROWS else 1
 
 
 def isa_code() -> int:
@@ -143,7 +173,8 @@ def matmul(x: np.ndarray, p: Packed, out: np.ndarray | None = None, col: int = 0
         raise ValueError(f"out must be ({t}, >= {col + p.out}) C-contiguous float32")
     isa = isa_code()
     flat = out.reshape(-1)[col:]
-    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa, _NONE)
+    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa, _NONE,
+                  _call_threads(t))  # fmt: skip
     return out
 
 
@@ -163,7 +194,6 @@ def matmul_rows(x: np.ndarray, p: Packed, rows: np.ndarray) -> np.ndarray:
     groups, where = np.unique(rows // LANES, return_inverse=True)
     y = np.empty((x.shape[0], len(groups) * LANES), np.float32)
     isa = isa_code()
-    _qkernel.proj(
-        p.fmt, p.q, p.d, p.m, p.out, p.inp, x, x.shape[0], p.inp, y, y.shape[1], isa, groups
-    )
+    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, x.shape[0], p.inp, y, y.shape[1], isa,
+                  groups, _call_threads(x.shape[0]))  # fmt: skip
     return y[:, where * LANES + rows % LANES]
