@@ -38,12 +38,12 @@ def _bfcl_like() -> list[DecodeRequest]:
         "required": ["shape", "size"],
         "additionalProperties": False,
     }
+    stock_prompt = "Get Apple's stock price on NASDAQ for the last 5 days."
+    area_prompt = "Compute the area of a circle of radius 3."
+    tail = " Reply with the call's arguments as JSON."
     return [
-        DecodeRequest("bfcl-stock", "Get Apple's stock price on NASDAQ for the last 5 days. "
-                      "Reply with the call's arguments as JSON.", ("schema", stock),
-                      MAX_TOKENS, chat=True),  # fmt: skip
-        DecodeRequest("bfcl-area", "Compute the area of a circle of radius 3. Reply with the "
-                      "call's arguments as JSON.", ("schema", area), MAX_TOKENS, chat=True),  # fmt: skip
+        DecodeRequest("bfcl-stock", stock_prompt + tail, ("schema", stock), MAX_TOKENS, True),
+        DecodeRequest("bfcl-area", area_prompt + tail, ("schema", area), MAX_TOKENS, True),
     ]
 
 

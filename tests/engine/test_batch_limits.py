@@ -11,8 +11,15 @@ from app.engine.rule import CostRule
 
 @pytest.mark.parametrize(
     "field, value",
-    [("max_batch", 0), ("max_batch", 257), ("max_tokens", 0), ("kv_bytes", 10),
-     ("max_waiting", -1), ("max_batch", 2.5), ("max_batch", True)],  # fmt: skip
+    [
+        ("max_batch", 0),
+        ("max_batch", 257),
+        ("max_tokens", 0),
+        ("kv_bytes", 10),
+        ("max_waiting", -1),
+        ("max_batch", 2.5),
+        ("max_batch", True),
+    ],  # fmt: skip
 )
 def test_limits_are_validated_naming_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):

@@ -21,9 +21,16 @@ def request_file(tmp_path):
         {"id": "a", "prompt": "Is water wet?", "choices": ["yes", "no"], "chat": True},
         {"id": "b", "prompt": "Pick a digit:", "regex": r"\d\d\d", "max_tokens": 4},
         {"id": "c", "prompt": "Name a colour.", "max_tokens": 5, "chat": True},
-        {"id": "d", "prompt": "A person as JSON:", "max_tokens": 8,
-         "schema": {"type": "object", "properties": {"name": {"type": "string"}},
-                    "required": ["name"]}},  # fmt: skip
+        {
+            "id": "d",
+            "prompt": "A person as JSON:",
+            "max_tokens": 8,
+            "schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}},
+                "required": ["name"],
+            },
+        },  # fmt: skip
     ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return path

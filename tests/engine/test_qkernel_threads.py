@@ -17,12 +17,15 @@ def _formats(rng, out, inp):
     m = rng.uniform(-0.1, 0, (out, nb, 1)).astype(np.float16).view(np.uint8)
     return {
         "F32": qkernel.pack_f32(w),
-        "Q8_0": qkernel.pack_stored("Q8_0", np.concatenate([d, q8], -1).reshape(out, -1),
-                                    (out, inp)),  # fmt: skip
-        "Q4_0": qkernel.pack_stored("Q4_0", np.concatenate([d, q4], -1).reshape(out, -1),
-                                    (out, inp)),  # fmt: skip
-        "Q4_1": qkernel.pack_stored("Q4_1", np.concatenate([d, m, q4], -1).reshape(out, -1),
-                                    (out, inp)),  # fmt: skip
+        "Q8_0": qkernel.pack_stored(
+            "Q8_0", np.concatenate([d, q8], -1).reshape(out, -1), (out, inp)
+        ),  # fmt: skip
+        "Q4_0": qkernel.pack_stored(
+            "Q4_0", np.concatenate([d, q4], -1).reshape(out, -1), (out, inp)
+        ),  # fmt: skip
+        "Q4_1": qkernel.pack_stored(
+            "Q4_1", np.concatenate([d, m, q4], -1).reshape(out, -1), (out, inp)
+        ),  # fmt: skip
     }
 
 
