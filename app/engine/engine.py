@@ -221,8 +221,13 @@ class Engine:
 
     # -- one request ------------------------------------------------------------------------
     def prompt_ids(self, req: DecodeRequest) -> list[int]:
-        text = self.tokenizer.chat(req.prompt) if req.chat else req.prompt
-        ids = self.tokenizer.encode(text)
+        """The prompt's ids; chat contents are text (only the template adds control tokens)."""
+        if req.messages is not None:
+            ids = self.tokenizer.chat_ids(req.messages)
+        elif req.chat:
+            ids = self.tokenizer.chat_ids([{"role": "user", "content": req.prompt}])
+        else:
+            ids = self.tokenizer.encode(req.prompt)
         if len(ids) >= self.context:
             raise ValueError(
                 f"request {req.id}: the prompt is {len(ids):,} tokens; the model's context is "
@@ -288,6 +293,7 @@ class Engine:
         tau: float = 0.0,
         lossy: bool = False,
         oracle=None,
+        should_stop=None,
     ) -> DecodeResult:
         """Greedy constrained decoding of ``req``; ``plan`` is a key of
         :data:`app.engine.plans.PLAN_CHOICES`. ``on_step(step)`` is called after every token,
@@ -297,6 +303,9 @@ class Engine:
         learned router of ``plan="router"``; ``tau`` the amortized plans' acceptance margin;
         ``lossy`` trusts accepted amortized tokens without verification; ``oracle`` the
         per-step costs ``{(request id, index): {plan: seconds}}`` of ``plan="oracle"``.
+        ``should_stop()`` (None or a reason, e.g. "cancelled", "deadline") is asked between
+        prefill chunks and at every step boundary; a reason ends the decode there, with the
+        tokens so far and ``stop`` set to it.
 
         ``executor``, if given, scores the steps the policy does not force: an object with
         ``run(h, legal, telemetry) -> (token, margin, plan_name)`` for ``h`` (d,) float32, ``legal``
@@ -332,7 +341,8 @@ class Engine:
             policy = FixedPolicy(plans.PLAN_CHOICES[plan], self.rule)
         prompt = self.prompt_ids(req)
         constraint = self.constraint(req)
-        options = {"tau": float(tau), "lossy": bool(lossy), "amortizer": amortizer}
+        options = {"tau": float(tau), "lossy": bool(lossy), "amortizer": amortizer,
+                   "should_stop": should_stop}  # fmt: skip
         loop = DecodeLoop(self, req, prompt, constraint, policy, on_step, executor, options)
         tokens, stop, steps, prefill, start = loop.run()
         text_ids = tokens[:-1] if stop == "eos" else tokens

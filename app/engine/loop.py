@@ -35,6 +35,9 @@ __all__ = ["DecodeLoop", "MAX_SKIP"]
 #: The longest run of body-free steps before an exact step is forced: caps how far predictions
 #: chain (their error grows) and how much a rollback can throw away.
 MAX_SKIP = 8
+#: Prompt positions per prefill forward when the caller may stop the decode (``should_stop``):
+#: it is asked between chunks. The body is batch-invariant, so chunks give the same states.
+PREFILL_CHUNK = 64
 
 
 class DecodeLoop:
@@ -48,6 +51,9 @@ class DecodeLoop:
         self.lossy = options.get("lossy", False)
         self.rerank_r = options.get("rerank_r", DEFAULT_RERANK_R)
         self.amortizer = options.get("amortizer")
+        # () -> None or a stop reason ("cancelled", "deadline"): asked before every prefill
+        # chunk and at every step boundary; the decode then ends with the tokens so far
+        self.should_stop = options.get("should_stop")
         self.last_margin: float | None = None
         self.tokens: list[int] = []
         self.pending: list[int] = []
@@ -331,15 +337,30 @@ class DecodeLoop:
             return "grammar"
         return "length" if len(self.tokens) >= budget else None
 
+    def _halt(self) -> str | None:
+        return self.should_stop() if self.should_stop is not None else None
+
+    def _prefill(self) -> str | None:
+        """The prompt through the body (``self.h``); a stop reason if stopped part-way."""
+        body, n = self.e.body, len(self.prompt)
+        chunk = PREFILL_CHUNK if self.should_stop is not None else max(n, 1)
+        for lo in range(0, n, chunk):
+            halt = self._halt()
+            if halt:
+                return halt
+            rows = body.forward(self.prompt[lo : lo + chunk], self.cache)
+        self.h = rows[-1]
+        return None
+
     def run(self):
         e, req = self.e, self.req
         start = time.perf_counter()
         self.cache = e.body.new_cache(len(self.prompt) + req.max_tokens)
-        self.h = e.body.forward(self.prompt, self.cache)[-1]
+        stop = self._prefill()
         prefill = time.perf_counter() - start
         budget = min(req.max_tokens, e.context - len(self.prompt))
-        while True:
-            stop = self._stopped(budget)
+        while stop is None:
+            stop = self._stopped(budget) or self._halt()
             if stop is None:
                 self.step(len(self.tokens))
                 continue
@@ -349,8 +370,7 @@ class DecodeLoop:
                 if back is not None:
                     self._charge(back, time.perf_counter() - t0)
                     self._emit()
-                    continue
-            break
+                    stop = None
         self.unverified = []
         self._emit()
         self.policy.finish()
