@@ -25,6 +25,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from ..model.registry import effective_plan, get_plan
 from . import plans
 from .amortized import DEFAULT_RERANK_R, amortized_head, amortized_rerank
@@ -35,9 +37,18 @@ __all__ = ["DecodeLoop", "MAX_SKIP"]
 #: The longest run of body-free steps before an exact step is forced: caps how far predictions
 #: chain (their error grows) and how much a rollback can throw away.
 MAX_SKIP = 8
-#: Prompt positions per prefill forward when the caller may stop the decode (``should_stop``):
-#: it is asked between chunks. The body is batch-invariant, so chunks give the same states.
+#: Positions per forward of a prefill (or a full recompute) when the caller may stop the decode
+#: (``should_stop``): it is asked between chunks. The body is batch-invariant, so chunks give
+#: the states one forward gives.
 PREFILL_CHUNK = 64
+
+
+class _Halted(Exception):
+    """``should_stop`` gave ``reason`` inside a long forward (a prefill, a full recompute)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class DecodeLoop:
@@ -290,7 +301,7 @@ class DecodeLoop:
         body = self.e.body
         self.cache = body.new_cache(len(self.prompt) + self.req.max_tokens)
         ids = self.prompt + self.tokens
-        self.h = body.forward(ids, self.cache)[-1]
+        self.h = self._forward(ids)[-1]
         share = (time.perf_counter() - t0) / max(len(self.pending), 1)
         for j in range(self.s, len(self.tokens)):
             self._settle(j, share)
@@ -340,29 +351,44 @@ class DecodeLoop:
     def _halt(self) -> str | None:
         return self.should_stop() if self.should_stop is not None else None
 
-    def _prefill(self) -> str | None:
-        """The prompt through the body (``self.h``); a stop reason if stopped part-way."""
-        body, n = self.e.body, len(self.prompt)
-        chunk = PREFILL_CHUNK if self.should_stop is not None else max(n, 1)
-        for lo in range(0, n, chunk):
+    def _forward(self, ids):
+        """``ids`` through the body at the cache's end -> (T, d); in chunks, ``should_stop``
+        asked before each, when the caller may stop the decode (:class:`_Halted`)."""
+        if self.should_stop is None:
+            return self.e.body.forward(ids, self.cache)
+        rows = []
+        for lo in range(0, len(ids), PREFILL_CHUNK):
             halt = self._halt()
             if halt:
-                return halt
-            rows = body.forward(self.prompt[lo : lo + chunk], self.cache)
-        self.h = rows[-1]
-        return None
+                raise _Halted(halt)
+            rows.append(self.e.body.forward(ids[lo : lo + PREFILL_CHUNK], self.cache))
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
+    def _halted(self, reason: str) -> str:
+        """Stopped inside a step: keep only the verified tokens."""
+        if self.unverified:
+            cut = self.unverified[0][0]
+            self.tokens, self.steps = self.tokens[:cut], self.steps[:cut]
+            self.unverified = []
+        return reason
 
     def run(self):
         e, req = self.e, self.req
         start = time.perf_counter()
         self.cache = e.body.new_cache(len(self.prompt) + req.max_tokens)
-        stop = self._prefill()
+        try:
+            self.h, stop = self._forward(self.prompt)[-1], None
+        except _Halted as halted:
+            stop = halted.reason
         prefill = time.perf_counter() - start
         budget = min(req.max_tokens, e.context - len(self.prompt))
         while stop is None:
             stop = self._stopped(budget) or self._halt()
             if stop is None:
-                self.step(len(self.tokens))
+                try:
+                    self.step(len(self.tokens))
+                except _Halted as halted:
+                    stop = self._halted(halted.reason)
                 continue
             if self.unverified:  # the last guesses: run them through the body before stopping
                 t0 = time.perf_counter()
