@@ -115,8 +115,9 @@ def _grammar(body: dict, limits):
                     raise _bad(f"'{field}' has {len(value)} choices; the limit is "
                                f"{limits.max_choices} (max_choices).", field)  # fmt: skip
             elif kind == "schema":
-                if not isinstance(value, (dict, str)):
-                    raise _bad(f"'{field}' must be a JSON schema (object or JSON text).", field)
+                if not isinstance(value, (dict, bool, str)):
+                    raise _bad(f"'{field}' must be a JSON schema (object, true, false or JSON "
+                               "text).", field)  # fmt: skip
             elif not isinstance(value, str) or not value:
                 raise _bad(f"'{field}' must be a non-empty string.", field)
             found.append((field, (kind, value)))
