@@ -94,6 +94,16 @@ def add_backend_command(subparsers) -> argparse.ArgumentParser:
         help="GGUF model to decode with (default: the fetched SmolLM2-135M-Instruct)",
     )  # fmt: skip
     p.add_argument(
+        "--decode-deadline", type=_positive(float, 86400), default=60.0, metavar="SECONDS",
+        help="wall-clock seconds a running decode may hold the device; it then ends with the "
+        "tokens so far (finish_reason 'deadline'), and a request priced above it is refused "
+        "(default 60)",
+    )  # fmt: skip
+    p.add_argument(
+        "--full-deadline", type=_positive(float, 86400), default=10.0, metavar="SECONDS",
+        help="the same bound for the experiment-only plan 'full' (default 10)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-model", action="store_true",
         help="serve measurements only: no decoding endpoint, no model loaded",
     )  # fmt: skip
@@ -125,6 +135,7 @@ def run_backend(args) -> int:
     """Serve until interrupted; returns the exit code."""
     if args.device == "cuda" and args.impl == "numpy":
         return _fail("--impl numpy runs on the CPU only; use --impl torch with --device cuda", 2)
+    from .limits import Limits
     from .service import create_server
     from .store import StoreError
 
@@ -138,6 +149,8 @@ def run_backend(args) -> int:
             args.host, args.port, args.db, device=args.device, impl=args.impl,
             busy_timeout=args.busy_timeout, threads=args.threads, allow_hosts=args.allow_host,
             allow_origins=args.allow_origin, engine=engine, fresh=args.fresh,
+            limits=Limits(decode_deadline_s=args.decode_deadline,
+                          full_deadline_s=args.full_deadline),
         )  # fmt: skip
     except StoreError as exc:  # damaged, foreign or newer store: one line, nothing touched
         return _fail(str(exc))

@@ -5,18 +5,25 @@
 ``decode``/``info``/``tokenizer``/``context``), or a loader called once on first use, or
 nothing (decoding off). :func:`run_decode` takes the device lock that sweeps take, so a decode
 waits for a measurement and the other way round; it gives up at a deadline (:class:`Busy`).
-``on_step`` may raise :class:`Cancelled` to stop a decode whose client has left.
+
+:class:`DecodeControl` is one request's stop flags, set on the event loop and read on the device
+thread: ``cancel()`` when the client leaves (a queued request then leaves the queue, a running
+one stops at its next step boundary or prefill chunk: :class:`Cancelled`), and the wall-clock
+deadline of a running decode (it ends there with the tokens so far, ``stop`` "deadline"). The
+engine asks ``should_stop()`` between steps, so a batching scheduler can ask the same flag per
+sequence at each pass.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 
 from .jobs import Busy
 
-__all__ = ["EngineSlot", "EngineUnavailable", "Cancelled", "run_decode", "engine_loader",
-           "plan_choices", "router_choices", "decode_options"]  # fmt: skip
+__all__ = ["EngineSlot", "EngineUnavailable", "Cancelled", "DecodeControl", "run_decode",
+           "engine_loader", "plan_choices", "router_choices", "decode_options"]  # fmt: skip
 
 
 class EngineUnavailable(RuntimeError):
@@ -24,7 +31,30 @@ class EngineUnavailable(RuntimeError):
 
 
 class Cancelled(Exception):
-    """Raised from ``on_step`` to stop a decode (its client left)."""
+    """The decode stopped (or never started) because its client left."""
+
+
+class DecodeControl:
+    """A request's stop flags: ``cancel()`` (any thread) and a running decode's ``limit_s``."""
+
+    def __init__(self, limit_s: float = float("inf")):
+        self.limit_s = float(limit_s)
+        self.cancelled = False
+        self.started: float | None = None  # time.monotonic() when the device was granted
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def should_stop(self) -> str | None:
+        """ "cancelled", "deadline" or None: the engine asks at every step boundary."""
+        if self.cancelled:
+            return "cancelled"
+        if self.started is not None and time.monotonic() - self.started > self.limit_s:
+            return "deadline"
+        return None
 
 
 def engine_loader(model: str | None = None, device: str = "cpu"):
@@ -101,14 +131,42 @@ def decode_options(plan: str, router: str | None = None):
     return DecodeOptions(plan=plan, router=router)
 
 
-def run_decode(manager, engine, request, plan: str, on_step, deadline: float, router=None):
+def _takes_should_stop(engine) -> bool:
+    try:
+        params = inspect.signature(engine.decode).parameters
+    except (TypeError, ValueError):
+        return False
+    return "should_stop" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def run_decode(manager, engine, request, plan: str, on_step, deadline: float, router=None,
+               control: DecodeControl | None = None):  # fmt: skip
     """Decode ``request`` holding the device lock (waiting until ``deadline``, a
-    ``time.monotonic()`` value, else :class:`Busy`). Blocking: call it on a worker thread."""
+    ``time.monotonic()`` value, else :class:`Busy`; :class:`Cancelled` once ``control`` is
+    cancelled, queued or running). Blocking: call it on a worker thread."""
+    control = control or DecodeControl()
     wait = deadline - time.monotonic()
-    if wait <= 0 or not manager.device_lock.acquire(timeout=wait):
+    got = wait > 0 and manager.device_lock.acquire(timeout=wait, abandon=lambda: control.cancelled)
+    if not got:
+        if control.cancelled:
+            raise Cancelled()
         raise Busy("The device is busy (measuring or decoding) past this request's deadline; "
                    "retry later.")  # fmt: skip
     try:
-        return engine.decode(request, decode_options(plan, router), on_step=on_step)
+        control.start()
+
+        def step(s):  # engines without should_stop still stop at the next token
+            if control.cancelled:
+                raise Cancelled()
+            if on_step is not None:
+                on_step(s)
+
+        kwargs = {"on_step": step}
+        if _takes_should_stop(engine):
+            kwargs["should_stop"] = control.should_stop
+        result = engine.decode(request, decode_options(plan, router), **kwargs)
     finally:
         manager.device_lock.release()
+    if result.stop == "cancelled":
+        raise Cancelled()
+    return result

@@ -4,7 +4,8 @@
 then the method (405 with ``Allow``), then the body's media type; every error, whatever raised
 it, is written as ``{"error": "..."}`` with its status; a client that leaves early is one quiet
 log line. :class:`PostHandler` streams its body so that ``Content-Length`` is checked before a
-byte is read, and answers a body that misses its deadline with a JSON 408.
+byte is read, a chunked body is counted as it arrives (413 once it passes ``max_body_bytes``,
+as a declared length would get), and a body that misses its deadline gets a JSON 408.
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ class PostHandler(JsonHandler):
                     f"The request body has {int(length)} bytes; the limit is {limit} "
                     "(max_body_bytes).",
                 )
-        self.request.connection.set_max_body_size(limit)
+        # A chunked body is counted here, in data_received, so it gets the 413 a declared
+        # length gets; Tornado's own count (which answers a bare 400) is only a backstop.
+        chunked = length is None
+        self.request.connection.set_max_body_size(limit if not chunked else 1 << 62)
         # the body's deadline, answered in JSON (Tornado's own, a little later, only closes)
         self._deadline = tornado.ioloop.IOLoop.current().call_later(
             self.server.limits.body_timeout_s, self._body_too_slow
@@ -160,10 +164,14 @@ class PostHandler(JsonHandler):
         limit = self.server.limits.body_timeout_s
         log.info("client %s sent its body too slowly (%s %s)", self.request.remote_ip,
                  self.request.method, self.request.path)  # fmt: skip
-        self.set_status(408)
+        self._refuse(408, f"The request body did not arrive within {limit:g} s "
+                          "(body_timeout_s).")  # fmt: skip
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer now, while the body is still arriving, and close the connection."""
+        self.set_status(status)
         self.set_header("Connection", "close")
-        self.finish(json.dumps({"error": f"The request body did not arrive within {limit:g} s "
-                                         "(body_timeout_s)."}))  # fmt: skip
+        self.finish(json.dumps(self.error_body(status, message, None)))
 
     def on_finish(self) -> None:
         deadline = getattr(self, "_deadline", None)
@@ -172,13 +180,19 @@ class PostHandler(JsonHandler):
             self._deadline = None
 
     def data_received(self, chunk: bytes) -> None:
+        if self._finished:  # refused already: the rest is read and dropped until the close
+            return
         self._size += len(chunk)
         if self._size > self.server.limits.max_body_bytes:
-            raise ApiError(413, f"The request body is over {self.server.limits.max_body_bytes} "
-                                "bytes (max_body_bytes).")  # fmt: skip
+            self._chunks = []
+            self._refuse(413, f"The request body is over {self.server.limits.max_body_bytes} "
+                              "bytes (max_body_bytes).")  # fmt: skip
+            return
         self._chunks.append(chunk)
 
     def read_json(self):
+        if self._finished:  # refused while the body arrived (413, 408): nothing more to say
+            raise ApiError(400, "The request was answered before its body was complete.")
         self.on_finish()  # the body is complete: its deadline is met
         self.request.body = b"".join(self._chunks)
         return super().read_json()

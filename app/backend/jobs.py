@@ -22,7 +22,11 @@ __all__ = ["Busy", "Job", "JobManager", "FairLock"]
 
 class FairLock:
     """A lock granted in arrival order (``threading.Lock`` is not), so a request that waits for
-    the device is served before later ones; ``acquire(timeout=...)`` gives up at the timeout."""
+    the device is served before later ones; ``acquire(timeout=...)`` gives up at the timeout,
+    and ``acquire(abandon=f)`` as soon as ``f()`` is true (checked every ``POLL_S``: a waiter
+    whose client has left leaves the queue)."""
+
+    POLL_S = 0.05
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
@@ -30,7 +34,7 @@ class FairLock:
         self._queue: list = []
         self._held = False
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float = -1, abandon=None) -> bool:
         with self._cond:
             ticket = next(self._tickets)
             self._queue.append(ticket)
@@ -41,8 +45,10 @@ class FairLock:
                     if not blocking:
                         return False
                     left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
+                    if (left is not None and left <= 0) or (abandon is not None and abandon()):
                         return False
+                    if abandon is not None:
+                        left = self.POLL_S if left is None else min(left, self.POLL_S)
                     self._cond.wait(left)
                 self._held = got = True
                 return True

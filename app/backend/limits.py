@@ -40,7 +40,10 @@ class Limits:
     generating them: :func:`head_sweep_bytes`, :func:`amortized_sweep_bytes`) is counted before
     anything is allocated. The HTTP bounds (connections, deadlines, header size, JSON nesting
     and number length) and the decoding bounds (tokens, prompt, grammar) sit here too, so
-    ``GET /v1/device`` lists them all.
+    ``GET /v1/device`` lists them all. ``decode_deadline_s`` is the wall-clock time a running
+    decode may hold the device (``full_deadline_s`` for the experiment-only ``full`` plan): it
+    then ends with the tokens so far, and a request priced above it is refused before it runs
+    (:mod:`app.backend.budget`).
     """
 
     max_head_bytes: int = 2 * GiB
@@ -60,6 +63,8 @@ class Limits:
     max_grammar_bytes: int = 16_384
     max_choices: int = 256
     max_queue_wait_s: float = 120.0
+    decode_deadline_s: float = 60.0
+    full_deadline_s: float = 10.0
     d: tuple = (1, 16_384)
     vocab: tuple = (2, 262_144)
     batch: tuple = (1, 64)

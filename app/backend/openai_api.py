@@ -5,12 +5,21 @@ Requests follow OpenAI's chat and completions APIs. The grammar comes from ``res
 (``{"type": "json_schema", "json_schema": {"name", "schema"}}`` or ``{"type": "json_object"}``)
 or from one extension field: ``regex``, ``choices``, ``lark`` (also spelt ``guided_regex``,
 ``guided_choice``, ``guided_grammar``, ``guided_json`` as vLLM does). ``llmqp: {"plan",
-"router"}`` picks the physical plan (default ``auto``) or a router. Decoding is greedy, so
-``temperature``/``top_p``/``seed`` are accepted and change nothing. ``stream: true`` answers
-server-sent events, one chunk per token, each with its step's telemetry in ``llmqp.step``.
+"router"}`` picks the physical plan (default ``auto``) or a router. Decoding is greedy: a
+sampling request (``temperature`` > 0, ``top_p`` < 1, penalties, ``logit_bias``) is a 400
+(:mod:`app.backend.openai_fields` checks every field's type and range). ``stream: true``
+answers server-sent events, one chunk per token, each with its step's telemetry in
+``llmqp.step``; the deltas carry whole characters (:mod:`app.backend.detok`), so joined they are
+the plain answer's text byte for byte.
+
+Chat contents are text: the chat template alone adds control tokens (a ``<|im_start|>`` typed by
+a user is spelt with ordinary tokens). A request is priced before it queues
+(:mod:`app.backend.budget`) and refused when it would outlast its plan's deadline; a running
+decode stops at the deadline with the tokens so far (``finish_reason`` "deadline") and at the
+next step boundary once its client has gone (queued, prefilling or decoding; one INFO line).
 
 Answers carry ``usage`` and ``llmqp`` (``steps``: plan, K, forced, margin, seconds per token;
-``stop``: eos, grammar or length; timing, model, versions). Errors use OpenAI's shape,
+``stop``: eos, grammar, length or deadline; timing, model, versions). Errors use OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, with the usual statuses.
 """
 
@@ -18,25 +27,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 
 from tornado.iostream import StreamClosedError
 
+from .budget import deadline_for
 from .decoding import (
     Cancelled,
+    DecodeControl,
     EngineUnavailable,
     decode_options,
     plan_choices,
     router_choices,
     run_decode,
 )
-from .http_base import ApiError, JsonHandler, PostHandler
+from .detok import TextStream
+from .http_base import ApiError, JsonHandler, NotFound, PostHandler
 from .jobs import Busy
+from .openai_fields import bad as _bad
+from .openai_fields import check_fields, check_unicode
 
-__all__ = ["routes", "parse_request", "DecodeSpec"]
+__all__ = ["routes", "parse_request", "DecodeSpec", "OpenAIErrors", "UnknownPath"]
 
-#: Fields accepted and ignored: decoding is greedy and one answer is produced.
+log = logging.getLogger("app.backend.service")
+
+#: Fields checked by type and range (openai_fields); none changes the greedy answer.
 _IGNORED = ("temperature", "top_p", "seed", "user", "metadata", "store", "frequency_penalty",
             "presence_penalty", "logit_bias", "parallel_tool_calls")  # fmt: skip
 _GRAMMAR_FIELDS = {"regex": "regex", "guided_regex": "regex", "choices": "choices",
@@ -56,12 +73,6 @@ class DecodeSpec:
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
-
-
-def _bad(message: str, param: str | None = None):
-    err = ApiError(400, message)
-    err.param = param
-    return err
 
 
 def _text_content(content, where: str) -> str:
@@ -105,8 +116,9 @@ def _grammar(body: dict, limits):
                     raise _bad(f"'{field}' has {len(value)} choices; the limit is "
                                f"{limits.max_choices} (max_choices).", field)  # fmt: skip
             elif kind == "schema":
-                if not isinstance(value, (dict, str)):
-                    raise _bad(f"'{field}' must be a JSON schema (object or JSON text).", field)
+                if not isinstance(value, (dict, bool, str)):
+                    raise _bad(f"'{field}' must be a JSON schema (object, true, false or JSON "
+                               "text).", field)  # fmt: skip
             elif not isinstance(value, str) or not value:
                 raise _bad(f"'{field}' must be a non-empty string.", field)
             found.append((field, (kind, value)))
@@ -137,6 +149,7 @@ def parse_request(body, kind: str, limits) -> DecodeSpec:
     """Validate an OpenAI request object of ``kind`` ("chat" or "completion"); 400 on error."""
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.")
+    check_unicode(body)
     unknown = sorted(set(body) - _FIELDS[kind])
     if unknown:
         raise _bad(f"Unknown parameter(s) {unknown[:5]}; allowed: "
@@ -144,20 +157,18 @@ def parse_request(body, kind: str, limits) -> DecodeSpec:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("The 'model' parameter must be a string.", "model")
-    if body.get("n") not in (None, 1) or body.get("best_of") not in (None, 1):
-        raise _bad("Only one answer per request ('n': 1): decoding is greedy.", "n")
-    if body.get("stop") not in (None, [], ""):
-        raise _bad("'stop' sequences are not supported; the grammar ends the answer.", "stop")
-    if body.get("logprobs") not in (None, False) or body.get("echo") not in (None, False):
-        raise _bad("'logprobs' and 'echo' are not supported.", "logprobs")
-    if body.get("suffix") is not None:
-        raise _bad("'suffix' is not supported.", "suffix")
-    stream = body.get("stream", False)
+    check_fields(body, kind)
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
     if not isinstance(stream, bool):
         raise _bad("The 'stream' parameter must be true or false.", "stream")
-    opts = body.get("stream_options") or {}
-    if not isinstance(opts, dict) or set(opts) - {"include_usage"}:
-        raise _bad("'stream_options' may hold 'include_usage' only.", "stream_options")
+    opts = body.get("stream_options")
+    opts = {} if opts is None else opts
+    if (not isinstance(opts, dict) or set(opts) - {"include_usage"}
+            or not isinstance(opts.get("include_usage", False), bool)):  # fmt: skip
+        raise _bad("'stream_options' may hold 'include_usage' (true or false) only.",
+                   "stream_options")  # fmt: skip
     default = min(128, limits.max_tokens)
     max_tokens = _int_field(body, "max_tokens", 1, limits.max_tokens, default)
     if kind == "chat":
@@ -201,19 +212,17 @@ def parse_request(body, kind: str, limits) -> DecodeSpec:
                       grammar=_grammar(body, limits), plan=plan, router=router)  # fmt: skip
 
 
-def _render_chat(engine, turns) -> tuple[str, bool]:
-    """``(prompt, chat)`` for the engine: the whole conversation in the model's template where
-    the tokenizer exposes one, else the single user turn for the engine's own template."""
-    template = getattr(getattr(engine, "tokenizer", None), "chat_template", None)
-    if isinstance(template, str) and template:
-        import jinja2.sandbox
-
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(autoescape=False)
-        text = env.from_string(template).render(messages=turns, add_generation_prompt=True)
-        return text, False
+def _chat_prompt(engine, turns) -> dict:
+    """The ``DecodeRequest`` fields of a conversation: the whole of it in the model's template
+    (contents kept text) where the tokenizer has one, else the single user turn for the
+    engine's own template."""
+    tok = getattr(engine, "tokenizer", None)
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, str) and template and hasattr(tok, "chat_ids"):
+        return {"prompt": "", "messages": tuple(turns)}
     if len(turns) != 1:
         raise _bad("This engine's chat template takes one user message.", "messages")
-    return turns[0]["content"], True
+    return {"prompt": turns[0]["content"], "chat": True}
 
 
 def build_request(engine, spec: DecodeSpec, limits, request_id: str):
@@ -225,22 +234,26 @@ def build_request(engine, spec: DecodeSpec, limits, request_id: str):
     if spec.plan not in plans:
         raise _bad(f"'llmqp.plan' must be one of {', '.join(plans)}. Got {spec.plan!r}.", "llmqp")
     if spec.router is not None:
+        routers = router_choices(engine)
+        if spec.router not in routers:
+            offered = ", ".join(routers) if routers else "none yet"
+            raise _bad(f"'llmqp.router' must be one the engine offers ({offered}). "
+                       f"Got {spec.router!r}.", "llmqp")  # fmt: skip
         try:
             decode_options(spec.plan, spec.router)
         except ValueError as exc:
             raise _bad(f"'llmqp.router': {exc}", "llmqp") from None
-    if spec.kind == "chat":
-        prompt, chat = _render_chat(engine, spec.turns)
-    else:
-        prompt, chat = spec.prompt, False
+    fields = _chat_prompt(engine, spec.turns) if spec.kind == "chat" else {"prompt": spec.prompt}
     try:
-        req = DecodeRequest(id=request_id, prompt=prompt, grammar=spec.grammar,
-                            max_tokens=spec.max_tokens, chat=chat)  # fmt: skip
+        req = DecodeRequest(id=request_id, grammar=spec.grammar, max_tokens=spec.max_tokens,
+                            **fields)  # fmt: skip
         if hasattr(engine, "prompt_ids"):
             ids = engine.prompt_ids(req)
         else:
-            text = engine.tokenizer.chat(prompt) if chat else prompt
+            text = engine.tokenizer.chat(req.prompt) if req.chat else req.prompt
             ids = engine.tokenizer.encode(text)
+        if req.grammar is not None and hasattr(engine, "constraint"):
+            engine.constraint(req)  # an empty language or K = 0: a 400 before queueing
     except ValueError as exc:
         raise _bad(str(exc)) from None
     room = min(limits.max_prompt_tokens, int(engine.context) - spec.max_tokens)
@@ -262,26 +275,38 @@ def _step_json(step) -> dict:
 
 
 def _finish(stop: str) -> str:
-    return "length" if stop == "length" else "stop"
+    """OpenAI's ``finish_reason``: "length" (max_tokens or the context), "deadline" (the
+    decode's wall-clock deadline), else "stop" (end of text, or the grammar is complete)."""
+    return stop if stop in ("length", "deadline") else "stop"
 
 
-class _OpenAIHandler(PostHandler):
-    """Errors in OpenAI's shape; the engine fetched (loaded once) off the event loop."""
+class OpenAIErrors:
+    """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
 
     def error_body(self, status_code: int, message: str, exc) -> dict:
-        """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
         kind = "invalid_request_error" if status_code < 500 else "server_error"
         if status_code == 403:
             kind = "permission_error"
+        if status_code == 404:
+            kind = "not_found_error"
         error = {"message": message, "type": kind, "param": getattr(exc, "param", None),
                  "code": None}  # fmt: skip
         return {"error": error}
 
+
+class _OpenAIHandler(OpenAIErrors, PostHandler):
+    """A decode: validated, priced, queued, run, streamed or answered; stopped when the
+    client leaves. The engine is fetched (loaded once) off the event loop."""
+
+    control: DecodeControl | None = None
+
     async def engine(self):
         try:
-            return await self.blocking(self.server.engine.get)
+            engine = await self.blocking(self.server.engine.get)
         except EngineUnavailable as exc:
             raise ApiError(503, f"No decoding engine: {exc}.") from None
+        await self.blocking(self.server.budget.probe, engine)  # once per engine
+        return engine
 
     async def post(self) -> None:
         chat = self.request.path.rstrip("/").endswith("chat/completions")
@@ -295,48 +320,68 @@ class _OpenAIHandler(PostHandler):
                                 f"serves {model!r} (GET /v1/models).")  # fmt: skip
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         req, n_prompt = await self.blocking(build_request, engine, spec, limits, rid)
-        self.meta = {"id": rid, "created": int(time.time()), "model": model, "kind": kind}
+        refusal = self.server.budget.refusal(n_prompt, spec.max_tokens, spec.plan, limits)
+        if refusal is not None:
+            raise _bad(refusal, "max_tokens")
+        self.control = DecodeControl(deadline_for(spec.plan, limits)[0])
+        if self.left:
+            self.control.cancel()
+        eos = getattr(engine.tokenizer, "eos", None)
+        self.meta = {"id": rid, "created": int(time.time()), "model": model, "kind": kind,
+                     "n_prompt": n_prompt, "eos": eos}  # fmt: skip
         deadline = time.monotonic() + limits.max_queue_wait_s
-        if spec.stream:
-            return await self._stream(engine, spec, req, n_prompt, deadline)
-        result = await self._decode(engine, spec, req, None, deadline)
-        self.send_json(200, self._answer(result, spec, n_prompt))
+        try:
+            if spec.stream:
+                return await self._stream(engine, spec, req, deadline)
+            result = await self._decode(engine, spec, req, None, deadline)
+            self.send_json(200, self._answer(engine, result, spec))
+        except Cancelled:  # its client has gone: on_connection_close logged the one line
+            log.debug("decode %s cancelled: its client left", rid)
 
     async def _decode(self, engine, spec, req, on_step, deadline):
         try:
             with self.server.device_waiter():
-                return await self.blocking(run_decode, self.server.manager, engine, req,
-                                           spec.plan, on_step, deadline, spec.router,
-                                           pool="device")  # fmt: skip
+                result = await self.blocking(run_decode, self.server.manager, engine, req,
+                                             spec.plan, on_step, deadline, spec.router,
+                                             self.control, pool="device")  # fmt: skip
         except Busy as exc:
             raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
         except (ValueError, LookupError) as exc:  # the grammar does not compile, K = 0, ...
             raise _bad(str(exc)) from None
+        self.server.budget.observe(result, self.meta["n_prompt"], spec.plan)
+        return result
 
-    def _usage(self, result, n_prompt) -> dict:
-        n = len(result.tokens)
+    def _usage(self, result) -> dict:
+        n, n_prompt = len(result.tokens), self.meta["n_prompt"]
         return {"prompt_tokens": n_prompt, "completion_tokens": n, "total_tokens": n_prompt + n}
 
-    def _telemetry(self, result, spec) -> dict:
+    def _telemetry(self, result, spec, held: int) -> dict:
         out = result.to_json()
         return {"steps": out["steps"], "stop": out["stop"], "tokens": out["tokens"],
                 "plan": spec.plan, "router": spec.router, "seconds": out["seconds"],
                 "tokens_per_s": out["tokens_per_s"], "device": out["device"],
-                "versions": out["versions"]}  # fmt: skip
+                "versions": out["versions"], "incomplete_bytes": held}  # fmt: skip
 
-    def _answer(self, result, spec, n_prompt) -> dict:
+    def _text(self, engine, result) -> tuple[str, int]:
+        """The answer's text as the stream gives it: whole characters, an incomplete one at
+        the end dropped (``(text, bytes dropped)``)."""
+        texts = [s.text for s in result.steps] if len(result.steps) == len(result.tokens) else None
+        return TextStream.of(engine.tokenizer, result.tokens, texts, self.meta["eos"])
+
+    def _answer(self, engine, result, spec) -> dict:
         m = self.meta
+        text, held = self._text(engine, result)
+        finish = _finish(result.stop)
         if m["kind"] == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                      "finish_reason": _finish(result.stop), "logprobs": None}  # fmt: skip
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "finish_reason": finish, "logprobs": None}  # fmt: skip
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": result.text, "finish_reason": _finish(result.stop),
-                      "logprobs": None}  # fmt: skip
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
             obj = "text_completion"
         return {"id": m["id"], "object": obj, "created": m["created"], "model": m["model"],
-                "choices": [choice], "usage": self._usage(result, n_prompt),
-                "llmqp": self._telemetry(result, spec)}  # fmt: skip
+                "choices": [choice], "usage": self._usage(result),
+                "llmqp": self._telemetry(result, spec, held)}  # fmt: skip
 
     def _chunk(self, delta_text, finish=None, first=False, extra=None) -> dict:
         m = self.meta
@@ -361,14 +406,15 @@ class _OpenAIHandler(PostHandler):
         self.write(f"data: {data}\n\n")
         await self.flush()
 
-    async def _stream(self, engine, spec, req, n_prompt, deadline) -> None:
+    async def _send_step(self, stream: TextStream, step) -> None:
+        piece = stream.push(step.token, step.text)
+        await self._send_event(self._chunk(piece, extra={"llmqp": {"step": _step_json(step)}}))
+
+    async def _stream(self, engine, spec, req, deadline) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        left = self._left_flag = [False]
 
         def on_step(step):  # device thread
-            if left[0]:
-                raise Cancelled()
             loop.call_soon_threadsafe(queue.put_nowait, ("step", step))
 
         task = asyncio.ensure_future(self._decode(engine, spec, req, on_step, deadline))
@@ -377,45 +423,49 @@ class _OpenAIHandler(PostHandler):
         if kind == "done":  # failed (or produced nothing) before the first token: plain answer
             result = await task  # raises ApiError -> a JSON error, no stream started
             self._start_stream()
-            await self._stream_tail(result, spec, n_prompt)
+            await self._stream_tail(engine, result, spec)
             return
         self._start_stream()
+        stream = TextStream(engine.tokenizer, self.meta["eos"])
         try:
             await self._send_event(self._chunk("", first=True))
             while kind == "step":
-                await self._send_event(self._chunk(item.text, extra={"llmqp": {
-                    "step": _step_json(item)}}))  # fmt: skip
+                await self._send_step(stream, item)
                 kind, item = await queue.get()
             try:
                 result = await task
-            except Cancelled:
+            except ApiError as exc:  # found only while decoding (a grammar dead end)
+                await self._stream_error(exc)
                 return
-            except ApiError as exc:
-                await self._send_event({"error": {"message": exc.message, "type": "server_error",
-                                                  "param": None, "code": None}})  # fmt: skip
-                self.finish()
-                return
-            await self._stream_tail(result, spec, n_prompt, header=False)
+            await self._stream_tail(engine, result, spec, stream)
         except StreamClosedError:
-            left[0] = True
-            self.on_connection_close()
+            self.control.cancel()
             try:
                 await task
             except (ApiError, Cancelled):
                 pass
+            raise Cancelled() from None
+
+    async def _stream_error(self, exc: ApiError) -> None:
+        """The error event, then a last chunk with ``finish_reason`` "error"."""
+        await self._send_event({"error": {"message": exc.message, "type": "server_error",
+                                          "param": None, "code": None}})  # fmt: skip
+        await self._send_event(self._chunk("", finish="error"))
+        await self._send_event("[DONE]")
+        self.finish()
 
     def _start_stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
 
-    async def _stream_tail(self, result, spec, n_prompt, header=True) -> None:
-        if header:
+    async def _stream_tail(self, engine, result, spec, stream=None) -> None:
+        if stream is None:  # nothing streamed yet: every step now
+            stream = TextStream(engine.tokenizer, self.meta["eos"])
             await self._send_event(self._chunk("", first=True))
             for s in result.steps:
-                step = {"llmqp": {"step": _step_json(s)}}
-                await self._send_event(self._chunk(s.text, extra=step))
-        usage = self._usage(result, n_prompt)
-        tail = {"llmqp": self._telemetry(result, spec)}
+                await self._send_step(stream, s)
+        usage = self._usage(result)
+        tail = {"llmqp": self._telemetry(result, spec, stream.held())}
         if not spec.include_usage:
             tail["usage"] = usage
         await self._send_event(self._chunk("", finish=_finish(result.stop), extra=tail))
@@ -427,13 +477,22 @@ class _OpenAIHandler(PostHandler):
         self.finish()
 
     def on_connection_close(self) -> None:
-        flag = getattr(self, "_left_flag", None)
-        if flag is not None:
-            flag[0] = True
+        if self.control is not None:
+            self.control.cancel()
         super().on_connection_close()
 
 
-class Models(JsonHandler):
+class UnknownPath(OpenAIErrors, NotFound):
+    """A 404 for every path no handler serves: OpenAI's error shape under ``/v1/`` (where
+    OpenAI clients look), the service's own ``{"error": "..."}`` elsewhere."""
+
+    def error_body(self, status_code: int, message: str, exc) -> dict:
+        if self.request.path.startswith("/v1/"):
+            return super().error_body(status_code, message, exc)
+        return {"error": message}
+
+
+class Models(OpenAIErrors, JsonHandler):
     async def get(self) -> None:
         slot = self.server.engine
         if not slot.enabled:

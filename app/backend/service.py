@@ -34,7 +34,7 @@ from tornado.netutil import bind_sockets
 from ..model.validate import check_int
 from .calibration import Calibration
 from .guard import AccessPolicy, GuardedHTTPServer
-from .http_base import ApiError, JsonHandler, NotFound, PostHandler
+from .http_base import ApiError, JsonHandler, PostHandler
 from .jobs import Busy, JobManager
 from .kernels import available_impls, peak_figures
 from .limits import Limits
@@ -174,12 +174,15 @@ class BackendServer:
 
     def __init__(self, sockets, manager: JobManager, limits: Limits, policy: AccessPolicy,
                  engine=None, max_device_waiters: int = 64):  # fmt: skip
+        from .budget import DecodeBudget
         from .decoding import EngineSlot
+        from .openai_api import UnknownPath
         from .openai_api import routes as openai_routes
 
         self.sockets, self.manager, self.runner = sockets, manager, manager.runner
         self.limits, self.policy = limits, policy
         self.engine = EngineSlot(engine)
+        self.budget = DecodeBudget()  # the engine's measured rates: what a decode will cost
         self.pools = {
             "io": ThreadPoolExecutor(4, thread_name_prefix="llmqp-io"),
             "device": ThreadPoolExecutor(4, thread_name_prefix="llmqp-device"),
@@ -198,7 +201,7 @@ class BackendServer:
                 (r"/v1/jobs/([^/]+)/?", JobStatus, kw),
                 *openai_routes(kw),
             ],
-            default_handler_class=NotFound,
+            default_handler_class=UnknownPath,
             default_handler_args=kw,
             compress_response=False,
             xsrf_cookies=False,  # no cookies at all: Origin, Host and the JSON type guard POSTs

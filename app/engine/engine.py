@@ -146,8 +146,13 @@ class Engine:
 
     # -- one request ------------------------------------------------------------------------
     def prompt_ids(self, req: DecodeRequest) -> list[int]:
-        text = self.tokenizer.chat(req.prompt) if req.chat else req.prompt
-        ids = self.tokenizer.encode(text)
+        """The prompt's ids; chat contents are text (only the template adds control tokens)."""
+        if req.messages is not None:
+            ids = self.tokenizer.chat_ids(req.messages)
+        elif req.chat:
+            ids = self.tokenizer.chat_ids([{"role": "user", "content": req.prompt}])
+        else:
+            ids = self.tokenizer.encode(req.prompt)
         if len(ids) >= self.context:
             raise ValueError(
                 f"request {req.id}: the prompt is {len(ids):,} tokens; the model's context is "
@@ -167,17 +172,21 @@ class Engine:
 
     # -- one-off decoding -------------------------------------------------------------------
     def decode(
-        self, req: DecodeRequest, plan="auto", on_step=None, executor=None, **options
+        self, req: DecodeRequest, plan="auto", on_step=None, executor=None, should_stop=None,
+        **options,
     ) -> DecodeResult:
         """Decode ``req`` in a fresh :class:`~app.engine.session.Session` (no warm router; the
         default amortizer): ``Session(engine).decode(req, DecodeOptions(plan=plan, **options),
         on_step, executor)``; ``plan`` may also be a :class:`DecodeOptions`. Keep a session
-        (:meth:`session`) to keep routers and a chosen amortizer across requests."""
+        (:meth:`session`) to keep routers and a chosen amortizer across requests.
+        ``should_stop()`` (None or a reason, e.g. "cancelled", "deadline") is asked between
+        prefill chunks and at every step boundary; a reason ends the decode there, with the
+        verified tokens so far and ``stop`` set to it."""
         if not isinstance(plan, DecodeOptions):
             plan = DecodeOptions(plan=plan, **options)
         elif options:
             raise ValueError("Pass DecodeOptions or keyword options, not both.")
-        return Session(self).decode(req, plan, on_step, executor)
+        return Session(self).decode(req, plan, on_step, executor, should_stop)
 
     def session(self, **kwargs) -> Session:
         """A new :class:`~app.engine.session.Session` on this engine (``kwargs``: its own)."""

@@ -2,7 +2,11 @@
 
 A grammar is given as one of ``GRAMMAR_KINDS``; :func:`compile_grammar` turns it into
 llguidance's grammar text and checks it once, so a bad schema or regex is one clear
-``ValueError`` before decoding starts. :class:`Constraint` is one request's matcher.
+``ValueError`` before decoding starts. :class:`Constraint` is one request's matcher; it refuses
+a grammar whose language is empty (``[^\\s\\S]``, a ``$ref`` that only refers to itself: the
+matcher stops at once without accepting) or that allows no first token (K = 0), so such a
+grammar is an error before decoding, never an empty answer. The schemas ``true`` and ``{}``
+allow any JSON value; ``false`` allows none (an error).
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ def _grammar_text(kind: str, value) -> str:
                 raise GrammarError(f"schema: not valid JSON ({exc})") from None
         if not isinstance(value, dict | bool):
             raise GrammarError(f"schema: must be a JSON object, got {type(value).__name__}")
+        if value is False:
+            raise GrammarError("schema: false matches no JSON value (an empty language)")
+        if value is True:  # any JSON value, as {} says
+            value = {}
         return LLMatcher.grammar_from_json_schema(json.dumps(value), defaults=JSON_FORMAT)
     if kind == "json_object":
         return LLMatcher.grammar_from_json_schema('{"type": "object"}', defaults=JSON_FORMAT)
@@ -98,6 +106,11 @@ class Constraint:
             raise GrammarError(_one_line(self.matcher.get_error()))
         self.vocab = vocab
         self._mask = allocate_token_bitmask(1, vocab)
+        k = self.legal().shape[0]  # (llguidance settles "stopped" while computing the mask)
+        if self.dead():
+            raise GrammarError("the grammar matches no text at all (an empty language)")
+        if k == 0:
+            raise GrammarError("the grammar allows no first token (K = 0)")
 
     def legal(self) -> np.ndarray:
         """(K,) int64 legal token ids, ascending (the tie-break's order). K may be 0."""
@@ -121,3 +134,11 @@ class Constraint:
 
     def stopped(self) -> bool:
         return bool(self.matcher.is_stopped())
+
+    def accepting(self) -> bool:
+        """The text so far is a whole sentence of the grammar."""
+        return bool(self.matcher.is_accepting())
+
+    def dead(self) -> bool:
+        """Stopped without accepting: no continuation can ever complete the text."""
+        return self.stopped() and not self.accepting()

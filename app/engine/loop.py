@@ -37,11 +37,14 @@ from .grammar import GrammarError
 from .kernels import KERNELS, Guess, Kernel
 from .results import Step, Telemetry
 
-__all__ = ["BodyRun", "DecodeState", "MAX_SKIP", "decode", "run_body"]
+__all__ = ["BodyRun", "DecodeState", "MAX_SKIP", "PREFILL_CHUNK", "decode", "run_body"]
 
 #: The longest run of body-free steps before an exact step is forced: caps how far predictions
 #: chain (their error grows) and how much a rollback can throw away.
 MAX_SKIP = 8
+#: Positions per forward of a long run (a prefill, a full recompute) when the caller may stop the
+#: decode (``should_stop``): it is asked between chunks.
+PREFILL_CHUNK = 64
 
 clock = time.perf_counter
 
@@ -58,16 +61,40 @@ class BodyRun:
 
 def run_body(body, run: BodyRun) -> np.ndarray:
     """The one place a decode calls the body's forward: (len(ids), d) final-normed states."""
-    return body.forward(run.ids, run.cache)
+    return body.forward(run.ids, run.cache, run.start)
 
 
-def decode(state: DecodeState, body) -> DecodeState:
-    """Drive one request's ``state`` to its end, one body run at a time."""
+def decode(state: DecodeState, body, should_stop=None) -> DecodeState:
+    """Drive one request's ``state`` to its end, one body run at a time.
+
+    ``should_stop()`` (None or a reason: "cancelled", "deadline") is asked at every step
+    boundary and between the :data:`PREFILL_CHUNK`-position chunks of a long run (a prompt, a
+    full recompute; the body is batch-invariant, so chunks give the states one forward gives);
+    a reason ends the decode there (:meth:`DecodeState.halt`)."""
     while (run := state.next_run()) is not None:
         t0 = clock()
-        rows = run_body(body, run)
+        if should_stop is None:
+            rows = run_body(body, run)
+        else:
+            rows = _chunked(body, run, should_stop)
+            if isinstance(rows, str):
+                state.halt(rows)
+                break
         state.advance(rows, clock() - t0)
     return state
+
+
+def _chunked(body, run: BodyRun, should_stop) -> np.ndarray | str:
+    """``run``'s states, forwarded in chunks with ``should_stop`` asked before each; or the
+    reason it gave."""
+    parts = []
+    for lo in range(0, len(run.ids), PREFILL_CHUNK):
+        reason = should_stop()
+        if reason:
+            return reason
+        chunk = BodyRun(run.ids[lo : lo + PREFILL_CHUNK], run.cache, run.start + lo)
+        parts.append(run_body(body, chunk))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @dataclass

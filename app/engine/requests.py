@@ -21,16 +21,21 @@ _KEYS = frozenset({"id", "prompt", "max_tokens", "chat", *GRAMMAR_KINDS})
 
 @dataclass(frozen=True)
 class DecodeRequest:
-    """``grammar`` is ``(kind, value)`` with ``kind`` in :data:`GRAMMAR_KINDS`, or None."""
+    """``grammar`` is ``(kind, value)`` with ``kind`` in :data:`GRAMMAR_KINDS`, or None.
+
+    ``messages`` (optional) is a whole conversation, ``({"role", "content"}, ...)``, for the
+    model's chat template (it overrides ``prompt``/``chat`` for the prompt's ids); contents are
+    text there, as ``prompt`` is with ``chat``: control tokens come from the template only."""
 
     id: str
     prompt: str
     grammar: tuple[str, object] | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     chat: bool = False
+    messages: tuple | None = None
 
     def __post_init__(self):
-        if not isinstance(self.prompt, str) or not self.prompt:
+        if not isinstance(self.prompt, str) or not (self.prompt or self.messages):
             raise ValueError(f"request {self.id}: 'prompt' must be a non-empty string")
         mt = self.max_tokens
         if isinstance(mt, bool) or not isinstance(mt, int) or not 1 <= mt <= MAX_TOKENS_LIMIT:
@@ -38,6 +43,16 @@ class DecodeRequest:
                 f"request {self.id}: 'max_tokens' must be an integer in [1, {MAX_TOKENS_LIMIT}], "
                 f"got {mt!r}"
             )
+        if self.messages is not None and not (
+            isinstance(self.messages, tuple | list)
+            and self.messages
+            and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in self.messages
+            )
+        ):  # fmt: skip
+            raise ValueError(f"request {self.id}: 'messages' must be a non-empty list of "
+                             "{role, content} strings")  # fmt: skip
         if self.grammar is not None and self.grammar[0] not in GRAMMAR_KINDS:
             raise ValueError(
                 f"request {self.id}: grammar kind must be one of {', '.join(GRAMMAR_KINDS)}, "

@@ -118,7 +118,7 @@ class Session:
     # -- decoding --------------------------------------------------------------------------
     def decode(
         self, req: DecodeRequest, options: DecodeOptions | None = None, on_step=None,
-        executor=None,
+        executor=None, should_stop=None,
     ) -> DecodeResult:  # fmt: skip
         """Greedy constrained decoding of ``req`` under ``options`` (default: ``auto``).
 
@@ -127,6 +127,8 @@ class Session:
         steps: ``run(h, legal, telemetry) -> (token, margin, plan_name)`` for ``h`` (d,)
         float32, ``legal`` (K,) ascending int64 and ``telemetry`` ``{"k", "position",
         "last_margin"}`` — a compiled step (app.compiler) that routes and scores in one call.
+        ``should_stop()`` (None or a reason) is asked at every step boundary and between prefill
+        chunks; a reason ends the decode there with the verified tokens, ``stop`` = the reason.
         """
         options = options if options is not None else DecodeOptions()
         if not isinstance(options, DecodeOptions):
@@ -137,7 +139,7 @@ class Session:
         constraint = e.constraint(req)
         state = DecodeState(e, req, prompt, constraint, policy, options, amortizer, on_step,
                             executor)  # fmt: skip
-        decode(state, e.body)
+        decode(state, e.body, should_stop)
         return result_of(e, req, state, time.perf_counter() - state.start)
 
 

@@ -252,10 +252,13 @@ class FakeEngine:
     def info(self):
         return {"model": "fake-1", "context": self.context, "vocab": 26}
 
-    def decode(self, req, plan="auto", on_step=None):
+    def decode(self, req, plan="auto", on_step=None, should_stop=None):
         self.calls += 1
         steps = []
         for i in range(req.max_tokens):
+            reason = should_stop() if should_stop is not None else None
+            if reason:
+                return _Result(req, steps, reason)
             time.sleep(self.delay)
             step = _Step(i, i, "abcdefghijklmnopqrstuvwxyz"[i % 26])
             steps.append(step)
@@ -281,7 +284,7 @@ def _chat(**kw):
 
 def test_fake_chat_answer_and_models(fake):
     url, _ = fake
-    status, out, _ = call(url, "POST", CHAT, _chat(max_tokens=3, temperature=0.7))
+    status, out, _ = call(url, "POST", CHAT, _chat(max_tokens=3, temperature=0, seed=7))
     assert status == 200 and out["choices"][0]["message"]["content"] == "abc"
     assert out["choices"][0]["finish_reason"] == "length" and out["usage"]["completion_tokens"] == 3
     assert call(url, "GET", "/v1/models")[1]["data"][0]["id"] == "fake-1"
