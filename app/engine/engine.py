@@ -172,7 +172,12 @@ class Engine:
 
     # -- one-off decoding -------------------------------------------------------------------
     def decode(
-        self, req: DecodeRequest, plan="auto", on_step=None, executor=None, should_stop=None,
+        self,
+        req: DecodeRequest,
+        plan="auto",
+        on_step=None,
+        executor=None,
+        should_stop=None,
         **options,
     ) -> DecodeResult:
         """Decode ``req`` in a fresh :class:`~app.engine.session.Session` (no warm router; the
