@@ -1,6 +1,9 @@
 """A short load test of the backend: concurrent clients mixing sweeps and decodes, 127.0.0.1 only.
 
-Usage: ``python bench/service_load.py [--clients 50] [--rounds 1] [--deadline 300]``.
+Usage: ``python bench/service_load.py [--clients 50] [--rounds 1] [--deadline 300]``, or
+``--streaming 1,4,8,16`` for the continuous-batching load (:mod:`stream_load`: concurrent
+streaming function-call completions at each concurrency, tokens/s, time to first token,
+per-token latency, exactness against C = 1; ``--max-batch`` is the server's).
 
 It starts ``python -m app.backend --port 0`` (decoding the fetched model when present, else
 measurements only, said in the output), runs ``--clients`` threads of ``--rounds`` requests each
@@ -116,15 +119,75 @@ def _pct(values, q):
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def _start(extra=()):
+    """(process, port) of ``python -m app.backend --port 0`` (None port: it did not start)."""
+    cmd = [sys.executable, "-m", "app.backend", "--port", "0", "--busy-timeout", "30", *extra]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stderr.readline()
+    if "llmqp backend on http://127.0.0.1:" not in line:
+        print(f"the backend did not start: {line.strip()}", file=sys.stderr)
+        return proc, None
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain its log
+    return proc, int(line.split()[3].rsplit(":", 1)[1])
+
+
+def _stop(proc) -> None:
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _streaming(args) -> int:
+    """The continuous-batching load: each level of ``--streaming`` against one server."""
+    from stream_load import function_calls, run_level
+
+    levels = [int(c) for c in args.streaming.split(",")]
+    if not all(1 <= c <= 64 for c in levels) or not 1 <= args.max_batch <= 256:
+        raise SystemExit("--streaming levels in [1, 64], --max-batch in [1, 256]")
+    bodies = function_calls(HERE / "workload" / "requests.jsonl", args.max_tokens)
+    proc, port = _start(["--max-batch", str(args.max_batch)])
+    if port is None:
+        return 1
+    try:
+        model = _request(port, "GET", "/v1/models")[1]["data"][0]["id"]
+        report = {"max_batch": args.max_batch, "max_tokens": args.max_tokens,
+                  "baseline_rss_bytes": _vm(proc.pid, "VmRSS"), "levels": []}  # fmt: skip
+        solo = None
+        for c in levels:
+            level = run_level(port, model, bodies, c, args.rounds, args.deadline,
+                              lambda: _vm(proc.pid, "VmHWM"))  # fmt: skip
+            outputs = level.pop("outputs")
+            solo = outputs if solo is None else solo
+            same = [outputs[j] == solo[j] for j in outputs if j in solo]
+            level["exact_vs_first_level"] = f"{sum(same)}/{len(same)}"
+            report["levels"].append(level)
+            print(json.dumps(level), file=sys.stderr, flush=True)
+    finally:
+        _stop(proc)
+    out = Path(args.out or HERE / "results" / "service_stream.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole run")
-    p.add_argument("--out", default=str(HERE / "results" / "service_load.json"))
+    p.add_argument("--out", default=None, help="default bench/results/service_load.json "
+                   "(service_stream.json with --streaming)")  # fmt: skip
+    p.add_argument("--streaming", default=None, help="concurrency levels, e.g. 1,4,8,16")
+    p.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
+    p.add_argument("--max-tokens", type=int, default=24, help="per streamed request")
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 200 and 1 <= args.rounds <= 20 and 0 < args.deadline <= 900):
         p.error("--clients in [1, 200], --rounds in [1, 20], --deadline in (0, 900]")
+    if args.streaming:
+        return _streaming(args)
 
     from app.engine.fetch import default_model_path
 
@@ -175,8 +238,9 @@ def main(argv=None) -> int:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(args.out or HERE / "results" / "service_load.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     ok = report["5xx"] == 0 and not report["n_wrong"] and report["device_after"] == 200
     return 0 if ok else 1

@@ -104,6 +104,20 @@ def add_backend_command(subparsers) -> argparse.ArgumentParser:
         help="the same bound for the experiment-only plan 'full' (default 10)",
     )  # fmt: skip
     p.add_argument(
+        "--max-batch", type=_positive(int, 256), default=16, metavar="N",
+        help="decodes sharing one body pass (continuous batching; default 16; 1: one at a time)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-batch-tokens", type=_positive(int, 65536), default=256, metavar="N",
+        help="tokens one body pass runs, every decode's new tokens together; a longer prompt "
+        "is prefilled in chunks over several passes (default 256)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kv-budget", type=_positive(int, 1 << 20), default=2048, metavar="MIB",
+        help="KV-cache memory the running decodes may reserve together, in MiB (default 2048); "
+        "more requests wait, a full queue answers 429",
+    )  # fmt: skip
+    p.add_argument(
         "--no-model", action="store_true",
         help="serve measurements only: no decoding endpoint, no model loaded",
     )  # fmt: skip
@@ -131,6 +145,16 @@ def _load_engine(args):
     return engine, f"decoding {engine.info().get('model', 'model')}"
 
 
+def _batch_limits(args):
+    """The scheduler's bounds from the flags (None without the engine installed)."""
+    try:
+        from app.engine.batch_limits import BatchLimits
+    except ImportError:
+        return None
+    return BatchLimits(max_batch=args.max_batch, max_tokens=args.max_batch_tokens,
+                       kv_bytes=args.kv_budget << 20, max_waiting=64)  # fmt: skip
+
+
 def run_backend(args) -> int:
     """Serve until interrupted; returns the exit code."""
     if args.device == "cuda" and args.impl == "numpy":
@@ -151,6 +175,7 @@ def run_backend(args) -> int:
             allow_origins=args.allow_origin, engine=engine, fresh=args.fresh,
             limits=Limits(decode_deadline_s=args.decode_deadline,
                           full_deadline_s=args.full_deadline),
+            batch_limits=_batch_limits(args),
         )  # fmt: skip
     except StoreError as exc:  # damaged, foreign or newer store: one line, nothing touched
         return _fail(str(exc))

@@ -33,6 +33,7 @@ import uuid
 
 from tornado.iostream import StreamClosedError
 
+from .batching import Full
 from .budget import deadline_for
 from .decoding import (
     Cancelled,
@@ -339,13 +340,20 @@ class _OpenAIHandler(OpenAIErrors, PostHandler):
             log.debug("decode %s cancelled: its client left", rid)
 
     async def _decode(self, engine, spec, req, on_step, deadline):
+        batcher = self.server.batcher(engine)
         try:
-            with self.server.device_waiter():
-                result = await self.blocking(run_decode, self.server.manager, engine, req,
-                                             spec.plan, on_step, deadline, spec.router,
-                                             self.control, pool="device")  # fmt: skip
+            if batcher is not None:  # the shared batch (app.backend.batching)
+                result = await batcher.decode(req, spec.plan, spec.router, on_step, deadline,
+                                              self.control, self.server.pools["io"])  # fmt: skip
+            else:
+                with self.server.device_waiter():
+                    result = await self.blocking(run_decode, self.server.manager, engine, req,
+                                                 spec.plan, on_step, deadline, spec.router,
+                                                 self.control, pool="device")  # fmt: skip
         except Busy as exc:
             raise ApiError(503, str(exc), {"Retry-After": "1"}) from None
+        except Full as exc:
+            raise ApiError(429, str(exc), {"Retry-After": "1"}) from None
         except (ValueError, LookupError) as exc:  # the grammar does not compile, K = 0, ...
             raise _bad(str(exc)) from None
         self.server.budget.observe(result, self.meta["n_prompt"], spec.plan)

@@ -173,7 +173,7 @@ class BackendServer:
     """
 
     def __init__(self, sockets, manager: JobManager, limits: Limits, policy: AccessPolicy,
-                 engine=None, max_device_waiters: int = 64):  # fmt: skip
+                 engine=None, max_device_waiters: int = 64, batch_limits=None):  # fmt: skip
         from .budget import DecodeBudget
         from .decoding import EngineSlot
         from .openai_api import UnknownPath
@@ -188,6 +188,9 @@ class BackendServer:
             "device": ThreadPoolExecutor(4, thread_name_prefix="llmqp-device"),
         }
         self.max_device_waiters = int(max_device_waiters)
+        self.batch_limits = batch_limits  # None: the scheduler's defaults
+        self._batcher = None
+        self._batcher_lock = threading.Lock()
         self._waiting = 0
         kw = {"server": self}
         self.app = _QuietApplication(
@@ -233,6 +236,18 @@ class BackendServer:
 
         def __exit__(self, *exc):
             self.server._waiting -= 1
+
+    def batcher(self, engine):
+        """The continuous-batching decoder of ``engine`` (:mod:`app.backend.batching`), started
+        on first use; None where the served engine is not a session the scheduler can drive."""
+        from .batching import BatchedDecoder, can_batch
+
+        if self._batcher is None and can_batch(engine):
+            with self._batcher_lock:
+                if self._batcher is None and not self._closed:
+                    self._batcher = BatchedDecoder(engine, self.manager.device_lock,
+                                                   self.batch_limits)  # fmt: skip
+        return self._batcher if can_batch(engine) else None
 
     def device_waiter(self):
         """Counts requests waiting for the device (event-loop thread only); Busy beyond the cap."""
@@ -286,6 +301,8 @@ class BackendServer:
         self.shutdown()
         for sock in self.sockets:
             sock.close()
+        if self._batcher is not None:
+            self._batcher.close()
         self.manager.close()
         for pool in self.pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
@@ -307,13 +324,16 @@ def create_server(
     allow_origins=None,
     engine=None,
     fresh: bool = False,
+    batch_limits=None,
 ) -> BackendServer:
     """A ready (bound, not yet serving) backend: kernels, store (``db`` path, ``None`` in
     memory; checked, see :class:`app.backend.store.ResultStore`), runner and job manager.
     ``impl`` defaults to numpy on the CPU and torch on CUDA; ``threads`` limits the numpy
     backend's BLAS threads; ``allow_hosts``/``allow_origins`` extend the access policy
     (:meth:`AccessPolicy.for_address`); ``engine`` enables decoding; ``fresh`` moves an
-    existing ``db`` aside (kept, renamed) and starts an empty one."""
+    existing ``db`` aside (kept, renamed) and starts an empty one; ``batch_limits``
+    (:class:`app.engine.batch_limits.BatchLimits`, default its defaults) bound the decodes that
+    share body passes."""
     from .kernels import get_kernels
     from .kernels_numpy import set_blas_threads
     from .store import ResultStore
@@ -335,4 +355,5 @@ def create_server(
     manager = JobManager(runner, busy_timeout=busy_timeout)
     bound_port = sockets[0].getsockname()[1]
     policy = AccessPolicy.for_address(host, bound_port, allow_hosts, allow_origins)
-    return BackendServer(sockets, manager, limits, policy, engine=engine)
+    return BackendServer(sockets, manager, limits, policy, engine=engine,
+                         batch_limits=batch_limits)  # fmt: skip

@@ -57,6 +57,7 @@ class Sequence:
         self.rows: list[np.ndarray] = []
         self.body_s = 0.0  # this run's share of the passes' seconds
         self.result = self.error = None
+        self.on_admit = self.on_done = None  # () and (sequence) callbacks, scheduler thread
         self._done = threading.Event()
 
     @property
@@ -115,13 +116,16 @@ class Scheduler:
         self._order = itertools.count()
         self._router_ids = itertools.count()
         self._thread: threading.Thread | None = None
+        self._guard = None
         self._closed = False
 
     # -- queueing ------------------------------------------------------------------------------
     def submit(self, req, options: DecodeOptions | None = None, on_step=None,
-               should_stop=None) -> Sequence:  # fmt: skip
+               should_stop=None, on_admit=None, on_done=None) -> Sequence:  # fmt: skip
         """Queue ``req`` under ``options`` (default ``auto``). ``on_step(step)`` gets each
-        verified token, ``should_stop()`` (None or a reason) is asked at every step boundary.
+        verified token, ``should_stop()`` (None or a reason) is asked at every step boundary
+        (queued requests too), ``on_admit()`` when it joins the batch, ``on_done(sequence)``
+        when it has finished (all on the scheduler's thread).
         Raises ``ValueError`` for a request that can never run (bad prompt or grammar, a KV
         reservation over the whole budget) and :class:`Full` when the queue is full."""
         options = options if options is not None else DecodeOptions()
@@ -142,8 +146,10 @@ class Scheduler:
             policy = _OwnIndices(policy, self._router_ids)
         state = DecodeState(e, req, prompt, constraint, policy, options, amortizer, on_step)
         seq = Sequence(state, should_stop, kv, next(self._order))
+        seq.on_admit, seq.on_done = on_admit, on_done
         with self._lock:
-            if len(self.waiting) >= self.limits.max_waiting:
+            room = max(0, self.limits.max_batch - len(self.active))  # joins at the next pass
+            if len(self.waiting) - room >= self.limits.max_waiting:
                 raise Full(
                     f"The decode queue is full ({len(self.waiting)} waiting, "
                     f"{len(self.active)} running); retry later."
@@ -183,11 +189,16 @@ class Scheduler:
             if reason:
                 seq.state.halt(reason)
                 self._retire(seq)
+        stopped = []
         with self._lock:
-            for seq in [s for s in self.waiting if s.should_stop and s.should_stop()]:
-                self.waiting.remove(seq)
-                seq.state.halt(seq.should_stop())
-                self._finish(seq)
+            for seq in list(self.waiting):
+                reason = seq.should_stop() if seq.should_stop is not None else None
+                if reason:
+                    self.waiting.remove(seq)
+                    stopped.append((seq, reason))
+        for seq, reason in stopped:  # outside the lock: on_done may call back in
+            seq.state.halt(reason)
+            self._finish(seq)
 
     def _admit(self) -> None:
         with self._lock:
@@ -198,6 +209,8 @@ class Scheduler:
                 self.waiting.popleft()
                 self.kv_reserved += seq.kv
                 self.active.append(seq)
+                if seq.on_admit is not None:
+                    seq.on_admit()
 
     def _next_run(self, seq: Sequence) -> None:
         """Ask ``seq`` for its next body run (its body-free steps happen here); retire it when
@@ -270,6 +283,8 @@ class Scheduler:
             seconds = clock() - state.start if state.start else 0.0
             seq.result = result_of(self.engine, state.req, state, seconds)
         seq._done.set()
+        if seq.on_done is not None:
+            seq.on_done(seq)
 
     # -- offline: a list of requests -----------------------------------------------------------
     def decode_all(self, reqs, options: DecodeOptions | None = None, on_done=None) -> list:
@@ -291,9 +306,11 @@ class Scheduler:
         return [seq.wait() for seq in seqs]
 
     # -- a worker thread (the service) ---------------------------------------------------------
-    def start(self) -> None:
-        """Run passes on a daemon thread of its own while there is work (idempotent)."""
+    def start(self, guard=None) -> None:
+        """Run passes on a daemon thread of its own while there is work (idempotent); each pass
+        inside ``with guard:`` when given (the service's device lock)."""
         if self._thread is None:
+            self._guard = guard
             self._thread = threading.Thread(target=self._serve, name="llmqp-scheduler",
                                             daemon=True)  # fmt: skip
             self._thread.start()
@@ -312,4 +329,8 @@ class Scheduler:
                     self._lock.wait()
                 if self._closed:
                     return
-            self.step()
+            if self._guard is None:
+                self.step()
+            else:
+                with self._guard:
+                    self.step()
