@@ -31,6 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from app.engine.options import DecodeOptions  # noqa: E402
 from app.model import MarginDistribution, decision_error_rate  # noqa: E402
 from app.router.real_trace import error_over_tau, held_out, margin_fit  # noqa: E402
 
@@ -86,7 +87,7 @@ def hypothesis(trace: dict) -> dict:
 def _decode_all(engine, requests, plan, **kw):
     results, start = [], time.perf_counter()
     for req in requests:
-        results.append(engine.decode(req, plan=plan, **kw))
+        results.append(engine.decode(req, DecodeOptions(plan=plan, **kw)))
     tokens = sum(len(r.tokens) for r in results)
     decode_s = sum(r.seconds - r.prefill_s for r in results)
     return results, {
@@ -172,7 +173,7 @@ def interleaved(engine, requests, costs, runs) -> tuple[dict, dict]:
         ref = None
         for name, kw in runs:
             plan = name.split("@")[0].split("-")[0]
-            r = engine.decode(req, plan=plan, **kw)
+            r = engine.decode(req, DecodeOptions(plan=plan, **kw))
             ref = r.tokens if ref is None else ref
             row = out[name]
             row["tokens"] += len(r.tokens)
@@ -237,15 +238,14 @@ def main(argv=None) -> int:
         from app.engine.requests import load_requests
         from app.engine.traces import load_costs
 
-        engine = Engine.load()
-        engine.set_amortizer(args.amortizer)
-        test = set(engine.amortizer.meta["test_ids"])
+        engine = Engine.load().session(amortizer=args.amortizer)  # warm routers, this fit
+        test = set(engine.amortizer().meta["test_ids"])
         requests = [
             dataclasses.replace(r, max_tokens=min(r.max_tokens, args.max_tokens))
             for r in load_requests(args.requests)
             if r.id in test
         ][: args.limit]
-        engine.decode(requests[0], plan="dense")  # warm the weights
+        engine.decode(requests[0], DecodeOptions(plan="dense"))  # warm the weights
         taus = [float(t) for t in args.taus.split(",")]
         costs = load_costs(args.trace) if args.trace else {}
         only = args.runs.split(",") if args.runs else None

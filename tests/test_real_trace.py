@@ -118,13 +118,16 @@ def test_traces_in_the_store(tmp_path):
 
 @pytest.mark.parametrize("name", ["linucb", "sw-linucb", "lints"])
 def test_router_state_round_trips(tmp_path, name):
+    from app.engine.results import Telemetry
     from app.engine.routing import RouterPolicy
 
     rng = np.random.default_rng(0)
     pol = RouterPolicy(name)
     for i in range(30):
-        tel = {"k": int(rng.integers(2, 5000)), "vocab": 49152, "last_forced_run": 1}
-        tel.update(last_margin=1.0, position=30 + i, pending=1, accept=0.5, index=i)
+        k = int(rng.integers(2, 5000))
+        tel = Telemetry(request="r", index=i, k=k, vocab=49152, legal=np.arange(k),
+                        last_forced_run=1, last_margin=1.0, position=30 + i, pending=1,
+                        accept=0.5)  # fmt: skip
         pol.choose(tel)
         pol.feedback(i, "x", float(rng.uniform(0.05, 0.2)))
     loaded = RouterPolicy.load(pol.save(tmp_path / "r.json"), name)

@@ -18,6 +18,7 @@ from app.model import (
     Setting,
     Step,
     TransformerShape,
+    arm_index,
     check_plans,
     decode_step_cost,
     dense_head_cost,
@@ -28,7 +29,9 @@ from app.model import (
     explain_text,
     get_plan,
     plan_costs,
+    plan_table,
     prefill_cost,
+    routed_plans,
     sparse_head_cost,
 )
 from app.model.registry import Operator
@@ -67,13 +70,22 @@ def test_names_and_exactness_derive_from_the_registry():
     assert EXACT_PLANS == {p.name for p in PLANS if p.exact}
     assert set(COLORS) >= set(PLAN_NAMES)
     assert len({COLORS[n] for n in PLAN_NAMES}) == len(PLAN_NAMES)
-    for p in PLANS:
-        module, func = p.kernel.split(":")
-        assert module == "app.engine.plans" and func.isidentifier()
     forced = get_plan("ForcedToken")
-    assert forced.kernel == "app.engine.plans:forced_token"
     assert effective_plan(forced, 1) is forced
-    assert effective_plan(forced, 2).kernel == "app.engine.plans:dense_head"
+    assert effective_plan(forced, 2).name == "DenseHead"
+    # the engine's kernel table is keyed by these names (tests/engine/test_kernels.py)
+    assert routed_plans() == ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank")
+    assert [arm_index(n) for n in PLAN_NAMES] == list(range(len(PLANS)))
+    with pytest.raises(ValueError, match="'name' parameter"):
+        arm_index("NoSuchHead")
+
+
+def test_readme_plan_table_is_the_registrys():
+    table = plan_table()
+    assert table.count("\n") == len(PLANS) + 2 and all(f"`{n}`" in table for n in PLAN_NAMES)
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| plan | what it does | exact? |")
+    assert readme[start:].split("\n\n")[0] + "\n" == table
 
 
 def test_every_tree_leaf_is_a_kernel_term():
@@ -196,7 +208,6 @@ def test_model_and_router_never_import_the_engine():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: PlanSpec("X", True, _twice_sparse, "no_colon"), r"'kernel' parameter must be"),
         (lambda: PlanSpec("not a name", True, _twice_sparse, "m:f"), r"'name' parameter"),
         (
             lambda: PlanSpec("X", True, _twice_sparse, "m:f", applies=lambda k: k == 1),

@@ -167,7 +167,8 @@ def test_device_and_impl_choices(capsys, engine):
     import importlib.util
 
     code, _, err = _run(capsys, "decode", "--prompt", "x", "--device", "cuda", "--impl", "numpy")
-    assert code == 2 and "--device cuda runs the torch body" in err
+    assert code == 2 and "The 'device' parameter 'cuda' runs the torch body" in err
     if importlib.util.find_spec("torch") is None:
         code, _, err = _run(capsys, "decode", "--prompt", "x", "--impl", "torch")
-        assert code == 2 and "--impl torch needs PyTorch" in err and err.count("\n") == 1
+        assert code == 2 and "The 'impl' parameter 'torch' needs PyTorch" in err
+        assert err.count("\n") == 1
