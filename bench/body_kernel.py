@@ -108,22 +108,31 @@ def step_split(body: NumpyLlama, repeats: int, position: int = 100) -> dict:
 
 
 def whole_steps(engines: dict, requests) -> dict:
-    """Always-DenseHead tokens/s per kernel, interleaved per request; tokens must agree."""
-    tokens, seconds, same = {k: 0 for k in KERNELS}, {k: 0.0 for k in KERNELS}, True
+    """Always-DenseHead tokens/s per kernel, interleaved per request; tokens must agree. Also
+    where the decode steps' time goes (body, head, grammar, the rest), in ms per token."""
+    parts = ("seconds", "body_s", "head_s", "mask_s")
+    tot = {k: dict.fromkeys(("tokens",) + parts, 0.0) for k in KERNELS}
+    same = True
     for req in requests:
         got = {}
         for k in KERNELS:
             r = engines[k].decode(req, plan="dense")
-            got[k], tokens[k], seconds[k] = (
-                r.tokens,
-                tokens[k] + len(r.tokens),
-                seconds[k] + r.seconds,
-            )
+            got[k] = r.tokens
+            tot[k]["tokens"] += len(r.tokens)
+            for f in parts[1:]:
+                tot[k][f] += sum(getattr(st, f) for st in r.steps)
+            tot[k]["seconds"] += sum(st.seconds for st in r.steps)
         same &= got["q"] == got["blas"]
-    out = {k: {"tokens": tokens[k], "tok_per_s": tokens[k] / seconds[k]} for k in KERNELS}
+    out = {}
+    for k, t in tot.items():
+        n = max(t["tokens"], 1)
+        ms = {f"{f[:-2] if f != 'seconds' else 'step'}_ms": 1e3 * t[f] / n for f in parts}
+        ms["rest_ms"] = ms["step_ms"] - ms["body_ms"] - ms["head_ms"] - ms["mask_ms"]
+        out[k] = {"tokens": int(t["tokens"]), "tok_per_s": n / t["seconds"], **ms}
+        print(f"DenseHead ({k}): {out[k]['tok_per_s']:.1f} tok/s; per token " +
+              ", ".join(f"{f} {v:.1f}" for f, v in ms.items()))  # fmt: skip
     out["identical_tokens"] = bool(same)
-    print(f"DenseHead tok/s: q {out['q']['tok_per_s']:.1f}, blas {out['blas']['tok_per_s']:.1f}; "
-          f"tokens identical: {same}")  # fmt: skip
+    print(f"tokens identical under both kernels: {same}")
     return out
 
 

@@ -4,8 +4,9 @@
  * Weights are packed by app/engine/qkernel.py into groups of 16 outputs (one per vector lane):
  *   F32: w[g][i][16]                  float32
  *   Q4 : q[g][I/32][16][16] bytes      byte k of a block holds inputs 2k (low nibble) and 2k+1
- *        d[g][I/32][16], m[g][I/32][16] float32: w = fma(q, d, m) (Q4_1; Q4_0 has m = -8d)
- *   Q8 : q[g][I][16] int8, d[g][I/32][16] float32: w = q * d (Q8_0)
+ *        d[g][I/32][16], m[g][I/32][16] f16: w = fma(q, d, m) (Q4_1; Q4_0 has m = -8d)
+ *   Q8 : q[g][I][16] int8, d[g][I/32][16] f16: w = q * d (Q8_0)
+ * The f16 scales are the file's own; widening f16 to float32 is exact on every path.
  * Every dequantized weight equals gguf's float32 dequantization bit for bit: d*q is exact in
  * float32 (an f16 scale times a 4- or 8-bit integer), so fma(q, d, m) and d*q + m round once, alike.
  *
@@ -37,7 +38,7 @@ enum { ISA_C = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 typedef struct {
     int fmt;
     const uint8_t *q; /* packed weights (float32 for F32) */
-    const float *d, *m;
+    const uint16_t *d, *m; /* IEEE half: the GGUF's own f16 scales, widened exactly */
     int64_t O, I, G, NB;
     const int64_t *gsel; /* NULL: every group; else compute groups gsel[0 .. G-1] only */
 } QW;
@@ -59,18 +60,41 @@ typedef struct {
 
 /* ---------------------------------------------------------------- plain C (fmaf) ------- */
 
+/* IEEE half -> float, exactly (normals, subnormals, zeros, inf, NaN). */
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 31, man = h & 0x3FF, bits;
+    if (exp == 31) {
+        bits = sign | 0x7F800000 | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else { /* subnormal: man · 2^-24, normalised */
+        int e = -1;
+        do man <<= 1, e++;
+        while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FF) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
 static void dequant_c(const QW *w, int64_t g, int64_t i, float out[LANES]) {
     if (w->fmt == FMT_F32) {
         memcpy(out, (const float *)w->q + (g * w->I + i) * LANES, sizeof(float) * LANES);
         return;
     }
-    const float *d = w->d + (g * w->NB + i / BLOCK) * LANES;
+    const uint16_t *dh = w->d + (g * w->NB + i / BLOCK) * LANES;
+    float d[LANES], m[LANES];
+    for (int l = 0; l < LANES; l++) d[l] = half_to_float(dh[l]);
     if (w->fmt == FMT_Q8) {
         const int8_t *q = (const int8_t *)w->q + (g * w->I + i) * LANES;
         for (int l = 0; l < LANES; l++) out[l] = (float)q[l] * d[l];
         return;
     }
-    const float *m = w->m + (g * w->NB + i / BLOCK) * LANES;
+    const uint16_t *mh = w->m + (g * w->NB + i / BLOCK) * LANES;
+    for (int l = 0; l < LANES; l++) m[l] = half_to_float(mh[l]);
     const uint8_t *q = w->q + (g * (w->I / 2) + i / 2) * LANES;
     int shift = (i & 1) ? 4 : 0;
     for (int l = 0; l < LANES; l++) out[l] = fmaf((float)((q[l] >> shift) & 15), d[l], m[l]);
@@ -104,12 +128,13 @@ static void proj_c(const QW *w, const Rows *R) {
 #define AI512 static inline __attribute__((always_inline)) T512
 
 /* Two consecutive weights (inputs i, i+1; i even) of group g, as 16-lane vectors. */
-AI512 void w2_512(const QW *w, int64_t g, int64_t i, __m512 d, __m512 m, __m512 *w0, __m512 *w1) {
-    if (w->fmt == FMT_F32) {
+AI512 void w2_512(const QW *w, int fmt, int64_t g, int64_t i, __m512 d, __m512 m, __m512 *w0,
+                   __m512 *w1) {
+    if (fmt == FMT_F32) {
         const float *p = (const float *)w->q + (g * w->I + i) * LANES;
         *w0 = _mm512_loadu_ps(p);
         *w1 = _mm512_loadu_ps(p + LANES);
-    } else if (w->fmt == FMT_Q8) {
+    } else if (fmt == FMT_Q8) {
         const int8_t *p = (const int8_t *)w->q + (g * w->I + i) * LANES;
         __m512i a = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
         __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + LANES)));
@@ -126,7 +151,7 @@ AI512 void w2_512(const QW *w, int64_t g, int64_t i, __m512 d, __m512 m, __m512 
 }
 
 /* gb groups × rb rows of outputs; gb, rb are constants at every call site (unrolled). */
-AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
+AI512 void tile512(const QW *w, int fmt, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
     __m512 acc[4][4], d[4], m[4], w0[4], w1[4];
     const float *x = R->x + r0 * R->ldx;
     int64_t gi[4];
@@ -135,14 +160,15 @@ AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
         for (int r = 0; r < rb; r++) acc[g][r] = _mm512_setzero_ps();
     for (int g = 0; g < gb; g++) d[g] = m[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i + 1 < w->I; i += 2) {
-        if (w->fmt != FMT_F32 && i % BLOCK == 0) {
+        if (fmt != FMT_F32 && i % BLOCK == 0) {
             for (int g = 0; g < gb; g++) {
                 int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
-                d[g] = _mm512_loadu_ps(w->d + s);
-                if (w->fmt == FMT_Q4) m[g] = _mm512_loadu_ps(w->m + s);
+                d[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w->d + s)));
+                if (fmt == FMT_Q4)
+                    m[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w->m + s)));
             }
         }
-        for (int g = 0; g < gb; g++) w2_512(w, gi[g], i, d[g], m[g], &w0[g], &w1[g]);
+        for (int g = 0; g < gb; g++) w2_512(w, fmt, gi[g], i, d[g], m[g], &w0[g], &w1[g]);
         for (int r = 0; r < rb; r++) {
             __m512 xa = _mm512_set1_ps(x[r * R->ldx + i]);
             __m512 xb = _mm512_set1_ps(x[r * R->ldx + i + 1]);
@@ -171,37 +197,44 @@ AI512 void tile512(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
 #define TILE512(GB)                                                                   \
     for (int64_t r0 = 0; r0 < R->T; r0 += 4) {                                        \
         switch (R->T - r0 < 4 ? (int)(R->T - r0) : 4) {                                \
-        case 1: tile512(w, R, g0, GB, r0, 1); break;                                  \
-        case 2: tile512(w, R, g0, GB, r0, 2); break;                                  \
-        case 3: tile512(w, R, g0, GB, r0, 3); break;                                  \
-        default: tile512(w, R, g0, GB, r0, 4); break;                                 \
+        case 1: tile512(w, fmt, R, g0, GB, r0, 1); break;                             \
+        case 2: tile512(w, fmt, R, g0, GB, r0, 2); break;                             \
+        case 3: tile512(w, fmt, R, g0, GB, r0, 3); break;                             \
+        default: tile512(w, fmt, R, g0, GB, r0, 4); break;                            \
         }                                                                             \
     }
 
 /* Groups outermost: a group's weights are read from memory once and stay in L1 for every row
- * block; one-row calls run 4 groups side by side (4 independent FMA chains), more rows 2. */
-T512 static void proj_avx512(const QW *w, const Rows *R) {
+ * block; one-row calls run 4 groups side by side (4 independent FMA chains), more rows 2.
+ * ``fmt`` is a constant at each call site, so each format gets its own loops. */
+AI512 void run512(const QW *w, int fmt, const Rows *R) {
     int64_t g0 = 0;
     if (R->T == 1) {
-        for (; g0 + 4 <= w->G; g0 += 4) tile512(w, R, g0, 4, 0, 1);
+        for (; g0 + 4 <= w->G; g0 += 4) tile512(w, fmt, R, g0, 4, 0, 1);
     } else {
         for (; g0 + 2 <= w->G; g0 += 2) TILE512(2)
     }
     for (; g0 < w->G; g0++) TILE512(1)
 }
 
+T512 static void proj_avx512(const QW *w, const Rows *R) {
+    if (w->fmt == FMT_Q4) run512(w, FMT_Q4, R);
+    else if (w->fmt == FMT_Q8) run512(w, FMT_Q8, R);
+    else run512(w, FMT_F32, R);
+}
+
 /* ---------------------------------------------------------------- AVX2 + FMA ----------- */
-#define T256 __attribute__((target("avx2,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
 #define AI256 static inline __attribute__((always_inline)) T256
 
 /* Weight of input i, group g: lanes 0-7 in *a, 8-15 in *b. */
-AI256 void w1_256(const QW *w, int64_t g, int64_t i, const __m256 d[2], const __m256 m[2],
-                  __m256 *a, __m256 *b) {
-    if (w->fmt == FMT_F32) {
+AI256 void w1_256(const QW *w, int fmt, int64_t g, int64_t i, const __m256 d[2],
+                  const __m256 m[2], __m256 *a, __m256 *b) {
+    if (fmt == FMT_F32) {
         const float *p = (const float *)w->q + (g * w->I + i) * LANES;
         *a = _mm256_loadu_ps(p);
         *b = _mm256_loadu_ps(p + 8);
-    } else if (w->fmt == FMT_Q8) {
+    } else if (fmt == FMT_Q8) {
         const int8_t *p = (const int8_t *)w->q + (g * w->I + i) * LANES;
         __m256i qa = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
         __m256i qb = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
@@ -220,7 +253,7 @@ AI256 void w1_256(const QW *w, int64_t g, int64_t i, const __m256 d[2], const __
     }
 }
 
-AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
+AI256 void tile256(const QW *w, int fmt, const Rows *R, int64_t g0, int gb, int64_t r0, int rb) {
     __m256 acc[4][4][2], d[4][2], m[4][2];
     const float *x = R->x + r0 * R->ldx;
     int64_t gi[4];
@@ -230,20 +263,20 @@ AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
         for (int r = 0; r < rb; r++) acc[g][r][0] = acc[g][r][1] = _mm256_setzero_ps();
     }
     for (int64_t i = 0; i < w->I; i++) {
-        if (w->fmt != FMT_F32 && i % BLOCK == 0) {
+        if (fmt != FMT_F32 && i % BLOCK == 0) {
             for (int g = 0; g < gb; g++) {
                 int64_t s = (gi[g] * w->NB + i / BLOCK) * LANES;
-                d[g][0] = _mm256_loadu_ps(w->d + s);
-                d[g][1] = _mm256_loadu_ps(w->d + s + 8);
-                if (w->fmt == FMT_Q4) {
-                    m[g][0] = _mm256_loadu_ps(w->m + s);
-                    m[g][1] = _mm256_loadu_ps(w->m + s + 8);
+                d[g][0] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->d + s)));
+                d[g][1] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->d + s + 8)));
+                if (fmt == FMT_Q4) {
+                    m[g][0] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->m + s)));
+                    m[g][1] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->m + s + 8)));
                 }
             }
         }
         for (int g = 0; g < gb; g++) {
             __m256 a, b;
-            w1_256(w, gi[g], i, d[g], m[g], &a, &b);
+            w1_256(w, fmt, gi[g], i, d[g], m[g], &a, &b);
             for (int r = 0; r < rb; r++) {
                 __m256 xi = _mm256_set1_ps(x[r * R->ldx + i]);
                 acc[g][r][0] = _mm256_fmadd_ps(a, xi, acc[g][r][0]);
@@ -260,20 +293,26 @@ AI256 void tile256(const QW *w, const Rows *R, int64_t g0, int gb, int64_t r0, i
         }
 }
 
-T256 static void proj_avx2(const QW *w, const Rows *R) {
+AI256 void run256(const QW *w, int fmt, const Rows *R) {
     int64_t g0 = 0;
     if (R->T == 1)
-        for (; g0 + 4 <= w->G; g0 += 4) tile256(w, R, g0, 4, 0, 1);
+        for (; g0 + 4 <= w->G; g0 += 4) tile256(w, fmt, R, g0, 4, 0, 1);
     for (; g0 < w->G; g0++) {
         for (int64_t r0 = 0; r0 < R->T; r0 += 4) {
             switch (R->T - r0 < 4 ? (int)(R->T - r0) : 4) {
-            case 1: tile256(w, R, g0, 1, r0, 1); break;
-            case 2: tile256(w, R, g0, 1, r0, 2); break;
-            case 3: tile256(w, R, g0, 1, r0, 3); break;
-            default: tile256(w, R, g0, 1, r0, 4); break;
+            case 1: tile256(w, fmt, R, g0, 1, r0, 1); break;
+            case 2: tile256(w, fmt, R, g0, 1, r0, 2); break;
+            case 3: tile256(w, fmt, R, g0, 1, r0, 3); break;
+            default: tile256(w, fmt, R, g0, 1, r0, 4); break;
             }
         }
     }
+}
+
+T256 static void proj_avx2(const QW *w, const Rows *R) {
+    if (w->fmt == FMT_Q4) run256(w, FMT_Q4, R);
+    else if (w->fmt == FMT_Q8) run256(w, FMT_Q8, R);
+    else run256(w, FMT_F32, R);
 }
 #endif /* QK_X86 */
 
@@ -285,7 +324,9 @@ static int best_isa(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
         return ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return ISA_AVX2;
 #endif
     return ISA_C;
 }
@@ -380,18 +421,17 @@ static PyObject *py_proj(PyObject *self, PyObject *args) {
     Rows R = {x.buf, T, ldx, y.buf, ldy};
     int64_t per = fmt == FMT_F32 ? 4 : (fmt == FMT_Q8 ? 1 : 0);
     int ok = fmt >= FMT_F32 && fmt <= FMT_Q8 && O > 0 && I > 0 && T >= 0 && ldx >= I &&
-             ldy >= (nsel > 0 ? nsel * LANES : O); /* selected groups: side by side */
+             ldy >= (nsel > 0 ? nsel * LANES : O);
     if (!ok) PyErr_SetString(PyExc_ValueError, "proj: bad format or shape");
     if (ok && fmt != FMT_F32 && I % BLOCK) {
         PyErr_SetString(PyExc_ValueError, "proj: quantized inputs come in whole 32-blocks");
         ok = 0;
     }
     ok = ok && need(&q, "q", per ? G_all * I * LANES * per : G_all * (I / 2) * LANES);
-    ok = ok && (fmt == FMT_F32 || need(&d, "d", G_all * w.NB * LANES * 4));
-    ok = ok && (fmt != FMT_Q4 || need(&m, "m", G_all * w.NB * LANES * 4));
+    ok = ok && (fmt == FMT_F32 || need(&d, "d", G_all * w.NB * LANES * 2));
+    ok = ok && (fmt != FMT_Q4 || need(&m, "m", G_all * w.NB * LANES * 2));
     ok = ok && (T == 0 || need(&x, "x", ((T - 1) * ldx + I) * 4));
     int64_t width = nsel > 0 ? nsel * LANES : O;
-    ok = ok && (nsel == 0 || ldy >= width);
     ok = ok && (T == 0 || need(&y, "y", ((T - 1) * ldy + width) * 4));
     for (int64_t j = 0; ok && j < nsel; j++) {
         if (w.gsel[j] < 0 || w.gsel[j] >= G_all) {

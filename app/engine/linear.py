@@ -106,13 +106,16 @@ def _packed(weights: LlamaWeights, i: int, names: tuple[str, ...]) -> list[qkern
             runs.append((kind, [n]))
     parts = []
     for kind, run in runs:
-        if kind is None:
-            w = [getattr(weights.layers[i], _FIELDS[n]) for n in run]
-            parts.append(qkernel.pack_f32(np.concatenate(w)))
-            continue
-        st = [weights.stored[f"blk.{i}.{n}.weight"] for n in run]
-        raw = np.concatenate([s.data for s in st])
-        parts.append(qkernel.pack_stored(kind, raw, (sum(s.shape[0] for s in st), st[0].shape[1])))
+        if kind is not None:
+            st = [weights.stored[f"blk.{i}.{n}.weight"] for n in run]
+            shape = (sum(s.shape[0] for s in st), st[0].shape[1])
+            try:
+                parts.append(qkernel.pack_stored(kind, np.concatenate([s.data for s in st]), shape))
+                continue
+            except ValueError:  # blocks the kernel cannot hold as stored: the float32 copy
+                pass
+        w = [getattr(weights.layers[i], _FIELDS[n]) for n in run]
+        parts.append(qkernel.pack_f32(np.concatenate(w)))
     return parts
 
 

@@ -55,6 +55,7 @@ STORED_KINDS = ("Q4_0", "Q4_1", "Q8_0")
 F32, Q4, Q8 = 0, 1, 2
 LANES, BLOCK = 16, 32
 _EMPTY = np.empty(0, np.float32)
+_EMPTY_H = np.empty(0, np.float16)
 _NONE = np.empty(0, np.int64)  # no group selection: every output
 _forced: list[str | None] = [os.environ.get("LLMQP_KERNEL_ISA") or None]
 #: Rows from which a call splits its outputs between threads (fewer: one thread; a thread's start
@@ -68,7 +69,8 @@ _threads = [max(1, min(MAX_THREADS, int(_default_threads)))]
 @dataclass(frozen=True)
 class Packed:
     """One (out, in) weight matrix in the kernel's layout: ``q`` the packed values (uint8
-    nibbles, int8 or float32), ``d``/``m`` per-32-block scales and mins (G, in/32, 16)."""
+    nibbles, int8 or float32), ``d``/``m`` the file's f16 per-32-block scales and mins
+    (G, in/32, 16)."""
 
     fmt: int
     q: np.ndarray
@@ -133,7 +135,7 @@ def _lanes(a: np.ndarray, out: int) -> np.ndarray:
 def pack_f32(w: np.ndarray) -> Packed:
     """A float32 (out, in) matrix, stored as is: (G, in, 16)."""
     w = np.asarray(w, dtype=np.float32)
-    return Packed(F32, _lanes(w, w.shape[0]), _EMPTY, _EMPTY, w.shape[0], w.shape[1])
+    return Packed(F32, _lanes(w, w.shape[0]), _EMPTY_H, _EMPTY_H, w.shape[0], w.shape[1])
 
 
 def pack_stored(kind: str, raw: np.ndarray, shape: tuple[int, int]) -> Packed:
@@ -143,15 +145,17 @@ def pack_stored(kind: str, raw: np.ndarray, shape: tuple[int, int]) -> Packed:
     if kind not in STORED_KINDS or inp % BLOCK:
         raise ValueError(f"kind must be one of {STORED_KINDS} with in % 32 == 0, got {kind!r}")
     blocks = np.asarray(raw, dtype=np.uint8).reshape(out, nb, -1)
-    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)  # (out, nb)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0]  # (out, nb), the file's f16 scales
     if kind == "Q8_0":
         q = blocks[..., 2:34].copy().view(np.int8).reshape(out, inp)
-        return Packed(Q8, _lanes(q, out), _lanes(d, out), _EMPTY, out, inp)
+        return Packed(Q8, _lanes(q, out), _lanes(d, out), _EMPTY_H, out, inp)
     if kind == "Q4_1":
-        m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+        m = blocks[..., 2:4].copy().view(np.float16)[..., 0]
         qs = blocks[..., 4:20]
     else:  # Q4_0: w = d·(q - 8) = fma(q, d, -8d), exact (an f16 times a 4-bit integer)
-        m = d * np.float32(-8.0)
+        if np.abs(d.astype(np.float32)).max(initial=0) * 8 > np.finfo(np.float16).max:
+            raise ValueError("Q4_0 scale too large for m = -8d in f16")  # read it as float32
+        m = d * np.float16(-8.0)  # a power-of-two scaling: exact in f16
         qs = blocks[..., 2:18]
     # stored: byte j holds element j (low) and j + 16 (high); packed: byte k holds 2k and 2k+1
     vals = np.concatenate([qs & 15, qs >> 4], axis=-1)  # (out, nb, 32) in element order

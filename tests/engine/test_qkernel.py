@@ -86,3 +86,36 @@ def test_fused_output_columns_and_validation():
         with qk.forced_isa("neon"):
             pass
     assert qk.best_isa() in qk.ISAS
+
+
+@pytest.mark.parametrize("isa", qk.ISAS)
+def test_f16_scales_widen_exactly_subnormals_included(isa):
+    """Q8_0 blocks whose f16 scales are subnormal, zero, negative, large: every path reads the
+    weights gguf dequantizes to."""
+    rng = np.random.default_rng(5)
+    scales = np.array([6e-8, 3e-5, -1e-7, 0.0, -0.0, 2.5, -60000.0, 1.0], np.float16)
+    out, nb = 16, 4
+    d = rng.choice(scales, size=(out, nb)).astype(np.float16)
+    q = rng.integers(-128, 128, size=(out, nb, 32), dtype=np.int8)
+    raw = np.concatenate([d[..., None].view(np.uint8), q.view(np.uint8)], axis=-1)
+    raw = raw.reshape(out, nb * 34)
+    want = dequantize(raw, GGMLQuantizationType.Q8_0).astype(np.float32)
+    p = qk.pack_stored("Q8_0", raw, (out, nb * 32))
+    with qk.forced_isa(isa):
+        got = qk.matmul(np.eye(nb * 32, dtype=np.float32), p).T
+    assert np.array_equal(got, want)
+    assert np.any((np.abs(d) < 6.1e-5) & (d != 0))  # subnormal scales are there
+
+
+def test_selected_rows_equal_the_dense_rows():
+    """The head's gather variant: any legal set scores exactly the dense call's floats."""
+    rng = np.random.default_rng(6)
+    p, _ = _weights("Q8_0", (200, 64), rng)
+    x = rng.standard_normal((1, 64), dtype=np.float32)
+    dense = qk.matmul(x, p)
+    for k in (1, 5, 17, 64, 200):
+        rows = np.sort(rng.choice(200, size=k, replace=False))
+        assert np.array_equal(qk.matmul_rows(x, p, rows), dense[:, rows])
+    assert qk.matmul_rows(x, p, []).shape == (1, 0)
+    with pytest.raises(ValueError, match="rows must be in"):
+        qk.matmul_rows(x, p, [200])
