@@ -68,7 +68,7 @@ def _row(output, packed, vocab, b, repeats, rng) -> dict:
     qk = _median(lambda: qkernel.matmul(h, packed), repeats)
     sparse = []
     for k in KS:
-        ids = np.sort(rng.choice(vocab, size=(b, k), replace=k > vocab), axis=1)
+        ids = np.stack([np.sort(rng.choice(vocab, min(k, vocab), replace=False)) for _ in range(b)])
         sparse.append(_sparse_heads(output, h, ids, repeats))
     model = find_crossover(output.shape[1], vocab, b, "float32", get_hardware("cpu")).k_roofline
     return {"batch": b, "dense_gemm_s": gemm, "dense_gemv_rows_s": gemv,

@@ -123,23 +123,26 @@ def test_sixteen_concurrent_clients_get_their_solo_tokens(service, engine):
 
 def test_a_client_leaving_mid_stream_frees_its_slot(service, engine):
     server, url = service
-    sched = server._batcher.scheduler
-    body = {"model": engine.info()["model"], "prompt": "Count slowly:", "max_tokens": 200,
+    body = {"model": engine.info()["model"], "prompt": "Count slowly:", "max_tokens": 48,
             "stream": True}  # fmt: skip
     s = _send(url, json.dumps(body).encode(), path=COMPLETIONS)
     assert s.recv(4096).startswith(b"HTTP/1.1 200")  # streaming has begun
+    sched = server._batcher.scheduler
+    (seq,) = list(sched.active)
     t0 = time.monotonic()
     s.close()
     while sched.busy and time.monotonic() - t0 < 30:
         time.sleep(0.05)
-    assert not sched.busy and sched.kv_reserved == 0  # left long before 200 tokens
+    assert not sched.busy and sched.kv_reserved == 0
+    result = seq.wait(1)
+    assert result.stop == "cancelled" and len(result.tokens) < 48  # left before its end
 
 
 def test_a_full_queue_answers_429_and_keeps_serving(engine):
     server, url, stop = _serve(engine, max_batch=1, max_waiting=0)
     try:
         model = engine.info()["model"]
-        long = {"model": model, "prompt": "Count:", "max_tokens": 60, "stream": True}
+        long = {"model": model, "prompt": "Count:", "max_tokens": 48, "stream": True}
         s = _send(url, json.dumps(long).encode(), path=COMPLETIONS)
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
         time.sleep(0.2)  # the first one is running; the second waits: the queue holds none
