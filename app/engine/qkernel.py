@@ -17,7 +17,7 @@ CPU lacks falls back to the best it has.
 
 Threads: a call of at least :data:`THREAD_MIN_ROWS` rows (a batched pass; compute-bound) splits
 its output groups between :func:`threads` threads (``LLMQP_KERNEL_THREADS``, default
-``min(2, cores)``; :func:`set_threads`). Each output is computed by the same code in the same
+1: on a busy 2-core machine a second thread measured slower; :func:`set_threads`). Each output is computed by the same code in the same
 order whichever thread runs it, so results are identical for any thread count.
 """
 
@@ -62,7 +62,7 @@ _forced: list[str | None] = [os.environ.get("LLMQP_KERNEL_ISA") or None]
 #: costs tens of µs, a one-row call of a layer a few hundred).
 THREAD_MIN_ROWS = 4
 MAX_THREADS = 8
-_default_threads = os.environ.get("LLMQP_KERNEL_THREADS") or min(2, os.cpu_count() or 1)
+_default_threads = os.environ.get("LLMQP_KERNEL_THREADS") or 1  # see docs/results.md
 _threads = [max(1, min(MAX_THREADS, int(_default_threads)))]
 
 
