@@ -16,9 +16,10 @@ of the same weights, ``|y - y64| <= γ_in · (|W| @ |x|)`` with ``γ_n = n·u / 
 CPU lacks falls back to the best it has.
 
 Threads: a call of at least :data:`THREAD_MIN_ROWS` rows (a batched pass; compute-bound) splits
-its output groups between :func:`threads` threads (``LLMQP_KERNEL_THREADS``, default
-1: on a busy 2-core machine a second thread measured slower; :func:`set_threads`). Each output is computed by the same code in the same
-order whichever thread runs it, so results are identical for any thread count.
+its output groups between :func:`threads` threads (``LLMQP_KERNEL_THREADS`` or
+:func:`set_threads`; default 1: on a busy 2-core machine a second thread measured slower). Each
+output is computed by the same code in the same order whichever thread runs it, so results are
+identical for any thread count.
 """
 
 from __future__ import annotations
