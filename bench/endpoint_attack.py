@@ -73,36 +73,49 @@ class Target:
         return text, events
 
 
-def _left(t: Target, bodies, after: float) -> float:
-    """Send ``bodies``, leave after ``after`` s; the next small request's wait."""
+def _left(t: Target, bodies, after: float, slack: float) -> tuple[bool, str]:
+    """Send ``bodies``, leave after ``after`` s: held when the next small request waits no
+    longer than its own time alone (measured just before and just after) plus ``slack``."""
+    small = t.chat(max_tokens=2)
+    before = t.timed(small)[2]
     socks = [t.open(json.dumps(b).encode()) for b in bodies]
     time.sleep(after)
     for s in socks:
         s.close()
     time.sleep(0.1)
-    return t.timed(t.chat(max_tokens=2))[2]
+    wait = t.timed(small)[2]
+    after_s = t.timed(small)[2]
+    solo = max(before, after_s)
+    return wait < solo + slack, f"next waited {wait:.2f} s (alone {before:.2f}/{after_s:.2f} s)"
 
 
-def cases(t: Target, solo: float):
+def _answer(t: Target, body) -> tuple[str, dict]:
+    status, plain = t.call("POST", CHAT, body)
+    if status != 200:
+        raise RuntimeError(f"{status}: {plain}")
+    return plain["choices"][0]["message"]["content"], plain
+
+
+def cases(t: Target):
     """``(name, held, detail)`` for every case."""
     c = t.chat
     status, out, took = t.timed(c("word " * 1900, max_tokens=256, llmqp={"plan": "full"}))
     yield "1 full, 1,900-token prompt", status == 400 and took < 30, f"{status} in {took:.1f} s"
     status, out, took = t.timed(c("word " * 300, max_tokens=256, llmqp={"plan": "full"}))
     yield "1 full, 300-token prompt", status == 400, f"{status} in {took:.1f} s"
-    wait = _left(t, [c("Tell me a long story.", max_tokens=256)], 1.0)
-    yield "2 non-streaming 256 tokens left at 1 s", wait < solo + 3, f"next waited {wait:.2f} s"
-    wait = _left(t, [c("Count to a hundred.", max_tokens=64)] * 10, 0.5)
-    yield "2 ten 64-token requests left at 0.5 s", wait < solo + 3, f"next waited {wait:.2f} s"
-    wait = _left(t, [c("word " * 800, max_tokens=64, stream=True)] * 3, 0.5)
-    yield "2 three 800-word streams left at 0.5 s", wait < solo + 6, f"next waited {wait:.2f} s"
+    # one step (or one 64-position prefill chunk) may still run when the client leaves
+    yield "2 non-streaming 200 tokens left at 1 s", *_left(t, [c("Tell a story.", max_tokens=200)],
+                                                          1.0, 2.0)  # fmt: skip
+    yield "2 ten 64-token requests left at 0.5 s", *_left(t, [c("Count.", max_tokens=64)] * 10,
+                                                         0.5, 2.0)  # fmt: skip
+    body = c("word " * 800, max_tokens=64, stream=True)
+    yield "2 three 800-word streams left at 0.5 s", *_left(t, [body] * 3, 0.5, 4.0)
     for name, body in (
         ("3 choices with emoji/CJK", c(max_tokens=40, choices=["😀😀 ünïcødé 漢字", "x"])),
         ("3 free Japanese", c("日本語で自己紹介してください。", max_tokens=24)),
         ("3 length stop inside an emoji", c(max_tokens=1, choices=["😀"])),
     ):
-        status, plain = t.call("POST", CHAT, body)
-        text = plain["choices"][0]["message"]["content"]
+        text, plain = _answer(t, body)
         streamed, _ = t.stream(body)
         held = streamed.encode() == text.encode() and not text.endswith("\ufffd")
         yield name, held, f"{text[:24]!r}, {plain['llmqp'].get('incomplete_bytes')} bytes held"
@@ -142,6 +155,18 @@ def cases(t: Target, solo: float):
     yield "OpenAI error shape on an unknown /v1 path", held, f"{status}"
 
 
+def _port(log, proc, timeout: float = 300.0) -> int:
+    """The port from the server's first line ("llmqp backend on http://127.0.0.1:PORT ...")."""
+    stop = time.monotonic() + timeout
+    while time.monotonic() < stop and proc.poll() is None:
+        log.seek(0)
+        first = log.readline()
+        if first.startswith("llmqp backend on "):
+            return int(first.split()[3].rsplit(":", 1)[1])
+        time.sleep(0.5)
+    raise RuntimeError("the server did not start")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deadline", type=float, default=900.0)
@@ -152,18 +177,16 @@ def main(argv=None) -> int:
     if not default_model_path().exists():
         print("model absent (llmqp model fetch): nothing to attack")
         return 0
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # the server's log, read at the end
     proc = subprocess.Popen([sys.executable, "-m", "app.backend", "--port", "0"], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=log, text=True)  # fmt: skip
     stop_at = time.monotonic() + args.deadline
-    results = []
+    results, healthy = [], False
     try:
-        line = proc.stderr.readline()
-        port = int(line.split()[3].rsplit(":", 1)[1])
+        port = _port(log, proc)
         t = Target(port, None)
         t.model = t.call("GET", "/v1/models")[1]["data"][0]["id"]
-        solo = min(t.timed(t.chat(max_tokens=2))[2] for _ in range(2))
-        for name, held, detail in cases(t, solo):
+        for name, held, detail in cases(t):
             results.append({"case": name, "held": bool(held), "detail": detail})
             print(f"{'held' if held else 'FAILED':6} {name}: {detail}", flush=True)
             if time.monotonic() > stop_at:
@@ -173,21 +196,22 @@ def main(argv=None) -> int:
     finally:
         proc.send_signal(2)
         try:
-            _, err = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
-        log.write(err)
+            proc.wait()
+        log.seek(0)
+        err = log.read()
     tracebacks = err.count("Traceback")
     errors = [ln for ln in err.splitlines() if "internal error" in ln]
-    summary = {"tried": len(results), "held": sum(r["held"] for r in results), "solo_s": solo,
+    summary = {"tried": len(results), "held": sum(r["held"] for r in results),
                "healthy_after": healthy, "tracebacks_in_log": tracebacks,
                "internal_errors": errors[:5], "cases": results}  # fmt: skip
     out = HERE / "results" / "endpoint_attack.json"
     out.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     print(
         f"{summary['held']}/{summary['tried']} held; server healthy after: {healthy}; "
-        f"tracebacks in its log: {tracebacks}; solo request {solo:.2f} s -> {out}"
+        f"tracebacks in its log: {tracebacks} -> {out}"
     )
     return 0 if summary["held"] == summary["tried"] and healthy and not tracebacks else 1
 

@@ -322,26 +322,20 @@ class Runner:
         return out
 
 
-def _full_step(kn, body, W, ids, blocked, r):
-    def fn():
-        return kn.sparse_head(W, body.decode(), ids)
+def _sparse_on(state):
+    """SparseHead on the state ``state(body)`` gives, checked against DenseHead on it."""
 
-    def check():
-        h = body.decode()
-        return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
+    def plan(kn, body, W, ids, blocked, r):
+        def fn():
+            return kn.sparse_head(W, state(body), ids)
 
-    return fn, check
+        def check():
+            h = state(body)
+            return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
 
+        return fn, check
 
-def _amortized_step(kn, body, W, ids, blocked, r):
-    def fn():
-        return kn.sparse_head(W, body.amortized(), ids)
-
-    def check():
-        h = body.amortized()
-        return _same(kn, kn.sparse_head(W, h, ids), kn.dense_head(W, h, blocked))
-
-    return fn, check
+    return plan
 
 
 def _amortized_rerank(kn, body, W, ids, blocked, r):
@@ -363,8 +357,8 @@ def _amortized_rerank(kn, body, W, ids, blocked, r):
 #: The amortized sweep's kernels, keyed by their stored plan names (what each prices in the
 #: registry: app.backend.modelled.SWEEP_KERNELS).
 BODY_PLANS = {
-    "full_step": _full_step,
-    "amortized_step": _amortized_step,
+    "full_step": _sparse_on(lambda body: body.decode()),
+    "amortized_step": _sparse_on(lambda body: body.amortized()),
     "amortized_rerank": _amortized_rerank,
 }
 

@@ -110,7 +110,9 @@ class Constraint:
         if self.dead():
             raise GrammarError("the grammar matches no text at all (an empty language)")
         if k == 0:
-            raise GrammarError("the grammar allows no first token (K = 0)")
+            raise GrammarError(
+                "no legal token at step 0 (K = 0): the grammar allows no first token"
+            )
 
     def legal(self) -> np.ndarray:
         """(K,) int64 legal token ids, ascending (the tie-break's order). K may be 0."""

@@ -21,6 +21,13 @@ __all__ = [
 ]
 
 
+def _exact_step_cost(p, name: str, head) -> float | None:
+    """An exact step's hindsight seconds: grammar + one-token body + the head (K ≥ 2 only)."""
+    if p.k < 2:
+        return None
+    return p.grammar_s + p.body1_s + p.timed(name, head, p.output, p.h, p.legal)[1]
+
+
 class DenseHeadKernel(Kernel):
     """The exact state, all |V| logits, the illegal ones masked, argmax."""
 
@@ -31,10 +38,7 @@ class DenseHeadKernel(Kernel):
         return token, margin, self.name
 
     def cost(self, p):
-        if p.k < 2:
-            return None
-        _, head_s = p.timed("DenseHead", dense_head, p.output, p.h, p.legal)
-        return p.grammar_s + p.body1_s + head_s
+        return _exact_step_cost(p, self.name, dense_head)
 
 
 class SparseHeadKernel(Kernel):
@@ -43,10 +47,7 @@ class SparseHeadKernel(Kernel):
     name = "SparseHead"
 
     def cost(self, p):
-        if p.k < 2:
-            return None
-        _, head_s = p.timed("SparseHead", sparse_head, p.output, p.h, p.legal)
-        return p.grammar_s + p.body1_s + head_s
+        return _exact_step_cost(p, self.name, sparse_head)
 
 
 class AmortizedHeadKernel(Kernel):
