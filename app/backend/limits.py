@@ -32,9 +32,9 @@ class Limits:
     """Per-request bounds.
 
     ``max_head_bytes`` bounds the LM-head weights ``d·vocab·bytes`` (a head over the memory
-    budget below is measured in row blocks); ``max_model_bytes`` the transformer's weights plus its KV
-    cache, ``layers·(2·weights + 2·batch·(context+1)·kv_dim)·bytes`` (the engine's Llama body
-    keeps fused copies of its projections).
+    budget below is measured in row blocks); ``max_model_bytes`` the transformer's weights plus
+    its KV cache, ``layers·(2·weights + 2·batch·(context+1)·kv_dim)·bytes`` (the engine's Llama
+    body keeps fused copies of its projections).
     ``max_points`` bounds the K values (or contexts) of one sweep; ``max_body_bytes`` a request
     body.
 
