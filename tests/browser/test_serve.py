@@ -107,3 +107,25 @@ def test_served_app_without_backend_shows_banner_and_keeps_working(open_page, se
     app.page.wait_for_function(
         "window.__data('crossover_sparse_source').k.includes(777)", timeout=15_000
     )
+
+
+def test_make_run_then_measure_with_the_defaults_draws_measured_points(open_page, served_app):
+    """The issue's new-user path: `make run`, then *Measure* with nothing changed. Server mode
+    starts on the served model's scenario (SmolLM2-135M: d 576, |V| 49,152, this CPU,
+    float32), says so, and the head sweep's points land on Figure 1 with a note of what was
+    measured beside them."""
+    app = open_page(served_app)
+    app.wait_model("measure_button")
+    app.page.wait_for_function("!window.__find('measure_button').disabled", timeout=60_000)
+    assert app.prop("d_input", "value") == 576 and app.prop("vocab_input", "value") == 49_152
+    assert "Started on the served model" in app.prop("backend_device", "text")
+    app.click("measure_button")
+    app.page.wait_for_function(
+        "window.__data('crossover_measured_sparse_source').k.length > 3", timeout=300_000
+    )
+    sparse = app.data("crossover_measured_sparse_source")
+    assert all(s > 0 for s in sparse["seconds"]) and max(sparse["k"]) <= 49_152
+    assert len(app.data("crossover_measured_dense_source")["k"]) > 0
+    note = app.prop("crossover_measured_note", "text")
+    assert "d 576" in note and "49,152" in note
+    assert not app.prop("backend_banner", "visible")
