@@ -26,8 +26,10 @@ def _fail(line: str) -> int:
     return 2
 
 
-def _progress_printer(stream=sys.stderr):
-    """A progress line per stage: redrawn in place on a terminal, one line per quarter in logs."""
+def _progress_printer(stream=None):
+    """A progress line per stage: redrawn in place on a terminal, one line per quarter in logs.
+    ``stream`` defaults to the ``sys.stderr`` of the call (not of the import)."""
+    stream = stream or sys.stderr
     tty = stream.isatty()
     last = {}
 
@@ -55,7 +57,9 @@ def _cmd_bench(args) -> int:
         from .router.real_trace import SHIPPED_TRACE
 
         steps = 5_000 if args.steps is None else args.steps
-        summary = run_bench_real(args.seed, steps, args.out, args.trace or SHIPPED_TRACE)
+        summary = run_bench_real(
+            args.seed, steps, args.out, args.trace or SHIPPED_TRACE, progress=progress
+        )
         f = summary["fixed"]
         print(f"wrote {args.out}/{{regret.csv, amortization.csv, summary.json}} (real trace)")
         for name, r in summary["routers"].items():
