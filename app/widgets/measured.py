@@ -307,18 +307,17 @@ class MeasuredPanel(pn.viewable.Viewer):
         head = self.client.sweep_head(s.d, s.vocab, k=ks, **kw)
         self._partial = head
         layers, body = body_layers(s, self.info.get("limits") or {}), None
-        if layers == 0:
-            self.body_note = "body not measured: one layer is over the memory budget"
-        else:
-            if layers < s.layers:
-                self.body_note = (
-                    f"body: {layers} of the scenario's {s.layers} layers, the most that fit "
-                    "the memory budget of one request (the model prices the rest)"
-                )
-            try:
-                body = self.client.sweep_amortized(s.d, layers, s.vocab, k=s.k, **kw)
-            except (*_errors(), ValueError) as exc:
-                self.body_note = f"body not measured: {exc}"
+        if layers == 0:  # not even one layer beside this head fits: ask, the backend decides
+            layers = min(BODY_LAYERS, s.layers)
+        if layers < s.layers:
+            self.body_note = (
+                f"body: {layers} of the scenario's {s.layers} layers, the most that fit "
+                "the memory budget of one request (the model prices the rest)"
+            )
+        try:
+            body = self.client.sweep_amortized(s.d, layers, s.vocab, k=s.k, **kw)
+        except (*_errors(), ValueError) as exc:
+            self.body_note = f"body not measured: {exc}"
         return head, body, self.client.results()
 
     def _on_job(self, job: dict) -> None:  # worker thread: only store it, the loop draws it

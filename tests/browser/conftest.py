@@ -139,6 +139,7 @@ def open_page(browser):
         page.on("pageerror", lambda exc: traffic.errors.append(len(traffic.lines) - 1))
         page.on("console", traffic.console)
         opened.append((context, traffic))
+        page.set_default_navigation_timeout(READY_TIMEOUT_MS)  # a served page builds the app
         page.goto(url)
         return AppPage(page, traffic)
 

@@ -47,15 +47,16 @@ def served_app(request):
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
+            try:  # the first page builds the app (a router run): slow on a busy machine
+                with urllib.request.urlopen(url, timeout=60) as resp:
                     if resp.status == 200:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # else reading its output would wait for it for ever
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
                 pytest.fail(f"panel serve did not come up on {url}:\n{out[-3000:]}")
             time.sleep(0.3)
