@@ -121,3 +121,16 @@ def test_scaled_timing_is_the_sum_of_equal_runs():
     s = t.scaled(4)
     assert (s.median_s, s.min_s, s.p90_s, s.samples) == (8.0, 4.0, 4 * t.p90_s, 3)
     assert t.scaled(1) is t
+
+
+def test_server_mode_starts_on_the_served_models_scenario():
+    from app.widgets.measured import apply_served_scenario
+    from app.widgets.state import ScenarioState
+
+    st = ScenarioState()
+    apply_served_scenario(st)
+    s = st.scenario
+    assert s.shape == SHAPES["smollm2-135m"] and (s.dtype, st.hardware) == ("float32", "cpu")
+    assert "d 576" in st.served and "49,152" in st.served
+    st.d = 1152  # the body keeps the served model's proportions
+    assert st.scenario.ffn == 3072 and st.scenario.kv_dim == 384
