@@ -73,7 +73,7 @@ def test_served_app_is_interactive(open_page, served_app, app_checks):
     app = open_page(served_app)
     app.wait_model("k_slider")
     app.wait_model("regret_summary")
-    app_checks(app)
+    app_checks(app, served=True)  # server mode starts on the served model's scenario
 
 
 def test_served_app_measures_with_the_in_process_backend(open_page, served_app):
