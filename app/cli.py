@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eps", type=float)
     e.add_argument("--forced-run", type=_int, help="tokens forced in a row at K = 1 (ForcedToken)")
     e.add_argument("--error-budget", type=float, default=0.0)
-    e.add_argument("--model", default=None, help="body shape preset: llama-3-8b, gpt2-small")
+    e.add_argument(
+        "--model", default=None, help="body shape preset: llama-3-8b, gpt2-small, smollm2-135m"
+    )
     e.add_argument("--json", action="store_true", help="stable JSON instead of text")
     e.set_defaults(func=_cmd_explain)
 

@@ -10,31 +10,35 @@ requests) and ``summary.json``.
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
 
-import numpy as np
-
-from . import __version__
-from .harness import _fmt, _write_csv
-from .model.validate import check_int
-from .router.real_trace import (
-    REAL_ARMS,
-    REAL_FEATURES,
-    REAL_ROUTER_PARAMS,
-    REAL_ROUTERS,
-    SHIPPED_TRACE,
-    error_over_tau,
-    load_trace,
-    looped_stream,
+from .harness import (
+    output_folder,
+    router_entry,
+    run_workload_bench,
+    versions,
+    write_csv,
+    write_summary,
 )
-from .router.regret import best_fixed_arm, regret_report
-from .router.simulate import make_router, simulate
+from .model.validate import check_int
+from .router.real_trace import SHIPPED_TRACE, error_over_tau, load_trace
+from .router.regret import best_fixed_arm
+from .router.workloads import RealWorkload
 
 __all__ = ["run_bench_real", "REAL_BENCH_FILES"]
 
 REAL_BENCH_FILES = ("regret.csv", "amortization.csv", "summary.json")
+
+
+def _references(stream) -> dict:
+    """regret.csv's always-dense and best-fixed-plan columns."""
+    expected = stream.expected
+    oracle = expected.min(axis=1)
+    best = best_fixed_arm(expected)
+    return {
+        "always_dense": (expected[:, 0] - oracle).cumsum(),
+        "best_fixed": (expected[:, best] - oracle).cumsum(),
+    }
 
 
 def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, progress=None):
@@ -42,38 +46,13 @@ def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, pro
     seed = check_int("seed", seed, 0, 2**32 - 1)
     steps = check_int("steps", steps, 10, 1_000_000)
     trace = load_trace(trace_path)
-    stream = looped_stream(trace, seed, steps)
-    X, expected = stream.X, stream.expected
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    oracle = expected.min(axis=1)
-    curves, routers = {}, {}
-    for name in REAL_ROUTERS:
-        router = make_router(
-            name, len(REAL_ARMS), len(REAL_FEATURES), seed=seed, **REAL_ROUTER_PARAMS[name]
-        )
-        arms = simulate(router, X, expected)
-        report = regret_report(expected, arms)
-        curves[name] = np.asarray(report.dynamic_curve)
-        entry = report.to_dict(curves=False)
-        entry["shares"] = dict(zip(REAL_ARMS, entry["shares"]))
-        entry["shares_last_half"] = dict(zip(REAL_ARMS, entry["shares_last_half"]))
-        entry["best_fixed_plan"] = REAL_ARMS[entry.pop("best_fixed_arm")]
-        routers[name] = entry
-        if progress is not None:
-            progress(name, steps, steps)
+    workload = RealWorkload(trace, seed, steps)
+    out = output_folder(out_dir)
+    [(stream, runs)] = run_workload_bench([("", workload, None)], out, progress, _references)
+    expected, plans = stream.expected, workload.plans
     best = best_fixed_arm(expected)
-    curves["always_dense"] = np.cumsum(expected[:, 0] - oracle)
-    curves["best_fixed"] = np.cumsum(expected[:, best] - oracle)
-    stride = max(1, steps // 2000)
-    at = np.unique(np.append(np.arange(stride - 1, steps, stride), steps - 1))
-    _write_csv(
-        out / "regret.csv",
-        ["step"] + list(curves),
-        [[int(t) + 1] + [curves[n][t] for n in curves] for t in at],
-    )
     tau = error_over_tau(trace)
-    _write_csv(
+    write_csv(
         out / "amortization.csv",
         ["tau", "accept", "decision_error"],
         zip(tau["tau"], tau["accept"], tau["error"]),
@@ -88,22 +67,16 @@ def run_bench_real(seed: int, steps: int, out_dir, trace_path=SHIPPED_TRACE, pro
             "routed_steps_per_pass": stream.pass_steps,
             "ref_s": stream.ref_s,
         },
-        "routers": routers,
+        "routers": {n: router_entry(r, plans) for n, (_, r) in runs.items()},
         "fixed": {
-            "oracle_loss": float(oracle.sum()),
+            "oracle_loss": float(expected.min(axis=1).sum()),
             "always_dense_loss": float(expected[:, 0].sum()),
-            "best_fixed_plan": REAL_ARMS[best],
+            "best_fixed_plan": plans[best],
             "best_fixed_loss": float(expected[:, best].sum()),
-            "plan_losses": dict(zip(REAL_ARMS, map(float, expected.sum(0)))),
+            "plan_losses": dict(zip(plans, map(float, expected.sum(0)))),
         },
-        "environment": {"features": list(REAL_FEATURES), "plans": list(REAL_ARMS)},
-        "versions": {
-            "llm-qp": __version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "environment": {"features": list(workload.features), "plans": list(plans)},
+        "versions": versions(),
     }
-    with open(out / "summary.json", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, sort_keys=True, default=_fmt)
-        f.write("\n")
+    write_summary(out, summary)
     return summary

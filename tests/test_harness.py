@@ -98,3 +98,68 @@ def test_cli_bench_real_shows_progress_unless_quiet(tmp_path, capsys):
     assert "100%" in capsys.readouterr().err  # a progress line per router
     assert main([*argv, str(tmp_path / "b"), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+# -- one harness over a Workload ------------------------------------------------------------------
+
+
+def test_both_workloads_follow_the_protocol_and_run_through_one_path():
+    """``run_workload`` (the bench), ``LiveRun.on`` (the app) and a plain ``simulate`` over the
+    workload's stream give the same arms, on the synthetic and on the real workload."""
+    import numpy as np
+
+    from app.model import Scenario
+    from app.router.experiment import LiveRun, run_workload
+    from app.router.real_trace import shipped_trace
+    from app.router.simulate import make_router, simulate
+    from app.router.workloads import RealWorkload, SyntheticWorkload, Workload
+
+    for w in (
+        SyntheticWorkload(Scenario(horizon=600, seed=3)),
+        RealWorkload(shipped_trace(), 3, 600),
+    ):
+        assert isinstance(w, Workload)
+        stream, runs = run_workload(w, ("linucb",))
+        assert stream is w.stream() and stream.X.shape == (600, len(w.features))
+        live = LiveRun.on(w, "linucb")
+        live.advance(600)
+        router = make_router(
+            "linucb", len(w.plans), len(w.features), seed=w.seed, **w.router_params("linucb")
+        )
+        plain = simulate(router, stream.X, stream.observed)
+        assert np.array_equal(runs["linucb"][0], live.arms) and np.array_equal(live.arms, plain)
+
+
+def test_the_features_of_each_workload_are_defined_once():
+    import math
+
+    import numpy as np
+
+    from app.compiler.routing import features as compiler_routing_features
+    from app.engine.routing import features as engine_features
+    from app.model import Scenario
+    from app.router import features as F
+    from app.router.environment import FEATURES, make_stream
+    from app.router.real_trace import REAL_FEATURES, context_features
+
+    s = Scenario(horizon=50)
+    st = make_stream(s, 50, np.random.default_rng(0))
+    X = F.synthetic_features(s, st.k, st.margin, st.position, st.cache_miss)
+    assert FEATURES is F.SYNTHETIC_FEATURES and np.array_equal(X, st.X)
+    assert REAL_FEATURES is F.REAL_FEATURES and context_features is F.real_features
+    tel = dict(k=5, vocab=100, last_forced_run=2, last_margin=None, position=7, pending=1,
+               accept=0.5)  # fmt: skip
+    assert np.array_equal(engine_features(tel), F.real_features(**tel))
+    x = compiler_routing_features(1, 30, 0.1, 49_152, 512)
+    want = [1.0, 1.0 * (1.0 / 49_152), 1.0, float(np.float32(0.1)), 30 * (1.0 / 512)]
+    assert x.dtype == np.float64 and x.tolist() == want
+    assert compiler_routing_features(3, 0, math.nan, 10, 8)[3] == 0.0
+    assert len(F.COMPILER_FEATURES) == len(x)
+
+
+def test_real_bench_progress_follows_quiet(tmp_path, capsys):
+    assert main(["bench", "--workload", "real", "--steps", "200", "--out", str(tmp_path)]) == 0
+    assert "%" in capsys.readouterr().err
+    argv = ["bench", "--workload", "real", "--steps", "200", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""

@@ -233,6 +233,12 @@ def _profile(base: Hardware, name, rates: _Rates, levels: _Levels, scale, launch
     )
 
 
+def _better(loss: float, best: float) -> bool:
+    """A loss lower than ``best`` by more than rounding (relative 1e-9, or absolute 1e-20:
+    two exact fits differ in the last bits of a sum of squares near 1e-32)."""
+    return loss < best * (1 - 1e-9) and best - loss > 1e-20
+
+
 def _loss(rows, hw, t) -> float:
     """Mean squared relative error of the full (max-roofline) model."""
     return float((((model_seconds(rows, hw) - t) / t) ** 2).mean())
@@ -405,7 +411,7 @@ def calibrate(rows, base="cpu", name=None, launches=None, fit_cache=True) -> Cal
     grid = np.geomspace(10.0, floor, PEAK_GRID)
     tried = [at_peak(scale, levels, rates) for scale in grid]
     i = min(range(len(grid)), key=lambda j: (tried[j][0], j))
-    if tried[i][0] < best[0] * (1 - 1e-9):
+    if _better(tried[i][0], best[0]):
         best = min(tried[i], golden(grid[min(i + 1, PEAK_GRID - 1)], grid[max(i - 1, 0)],
                                     levels, rates), key=lambda b: b[0])  # fmt: skip
     # Stage 3: levels and rates again on the rows memory-bound at that peak, and the peak
@@ -423,7 +429,7 @@ def calibrate(rows, base="cpu", name=None, launches=None, fit_cache=True) -> Cal
         hw = _profile(base, name, rates, levels, scale, launches)
         cands.append((_loss(rows, hw, t), hw, levels, rates))
         cand = min(cands, key=lambda b: b[0])
-        if cand[0] < best[0] * (1 - 1e-9):
+        if _better(cand[0], best[0]):
             best = cand
     loss, hw, levels, rates = best
     if hw.cache_bytes:

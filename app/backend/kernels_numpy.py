@@ -14,11 +14,14 @@ import numpy as np
 
 from ..engine import heads_numpy
 from ..model.validate import check_choice, check_int
+from . import llama
 from .timing import PerfCounterClock
 
-__all__ = ["NumpyKernels", "NumpyBody", "cpu_name", "LAUNCHES"]
+__all__ = ["NumpyKernels", "cpu_name", "LAUNCHES"]
 
-VERSION = "numpy-3"  # 3: the heads are the engine's kernels (gathers in whole 64-row chunks)
+# 3: the heads are the engine's kernels (gathers in whole 64-row chunks); 4: the body is the
+# engine's Llama body (app/backend/llama.py), no longer a one-layer ReLU stand-in.
+VERSION = "numpy-4"
 
 #: Library calls this implementation makes per operation of the cost model (keys of
 #: :data:`app.model.LAUNCHES`), counted from the code below: every numpy call that computes or
@@ -30,9 +33,12 @@ LAUNCHES = {
     "gather_gemm": 3,  # per chunk: take the rows, pad, stacked matmul (more chunks: more bytes)
     "argmax": 3,  # argmax, arange, pick the ids (a rerank's top-r selection has 4: negate,
     #                argpartition, pick, sort; the model has no operation for it)
-    "layer": 31,  # 2 x 7 in _rmsnorm, 4 GEMVs, 2 cache writes, 2 attention matmuls, scale,
-    #               max, subtract, exp, sum, divide (softmax), 2 residual adds, ReLU
-    "step": 7,  # the final _rmsnorm of decode() and last_layer()
+    # The engine's NumpyLlama (app/engine/forward_numpy.py) at one token: 2 x 7 in _rmsnorm,
+    # 3 GEMVs (fused QKV, output, fused gate/up) + the down GEMV, 2 x 14 in _rope, 2 cache
+    # writes, 9 in _attention (2 matmuls, scale, softmax in 6) + its stack, 2 residual adds,
+    # 5 in SiLU-gate. Recount when the body changes (the calibration prices each as overhead).
+    "layer": 65,
+    "step": 9,  # the embedding row, the final _rmsnorm, joining the batch's rows
     "update": 1,  # e @ U
     "add": 1,  # h_stable + ...
 }
@@ -80,16 +86,6 @@ def blas_info() -> list:
     return [{k: lib.get(k) for k in keep} for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def _rmsnorm(x, g, eps=1e-6):
-    """(B, d) -> (B, d): ``x / rms(x) * g`` in seven numpy calls (``np.mean`` alone would cost
-    as much as four of them in Python-level overhead)."""
-    rms = (x * x).sum(axis=-1, keepdims=True)
-    rms *= 1.0 / x.shape[-1]
-    rms += eps
-    np.sqrt(rms, out=rms)
-    return (x / rms) * g
-
-
 class NumpyKernels:
     """The numpy implementation of the primitives in :mod:`app.backend.kernels`."""
 
@@ -105,6 +101,7 @@ class NumpyKernels:
         self.device = device
         self.device_name = cpu_name()
         self._buffers: dict = {}
+        self._bodies = llama.LlamaModels()
         self.threads = set_blas_threads(threads)
 
     # -- facts and tools ------------------------------------------------------------------
@@ -139,8 +136,9 @@ class NumpyKernels:
         return np.dtype(check_choice("dtype", dtype, self.dtypes))
 
     def release(self) -> None:
-        """Drop the work arrays (a sweep's buffers must not outlive it)."""
+        """Drop the work arrays and the body (a sweep's buffers must not outlive it)."""
         self._buffers.clear()
+        self._bodies.clear()
 
     def _buffer(self, name, shape, dtype=np.float32):
         """A reusable work array of ``shape`` (one per name and shape, reused across calls)."""
@@ -197,80 +195,9 @@ class NumpyKernels:
         """(B, K), (B, K) -> (B, r): ids of the r best scores, ascending."""
         return heads_numpy.top_ids(scores, ids, r)
 
-    def body(self, d, layers, batch, dtype, context, seed):
-        return NumpyBody(self, d, layers, batch, self._dtype(dtype), context, seed)
-
-
-class NumpyBody:
-    """A pre-norm decoder (attention + ReLU MLP of width 4d, RMSNorm) with random weights and a
-    KV cache holding ``context`` earlier positions; the new position is written at index
-    ``context``, so every call does the same work.
-
-    Heads of 64 (one head when 64 does not divide d). ``decode()`` runs every layer;
-    ``amortized()`` is ``h_stable + e @ U`` (the model's d×d update plus the add);
-    ``last_layer(h)`` runs only the last layer on ``h``. All return the normed state (B, d).
-    """
-
-    def __init__(self, kernels, d, layers, batch, dtype, context, seed):
-        self.d, self.context = d, context
-        self.hd = 64 if d % 64 == 0 else d
-        self.heads = d // self.hd
-        self.scale = float(1.0 / np.sqrt(self.hd))
-        t = context + 1
-        rng = np.random.Generator(np.random.PCG64(seed))
-
-        def w(*shape, scale=1.0):
-            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)).astype(dtype)
-
-        s = 1.0 / np.sqrt(d)
-        self.layers = []
-        for _ in range(layers):
-            self.layers.append(
-                {
-                    "g1": np.ones(d, dtype),
-                    "wqkv": w(d, 3 * d, scale=s),
-                    "wo": w(d, d, scale=s),
-                    "g2": np.ones(d, dtype),
-                    "w1": w(d, 4 * d, scale=s),
-                    "w2": w(4 * d, d, scale=0.5 * s),
-                    # K stored transposed so q @ K is a plain matmul: (B, H, hd, T), (B, H, T, hd)
-                    "kc": w(batch, self.heads, self.hd, t),
-                    "vc": w(batch, self.heads, t, self.hd),
-                }
-            )
-        self.gf = np.ones(d, dtype)
-        self.x0 = w(batch, d)
-        self.h_stable = w(batch, d)
-        self.e = w(batch, d)
-        self.U = w(d, d, scale=0.1 * s)
-
-    def _layer(self, p, x):
-        """(B, d) -> (B, d), one decoder layer at position ``context``: 31 numpy calls."""
-        batch, t, d = x.shape[0], self.context, self.d
-        qkv = _rmsnorm(x, p["g1"]) @ p["wqkv"]  # (B, 3d)
-        shape = (batch, self.heads, self.hd)
-        q, k, v = (qkv[:, i * d : (i + 1) * d].reshape(shape) for i in range(3))  # views
-        p["kc"][:, :, :, t] = k
-        p["vc"][:, :, t, :] = v
-        s = np.matmul(q[:, :, None, :], p["kc"])  # (B, H, 1, T)
-        s *= self.scale
-        s -= s.max(axis=-1, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=-1, keepdims=True)
-        o = np.matmul(s, p["vc"]).reshape(batch, self.d)  # (B, d)
-        x = x + o @ p["wo"]
-        m = _rmsnorm(x, p["g2"]) @ p["w1"]
-        np.maximum(m, 0.0, out=m)
-        return x + m @ p["w2"]
-
-    def decode(self):
-        x = self.x0
-        for p in self.layers:
-            x = self._layer(p, x)
-        return _rmsnorm(x, self.gf)
-
-    def amortized(self):
-        return self.h_stable + self.e @ self.U
-
-    def last_layer(self, h):
-        return _rmsnorm(self._layer(self.layers[-1], h), self.gf)
+    def body(self, d, layers, batch, dtype, context, seed, weights=None):
+        """The engine's Llama body (:class:`app.backend.llama.LlamaBody`): on ``weights`` when
+        given (the served model's), else random weights at the Llama shape of ``(d, layers)``."""
+        self._dtype(dtype)
+        models = self._bodies.get(d, layers, seed, weights)  # one build for every context
+        return llama.LlamaBody(models, batch, context, seed + 1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..model import DTYPE_BYTES
 from ..model.validate import check_choice, check_int
+from .llama import body_shape
 
 __all__ = [
     "Limits",
@@ -30,8 +31,10 @@ GiB = 1 << 30
 class Limits:
     """Per-request bounds.
 
-    ``max_head_bytes`` bounds the LM-head weights ``d·vocab·bytes``; ``max_model_bytes`` the
-    transformer's weights plus its KV cache, ``layers·(12·d² + 2·batch·(context+1)·d)·bytes``.
+    ``max_head_bytes`` bounds the LM-head weights ``d·vocab·bytes`` (a head over the memory
+    budget below is measured in row blocks); ``max_model_bytes`` the transformer's weights plus
+    its KV cache, ``layers·(2·weights + 2·batch·(context+1)·kv_dim)·bytes`` (the engine's Llama
+    body keeps fused copies of its projections).
     ``max_points`` bounds the K values (or contexts) of one sweep; ``max_body_bytes`` a request
     body.
 
@@ -122,13 +125,22 @@ def head_bytes(d: int, vocab: int, dtype: str, limits: Limits) -> int:
     return need
 
 
+def _layer_bytes(d, layers, batch, context, size) -> int:
+    """One layer of the engine's Llama body (:func:`app.backend.llama.body_shape`): its
+    weights twice (the body keeps fused copies of the QKV and gate/up projections) and the
+    key/value cache of ``batch`` sequences of ``context + 1`` positions."""
+    shape = body_shape(d, layers, 1)
+    return 2 * shape.layer_params * size + 2 * batch * (context + 1) * shape.kv_dim * size
+
+
 def model_bytes(d, layers, batch, context_max, dtype, limits: Limits) -> int:
     """Bytes of the transformer weights and KV cache; ``ValueError`` naming the limit."""
     size = DTYPE_BYTES[check_choice("dtype", dtype, tuple(DTYPE_BYTES))]
-    need = layers * (12 * d * d + 2 * batch * (context_max + 1) * d) * size
+    need = layers * _layer_bytes(d, layers, batch, context_max, size)
     if need > limits.max_model_bytes:
         raise ValueError(
-            f"The transformer needs layers·(12·d² + 2·batch·(context+1)·d)·bytes = {need} bytes "
+            f"The transformer needs layers·(2·weights + 2·batch·(context+1)·kv_dim)·bytes = "
+            f"{need} bytes "
             f"at d={d}, layers={layers}, batch={batch}, context={context_max}; the limit is "
             f"{limits.max_model_bytes} bytes (max_model_bytes). Use fewer layers or a shorter "
             "context."
@@ -143,8 +155,15 @@ _SLACK_BYTES = 1 << 20
 
 
 def _body_bytes(d, layers, batch, context, size) -> int:
-    """One decoder body: weights ``12·d²`` a layer, a KV cache of ``context+1`` positions."""
-    return layers * (12 * d * d + 2 * batch * (context + 1) * d) * size + 3 * batch * d * size
+    """The engine's Llama body, built once per sweep: its weights with the fused copies of the
+    QKV and gate/up projections it keeps, the last layer's fused copies again (the rerank runs
+    it alone), two bodies' KV caches of ``layers + 1`` layers (the previous context's are still
+    referenced while the next are built), and the amortized update's ``d×d`` map and states."""
+    s = body_shape(d, layers, 1)
+    fused = d * (d + 2 * s.kv_dim) + 2 * s.ffn * d
+    weights = layers * (s.layer_params + fused) + fused
+    caches = 2 * (layers + 1) * batch * 2 * (context + 1) * s.kv_dim
+    return (weights + caches + d * d + 3 * batch * d) * size
 
 
 def head_sweep_bytes(d, vocab, batch, dtype, k_max) -> int:
@@ -164,15 +183,16 @@ def head_sweep_bytes(d, vocab, batch, dtype, k_max) -> int:
 
 def amortized_sweep_bytes(d, layers, vocab, batch, dtype, k, context_max, rerank_r) -> int:
     """Bytes an amortized sweep allocates at its peak: the head of :func:`head_sweep_bytes`
-    and two bodies at the longest context (the previous context's body is still referenced
-    while the next one is built), plus the float32 transients of generating the largest
-    tensor (a KV cache: drawn, scaled, cast) and the attention scores."""
+    and the body of :func:`_body_bytes` at the longest context, plus the float32 transients of
+    generating the largest tensor (a KV cache's fill, or an MLP matrix) and the attention
+    scores."""
     size = DTYPE_BYTES[dtype]
     body = _body_bytes(d, layers, batch, context_max, size)
-    largest = max(batch * (context_max + 1) * d, 4 * d * d) * 4
+    shape = body_shape(d, layers, 1)
+    largest = max(layers * batch * (context_max + 1) * shape.kv_dim, d * shape.ffn) * 4
     scores = batch * (context_max + 1) * max(1, d // 64) * 4 * 2
     head = head_sweep_bytes(d, vocab, batch, dtype, max(k, rerank_r))
-    return head + 2 * body + 2 * largest + scores + 16 * batch * d * 4
+    return head + body + 2 * largest + scores + 16 * batch * d * 4
 
 
 def check_budget(need: int, what: str, limits: Limits) -> int:

@@ -46,6 +46,7 @@ from ..model import (
 )
 from .calibration import calibrate
 from .kernels import preset_for
+from .llama import body_shape
 from .store import ResultStore
 
 __all__ = ["measured_latency", "answer_rows"]
@@ -137,9 +138,9 @@ def measured_latency(
     ``source`` is a :class:`~app.backend.store.ResultStore`, rows as ``/v1/results`` returns
     them, or sweep answers (``[head_answer, amortized_answer]``; ``None`` entries are skipped).
     Raises ``ValueError`` when no sparse-head row matches the scenario's head shape. The stored
-    body (MLP 4d, no grouped-query attention, two MLP matrices: ``Scenario(ffn_mult=4,
-    kv_share=1, mlp_matrices=2)``) is used only at the scenario's ``layers`` and shape; otherwise
-    the body is modelled and ``coverage["body"]`` says why.
+    body (the engine's Llama body at :func:`app.backend.llama.llama_config`; SmolLM2-135M's
+    shape at d 576) is used only at the scenario's ``layers`` and body shape; otherwise the body
+    is modelled and ``coverage["body"]`` says why.
     """
     s = scenario
     rows = _rows(source)
@@ -238,9 +239,11 @@ def _body(head, s: Scenario, sparse, hw):
     full = [r for r in body_rows if r["plan"] == "full_step"]
     if not full:
         return None
-    if (s.ffn, s.kv_dim, s.mlp_matrices) != (4 * s.d, s.d, 2):
+    stored = body_shape(s.d, s.layers, s.vocab)
+    if (s.ffn, s.kv_dim, s.mlp_matrices) != (stored.ffn, stored.kv_dim, stored.mlp_matrices):
         return (
-            "model (the stored body has ffn=4·d, kv_dim=d, mlp_matrices=2; the scenario has "
+            f"model (the stored body, the engine's Llama body, has ffn={stored.ffn}, "
+            f"kv_dim={stored.kv_dim}, mlp_matrices={stored.mlp_matrices}; the scenario has "
             f"ffn={s.ffn}, kv_dim={s.kv_dim}, mlp_matrices={s.mlp_matrices})"
         )
     k0 = Counter(r["k"] for r in full).most_common(1)[0][0]

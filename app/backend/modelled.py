@@ -1,7 +1,8 @@
 """The cost model's price of each measured kernel: all from the plan registry (:mod:`app.model`).
 
-The measured transformer is ``TransformerShape(d, layers, vocab)``: MLP of width 4d, no
-grouped-query attention, a plain (two-matrix) MLP — exactly what the backend's ``body`` builds.
+The measured transformer is the engine's Llama body at :func:`app.backend.llama.llama_config`
+``(d, layers)`` (SwiGLU MLP of 8/3·d, a third of the heads for keys and values where three
+divide them), priced through the bridge :func:`app.backend.llama.transformer_shape`.
 Each sweep kernel is a registry term or a registry plan (:data:`SWEEP_KERNELS`), priced by the
 registry's own recipe, so the sweeps and the router's latencies compose kernels the same way.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import TERMS, Cost, Hardware, Setting, Step, TransformerShape, get_plan, plan_cost
+from ..model import TERMS, Cost, Hardware, Setting, Step, get_plan, plan_cost
+from .llama import body_shape
 
 __all__ = [
     "SWEEP_KERNELS",
@@ -38,7 +40,7 @@ def _price(plan, d, vocab, batch, dtype, k, layers, context, rerank_r, hw) -> Co
         raise ValueError(f"No cost model for plan {plan!r}.")
     what = SWEEP_KERNELS[plan]
     # Head rows carry layers = rerank_r = 0: their terms read neither.
-    c = Setting(TransformerShape(d, layers or 1, vocab), batch, dtype, hw, rerank_r or 1)
+    c = Setting(body_shape(d, layers or 1, vocab), batch, dtype, hw, rerank_r or 1)
     x = Step(k, context)
     return TERMS[what](c, x) if what in TERMS else plan_cost(get_plan(what), c, x)
 

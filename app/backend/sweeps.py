@@ -8,7 +8,7 @@ binds a kernel backend, a result store and a timing configuration, measures what
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..model import get_hardware, k_grid
 from ..model.validate import check_choice, check_int
@@ -25,6 +25,7 @@ from .limits import (
     model_bytes,
     parse_fields,
 )
+from .llama import model_weights, served_config
 from .modelled import model_seconds
 from .store import Point, ResultStore
 from .timing import TimingConfig, default_timing, measure
@@ -34,7 +35,13 @@ __all__ = ["HeadSweep", "AmortizedSweep", "Runner"]
 
 @dataclass(frozen=True)
 class HeadSweep:
-    """Dense vs sparse head at one shape over the K values ``k`` (ascending, distinct)."""
+    """Dense vs sparse head at one shape over the K values ``k`` (ascending, distinct).
+
+    ``blocks > 1``: the head is too large for one request's memory budget, so it is measured in
+    ``blocks`` row blocks of ``rows`` rows (the last may be shorter): the dense head's time is
+    ``blocks`` times one block's; the sparse head gathers its K rows from one block, in
+    ``ceil(K / rows)`` pieces when K exceeds a block (times summed).
+    """
 
     d: int
     vocab: int
@@ -43,6 +50,16 @@ class HeadSweep:
     k: tuple = ()
     force: bool = False
     seed: int = 0
+    blocks: int = 1
+
+    @property
+    def rows(self) -> int:
+        """Rows of one block (all of |V| when ``blocks == 1``)."""
+        return -(-self.vocab // self.blocks)
+
+    def pieces(self, k: int) -> int:
+        """Pieces the sparse head at ``k`` runs in (1 unless K exceeds a block)."""
+        return -(-k // self.rows)
 
     @classmethod
     def parse(cls, body, dtypes, limits: Limits | None = None) -> HeadSweep:
@@ -56,7 +73,6 @@ class HeadSweep:
         d = check_int("d", f["d"], *limits.d)
         vocab = check_int("vocab", f["vocab"], *limits.vocab)
         dtype = check_choice("dtype", f["dtype"], dtypes)
-        head_bytes(d, vocab, dtype, limits)
         ks = f["k"] if f["k"] is not None else k_grid(vocab, 12).tolist()
         sweep = cls(
             d=d,
@@ -67,12 +83,26 @@ class HeadSweep:
             force=_bool("force", f["force"]),
             seed=check_int("seed", f["seed"], *limits.seed),
         )
+        head_bytes(d, vocab, dtype, limits)
+        sweep = sweep.in_blocks(limits)
         check_budget(sweep.nbytes(), "head sweep", limits)
         return sweep
 
+    def in_blocks(self, limits: Limits, most: int = 64) -> HeadSweep:
+        """This sweep in the fewest row blocks (at most ``most``) whose peak memory fits the
+        budget of one request; itself if it fits whole (or if nothing does: the budget check
+        then says so)."""
+        for blocks in range(1, min(most, self.vocab) + 1):
+            sweep = replace(self, blocks=blocks)
+            if sweep.nbytes() <= limits.max_request_bytes:
+                return sweep
+        return self
+
     def nbytes(self) -> int:
-        """Peak bytes measuring this sweep allocates (:func:`limits.head_sweep_bytes`)."""
-        return head_sweep_bytes(self.d, self.vocab, self.batch, self.dtype, max(self.k))
+        """Peak bytes measuring this sweep allocates (:func:`limits.head_sweep_bytes`, at one
+        block's rows and the largest piece of K)."""
+        k = max(-(-k // self.pieces(k)) for k in self.k)
+        return head_sweep_bytes(self.d, self.rows, self.batch, self.dtype, k)
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,7 @@ class AmortizedSweep:
     warmup_steps: int = 16
     force: bool = False
     seed: int = 0
+    weights: str = "random"
 
     @classmethod
     def parse(cls, body, dtypes, limits: Limits | None = None) -> AmortizedSweep:
@@ -107,10 +138,12 @@ class AmortizedSweep:
                 "warmup_steps": 16,
                 "force": False,
                 "seed": 0,
+                "weights": "random",
             },
         )
         d = check_int("d", f["d"], *limits.d)
         layers = check_int("layers", f["layers"], *limits.layers)
+        weights = _check_weights(f["weights"], d, layers)
         vocab = check_int("vocab", f["vocab"], *limits.vocab)
         batch = check_int("batch", f["batch"], *limits.batch)
         dtype = check_choice("dtype", f["dtype"], dtypes)
@@ -129,6 +162,7 @@ class AmortizedSweep:
             warmup_steps=check_int("warmup_steps", f["warmup_steps"], *limits.warmup_steps),
             force=_bool("force", f["force"]),
             seed=check_int("seed", f["seed"], *limits.seed),
+            weights=weights,
         )
         check_budget(sweep.nbytes(), "amortized sweep", limits)
         return sweep
@@ -139,6 +173,22 @@ class AmortizedSweep:
             self.d, self.layers, self.vocab, self.batch, self.dtype, self.k,
             max(self.context), self.rerank_r,
         )  # fmt: skip
+
+
+def _check_weights(weights, d: int, layers: int) -> str:
+    """``"random"`` (random weights at the Llama shape of ``(d, layers)``) or ``"model"`` (the
+    served model's own, which must have that shape)."""
+    weights = check_choice("weights", weights, ("random", "model"))
+    if weights == "model":
+        cfg, where = served_config()
+        if cfg is None:
+            raise ValueError(f"The 'weights' parameter 'model' needs the model file: {where}.")
+        if (cfg.d, cfg.n_layers) != (d, layers):
+            raise ValueError(
+                f"The 'weights' parameter 'model' needs d={cfg.d} and layers={cfg.n_layers} "
+                f"(the shape of {where}). Got d={d}, layers={layers}."
+            )
+    return weights
 
 
 def _bool(name, value) -> bool:
@@ -168,17 +218,24 @@ class Runner:
         self._calibration: tuple | None = None  # (store.writes, Calibration or error text)
 
     # -- points ---------------------------------------------------------------------------
-    def point(self, plan, **fields) -> Point:
+    def point(self, plan, version=None, **fields) -> Point:
         return Point(
-            self.device_key, self.kernels.impl, self.kernels.version, plan,
+            self.device_key, self.kernels.impl, version or self.kernels.version, plan,
             cache=self.timing.cache, **fields,
         )  # fmt: skip
+
+    def version(self, sweep) -> str:
+        """The kernel version, marked ``+blocks<n>`` for a head measured in row blocks (its
+        times are sums, not one kernel's: calibration keeps to whole kernels)."""
+        blocks = getattr(sweep, "blocks", 1)
+        return self.kernels.version + (f"+blocks{blocks}" if blocks > 1 else "")
 
     def points(self, sweep) -> list[Point]:
         shape = dict(d=sweep.d, vocab=sweep.vocab, batch=sweep.batch, dtype=sweep.dtype)
         if isinstance(sweep, HeadSweep):
-            return [self.point("dense_head", **shape)] + [
-                self.point("sparse_head", k=k, **shape) for k in sweep.k
+            v = self.version(sweep)
+            return [self.point("dense_head", v, **shape)] + [
+                self.point("sparse_head", v, k=k, **shape) for k in sweep.k
             ]
         body = dict(shape, k=sweep.k, layers=sweep.layers)
         out = [self.point("amortized_step", **body)]
@@ -199,10 +256,10 @@ class Runner:
         pts = self.points(sweep)
         done = 0
 
-        def record(point, fn, check):
+        def record(point, fn, check, times=1):
             nonlocal done
             if point.key in todo:
-                timing = measure(fn, self._clock, self.timing, self._flush)
+                timing = measure(fn, self._clock, self.timing, self._flush).scaled(times)
                 env = {**self.info, "timing": self.timing.to_dict()}
                 self.store.put(point, timing, env, check())
             done += 1
@@ -224,15 +281,17 @@ class Runner:
 
     def _head(self, sweep: HeadSweep, pts, todo, record):
         kn, s = self.kernels, sweep
-        W = kn.random((s.vocab, s.d), s.dtype, s.seed, scale=s.d**-0.5)
+        W = kn.random((s.rows, s.d), s.dtype, s.seed, scale=s.d**-0.5)  # one block (or all)
         h = kn.random((s.batch, s.d), s.dtype, s.seed + 1)
         for p in pts:
             if p.key not in todo:
                 record(p, None, None)
                 continue
             k = p.k or max(s.k)
-            ids = kn.legal_ids(s.vocab, s.batch, k, s.seed + 2 + k)
-            blocked = kn.blocked(ids, s.vocab)
+            times = s.blocks if p.plan == "dense_head" else s.pieces(k)
+            k = -(-k // s.pieces(k))  # the legal ids of one piece
+            ids = kn.legal_ids(s.rows, s.batch, k, s.seed + 2 + k)
+            blocked = kn.blocked(ids, s.rows)
 
             def dense(W=W, h=h, blocked=blocked):
                 return kn.dense_head(W, h, blocked)
@@ -243,7 +302,7 @@ class Runner:
             def check(dense=dense, sparse=sparse):
                 return bool((kn.to_numpy(dense()) == kn.to_numpy(sparse())).all())
 
-            record(p, dense if p.plan == "dense_head" else sparse, check)
+            record(p, dense if p.plan == "dense_head" else sparse, check, times)
 
     def _body(self, sweep: AmortizedSweep, pts, todo, record):
         kn, s = self.kernels, sweep
@@ -257,7 +316,10 @@ class Runner:
                 continue
             if p.context not in bodies:
                 bodies.clear()  # one KV cache at a time
-                bodies[p.context] = kn.body(s.d, s.layers, s.batch, s.dtype, p.context, s.seed + 3)
+                extra = {"weights": model_weights()} if s.weights == "model" else {}
+                bodies[p.context] = kn.body(
+                    s.d, s.layers, s.batch, s.dtype, p.context, s.seed + 3, **extra
+                )
             body = bodies[p.context]
             fn, check = _body_plan(kn, p.plan, body, W, ids, blocked, s.rerank_r)
             record(p, fn, check)
@@ -313,10 +375,17 @@ class Runner:
         columns = {p.key: (r, m, mp) for p, r, m, mp in zip(pts, rows, model, model_preset)}
 
         def entry(plan, **fields):
-            return columns[self.point(plan, **fields).key]
+            return columns[self.point(plan, self.version(sweep), **fields).key]
 
         if isinstance(sweep, HeadSweep):
             out.update(head_answer(sweep, entry, hw, preset))
+            if sweep.blocks > 1:
+                out["measured_in"] = {
+                    "blocks": sweep.blocks,
+                    "rows": sweep.rows,
+                    "note": f"the head is over one request's memory budget: measured in "
+                    f"{sweep.blocks} row blocks of {sweep.rows} rows, times summed",
+                }
         else:
             out.update(body_answer(sweep, entry))
         return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -123,6 +123,14 @@ class Timing:
         out = asdict(self)
         out["iqr_s"] = self.iqr_s
         return out
+
+    def scaled(self, times: int) -> Timing:
+        """The timing of ``times`` equal runs in a row (a head measured in row blocks: one
+        block's times, summed over the blocks); ``self`` for 1."""
+        if times == 1:
+            return self
+        sec = ("median_s", "p10_s", "p25_s", "p75_s", "p90_s", "mean_s", "min_s")
+        return replace(self, **{n: getattr(self, n) * times for n in sec})
 
 
 def summarize(samples, calls: int, target_rel_spread: float) -> Timing:

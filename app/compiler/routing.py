@@ -17,10 +17,9 @@ logarithms), so numpy (:func:`features`) and XLA build the same float64 vector b
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ..router.features import compiler_features
 from .catalog import ARMS, Catalog
 from .operands import OPERANDS
 
@@ -28,30 +27,15 @@ __all__ = ["features", "route", "rule_branch", "arm_branch"]
 
 
 def features(k: int, position: int, last_margin, vocab: int, context: int) -> np.ndarray:
-    """LinUCB's context (DIM,) float64: ``[1, K/|V|, K == 1, last margin (0 if none),
-    position/context]``, the same floats the routing kernel computes."""
-    m = 0.0 if last_margin is None or math.isnan(last_margin) else float(np.float32(last_margin))
-    return np.array(
-        [1.0, float(k) * (1.0 / vocab), float(k == 1), m, float(position) * (1.0 / context)],
-        dtype=np.float64,
-    )
+    """LinUCB's context (DIM,) float64 (:func:`app.router.features.compiler_features`), the
+    same floats the routing kernel computes."""
+    return compiler_features(k, position, last_margin, vocab, context)
 
 
 def _features_jnp(k, position, last_margin, cat: Catalog):
     import jax.numpy as jnp
 
-    f64 = jnp.float64
-    m = last_margin.astype(f64)
-    m = jnp.where(jnp.isnan(m), f64(0.0), m)
-    return jnp.stack(
-        [
-            f64(1.0),
-            k.astype(f64) * f64(1.0 / cat.vocab),
-            (k == 1).astype(f64),
-            m,
-            position.astype(f64) * f64(1.0 / cat.context),
-        ]
-    )
+    return compiler_features(k, position, last_margin, cat.vocab, cat.context, xp=jnp)
 
 
 def _bucket_index(k, cat: Catalog):

@@ -6,7 +6,8 @@ Latency comes from app/model's roofline costs (or, in server mode, from a measur
 same signature); quality loss is the amortization model's wrong-token probability. Observed losses
 add Gaussian noise. All randomness comes from the one ``numpy.random.Generator`` passed in.
 
-Context features (``FEATURES``), each scaled to about [-1, 1]:
+Context features (``FEATURES``, defined with the other workloads' in
+:mod:`app.router.features`), each scaled to about [-1, 1]:
 
 * ``bias``            constant 1
 * ``log_k_ratio``     log(K/|V|) / log|V|, in [-1, 0]
@@ -37,18 +38,12 @@ from ..model import (
     plan_seconds,
 )
 from ..model.validate import check_float, check_instance, check_int
+from .features import SYNTHETIC_FEATURES, synthetic_features
 
 __all__ = ["FEATURES", "Drift", "Stream", "model_latency", "make_stream"]
 
-FEATURES = (
-    "bias",
-    "log_k_ratio",
-    "branching",
-    "margin",
-    "position",
-    "cache_miss",
-    "margin_deficit",
-)
+#: The synthetic workload's features (defined in :mod:`app.router.features`).
+FEATURES = SYNTHETIC_FEATURES
 
 LatencyFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -145,23 +140,6 @@ def _contexts(s: Scenario, steps: int, rng: np.random.Generator, free_text: floa
     return k, margin, position.astype(np.float64), miss
 
 
-def _features(s: Scenario, k, margin, position, miss) -> np.ndarray:
-    longest = float(s.context + s.decode_length)
-    deficit = np.clip(1.0 - margin / (2.0 * s.eps), 0.0, None) ** 2
-    return np.stack(
-        [
-            np.ones_like(k),
-            np.log(k / s.vocab) / np.log(s.vocab),
-            k / s.vocab,
-            margin,
-            position / longest,
-            miss * position / longest,
-            deficit,
-        ],
-        axis=-1,
-    )
-
-
 def make_stream(
     s: Scenario,
     steps: int,
@@ -193,7 +171,7 @@ def make_stream(
     plans = check_plans(plans)
     latency = latency or model_latency(s, plans)
     k, margin, position, miss = _contexts(s, steps, rng, free_text, cold)
-    X = _features(s, k, margin, position, miss)
+    X = synthetic_features(s, k, margin, position, miss)
     latency_s = np.asarray(latency(k, position, miss), dtype=np.float64)
     if latency_s.shape != (steps, len(plans)) or not np.isfinite(latency_s).all():
         raise ValueError(f"The latency table must be finite with shape {(steps, len(plans))}.")

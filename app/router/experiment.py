@@ -1,7 +1,8 @@
-"""Router runs on the synthetic environment: whole runs for the harness, stepwise for the app.
+"""Router runs over a :class:`~app.router.workloads.Workload`: whole runs for the harness,
+stepwise for the app.
 
-Both paths build the stream and the router the same way from a :class:`~app.model.Scenario`,
-so a curve animated in the browser equals the harness's numbers for the same seed.
+Both paths build the stream and the router the same way from the workload, so a curve
+animated in the browser equals the harness's numbers for the same seed (synthetic or real).
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ import numpy as np
 
 from ..model import Scenario
 from ..model.validate import check_choice, check_float, check_instance, check_int
-from .environment import Drift, Stream, make_stream
+from .environment import Drift, Stream
 from .registry import LEARNERS, REGISTRY
 from .regret import best_fixed_arm, regret_report
 from .simulate import make_router
+from .workloads import DEFAULT_ALPHA, SyntheticWorkload
 
-__all__ = ["LEARNERS", "router_params", "scenario_stream", "run_routers", "LiveRun"]
-
-DEFAULT_ALPHA = 0.1  # losses are ~0.1 with noise 0.01: a wide bonus (α≈1) over-explores
+__all__ = [
+    "LEARNERS",
+    "DEFAULT_ALPHA",
+    "router_params",
+    "scenario_stream",
+    "run_routers",
+    "run_workload",
+    "LiveRun",
+]
 
 
 def router_params(name: str, s: Scenario, alpha: float = DEFAULT_ALPHA) -> dict:
@@ -32,35 +40,40 @@ def router_params(name: str, s: Scenario, alpha: float = DEFAULT_ALPHA) -> dict:
 
 def scenario_stream(s: Scenario, drift: Drift | None = None, latency=None) -> Stream:
     """The stream of ``s.horizon`` steps drawn from ``Generator(PCG64(s.seed))``."""
-    rng = np.random.Generator(np.random.PCG64(s.seed))
-    return make_stream(s, s.horizon, rng, drift=drift, latency=latency)
+    return SyntheticWorkload(s, drift, latency).stream()
 
 
-def run_routers(s: Scenario, routers=LEARNERS, stream=None, alpha=DEFAULT_ALPHA, progress=None):
-    """Run each router over the same stream; return ``(stream, {name: (arms, RegretReport)})``.
+def run_workload(workload, routers=None, progress=None):
+    """Run each router of ``routers`` (default: every router of ``workload``) over the
+    workload's stream; return ``(stream, {name: (arms, RegretReport)})``.
 
-    ``progress(name, t, T)`` is called as each run advances.
-    """
-    stream = stream if stream is not None else scenario_stream(s)
+    ``progress(name, t, T)`` is called as each run advances (every 1% of the steps)."""
+    stream = workload.stream()
     out = {}
-    for name in routers:
-        run = LiveRun(s, name, alpha=alpha, stream=stream)
-        step = max(s.horizon // 100, 1)
+    for name in workload.routers if routers is None else routers:
+        run = LiveRun.on(workload, name)
+        step = max(stream.steps // 100, 1)
         while not run.done:
             run.advance(step)
             if progress is not None:
-                progress(name, run.t, s.horizon)
+                progress(name, run.t, stream.steps)
         out[name] = (run.arms, regret_report(stream.expected, run.arms))
     return stream, out
+
+
+def run_routers(s: Scenario, routers=LEARNERS, stream=None, alpha=DEFAULT_ALPHA, progress=None):
+    """:func:`run_workload` on the synthetic workload of ``s`` (or its given ``stream``)."""
+    return run_workload(SyntheticWorkload(s, alpha=alpha, stream=stream), routers, progress)
 
 
 class LiveRun:
     """One router learning over one stream, advanced a chunk at a time (the app's play button).
 
-    The router's seed is the scenario's seed, so the same seed gives the same curve. ``stream``
-    may be any stream with ``X``, ``expected``, ``observed`` and ``plans`` (e.g. a replayed real
-    trace, :func:`app.router.real_trace.looped_stream`); ``params`` then gives the router's
-    arguments (default: :func:`router_params` for ``s``).
+    ``LiveRun(s, router, alpha, drift)`` runs on the synthetic workload of scenario ``s``;
+    ``stream`` may be any stream with ``X``, ``expected``, ``observed`` and ``plans`` (then
+    ``params`` gives the router's arguments, default :func:`router_params` for ``s``).
+    :meth:`on` runs on any :class:`~app.router.workloads.Workload`. The router's seed is the
+    workload's (the scenario's) seed, so the same seed gives the same curve.
     """
 
     def __init__(
@@ -75,9 +88,20 @@ class LiveRun:
         if drift is not None and stream is not None:
             raise ValueError("Pass 'drift' or 'stream', not both: a given stream has its drift.")
         self.scenario = s
-        self.name = router
-        self.params = dict(params) if params is not None else router_params(router, s, alpha)
-        self.stream = stream if stream is not None else scenario_stream(s, drift)
+        params = dict(params) if params is not None else router_params(router, s, alpha)
+        stream = stream if stream is not None else scenario_stream(s, drift)
+        self._start(router, s.seed, params, stream)
+
+    @classmethod
+    def on(cls, workload, router: str = "linucb") -> LiveRun:
+        """A run of ``router`` on ``workload`` (its stream, its arguments for the router)."""
+        run = cls.__new__(cls)
+        run.scenario = getattr(workload, "scenario", None)
+        run._start(router, workload.seed, workload.router_params(router), workload.stream())
+        return run
+
+    def _start(self, router: str, seed: int, params: dict, stream) -> None:
+        self.name, self.seed, self.params, self.stream = router, seed, params, stream
         self.plans = tuple(self.stream.plans)
         self._oracle = self.stream.expected.min(axis=1)
         self._rows = self.stream.observed.tolist()
@@ -89,7 +113,7 @@ class LiveRun:
         params = dict(self.params)
         if "plans" in inspect.signature(REGISTRY[self.name].cls).parameters:
             params.setdefault("plans", self.plans)  # its arms are looked up by name
-        self.router = make_router(self.name, n_arms, dim, seed=self.scenario.seed, **params)
+        self.router = make_router(self.name, n_arms, dim, seed=self.seed, **params)
         self.t = 0
         self._arms = np.zeros(self.stream.steps, dtype=np.int64)
         self._regret = 0.0

@@ -13,7 +13,8 @@ Also from the trace, for the app's Figures 1-2 and bench/amortized.py: its K his
 (:func:`k_histogram`), the measured lossy decision error over τ (:func:`error_over_tau`) and the
 margin law fitted to its exact margins (:func:`margin_fit`), on the held-out requests.
 
-:func:`context_features` is the one definition of the router's context, shared with the engine.
+:func:`context_features` (:func:`app.router.features.real_features`) is the router's context,
+shared with the engine.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from ..model.registry import PLANS, routed_plans
 from ..model.validate import check_int
+from .features import REAL_FEATURES, real_features
 from .registry import REAL_ROUTERS, REGISTRY
 
 __all__ = [
@@ -52,36 +54,13 @@ __all__ = [
 
 #: The arms on the real loop: the registry's ``routed`` plans (a trace replays those it records).
 REAL_ARMS = routed_plans()
-REAL_FEATURES = (
-    "bias",
-    "log_k_ratio",  # log(K/|V|) / log|V|, in [-1, 0]
-    "last_forced_run",  # the length of the last forced run / 8, clipped to 1
-    "last_margin",  # the last exact margin (logits) / 16, clipped to 1
-    "position",  # decode position / 1024, clipped to 1
-    "pending",  # positions not yet in the KV cache / 8, clipped to 1 (the cache state)
-    "accept",  # the amortizer's recent acceptance (an EMA in [0, 1])
-)
 #: The routers that run on the real loop and the trace, with their parameters (the registry's).
 REAL_ROUTER_PARAMS = {name: dict(REGISTRY[name].real) for name in REAL_ROUTERS}
 SHIPPED_TRACE = Path(__file__).parent / "data" / "real_trace.json"
 
 
-def context_features(k, vocab, last_forced_run, last_margin, position, pending, accept):
-    """The router's context, (len(REAL_FEATURES),) or (T, len(REAL_FEATURES)) float64.
-
-    ``last_margin`` may be None / NaN (no exact margin yet): it reads as 0."""
-    k = np.asarray(k, dtype=np.float64)
-    m = np.nan_to_num(np.asarray(last_margin if last_margin is not None else np.nan, float))
-    cols = [
-        np.ones_like(k),
-        np.log(k / vocab) / math.log(vocab),
-        np.minimum(np.asarray(last_forced_run, float) / 8.0, 1.0),
-        np.minimum(m / 16.0, 1.0),
-        np.minimum(np.asarray(position, float) / 1024.0, 1.0),
-        np.minimum(np.asarray(pending, float) / 8.0, 1.0),
-        np.asarray(accept, float),
-    ]
-    return np.stack(np.broadcast_arrays(*cols), axis=-1)
+#: The one definition of the router's context on the real loop (app/router/features.py).
+context_features = real_features
 
 
 @dataclass(frozen=True)

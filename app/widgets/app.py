@@ -240,7 +240,13 @@ def _drop_unparseable(location) -> None:
 def build_app(state: ScenarioState | None = None, server: bool | None = None, client=None):
     """Build the app for the current session; sync its state with the page URL when there is
     one. Returns the Panel layout (call ``.servable()`` on it)."""
-    state = state or ScenarioState()
+    server = (not IN_BROWSER) if server is None else server
+    if state is None:
+        state = ScenarioState()
+        if server:  # the scenario of the model the server decodes, before a link's values
+            from .measured import apply_served_scenario
+
+            apply_served_scenario(state)
     location = pn.state.location
     if location is not None:
         sync_url(state, location)  # before the first draw, so a shared link draws once

@@ -8,7 +8,8 @@ Bokeh model names (test hooks): sources ``crossover_dense_source``, ``crossover_
 line renderers ``crossover_dense``, ``crossover_sparse``; the label ``crossover_label`` (text
 contains ``K*``); spans ``crossover_kstar_span``, ``crossover_flop_span``, ``k_marker``; the
 regime readout Div ``crossover_readout``; measured scatter ``crossover_measured_dense`` /
-``crossover_measured_sparse`` (sources with ``_source`` appended); the real trace's K histogram
+``crossover_measured_sparse`` (sources with ``_source`` appended) and the Div saying what was
+measured, ``crossover_measured_note``; the real trace's K histogram
 ``crossover_trace_hist`` (source ``crossover_trace_source``, right axis ``crossover_trace_axis``;
 hidden on the synthetic workload).
 """
@@ -179,7 +180,10 @@ class CrossoverFigure:
         self.readout = Div(name="crossover_readout", sizing_mode="stretch_width")
         self.figure = fig
         self.figures = [fig]
-        self.layout = column(fig, self.readout, sizing_mode="stretch_width")
+        # What the measured points are (shape, blocks, device), beside the curves.
+        self.measured_note = Div(name="crossover_measured_note", sizing_mode="stretch_width")
+        shown = [fig, self.measured_note] if measured else [fig]  # browser mode: no backend
+        self.layout = column(*shown, self.readout, sizing_mode="stretch_width")
         self.crossover = None
         self.trace_note = ""
         self._trace_shown = None  # the real workload drawn (it changes with the workload only)
@@ -294,8 +298,10 @@ class CrossoverFigure:
         )
         return verdict
 
-    def set_measured(self, points: dict | None) -> None:
-        """Show measured head times: ``{"k": …, "dense_s": …, "sparse_s": …}`` (None clears)."""
+    def set_measured(self, points: dict | None, note: str = "") -> None:
+        """Show measured head times: ``{"k": …, "dense_s": …, "sparse_s": …}`` (None clears),
+        and ``note`` (HTML: what was measured, and how) under the figure."""
+        self.measured_note.text = note if points else ""
         for plan, src in self.measured.items():
             if not points or f"{plan}_s" not in points:
                 src.data = {"k": [], "seconds": []}

@@ -26,14 +26,76 @@ from app.model import Hardware, k_grid
 
 from .controls import hooked
 
-__all__ = ["MeasuredPanel", "head_points", "body_points", "calibrated_hardware", "BODY_LAYERS"]
+__all__ = [
+    "MeasuredPanel",
+    "head_points",
+    "body_points",
+    "calibrated_hardware",
+    "served_scenario",
+    "apply_served_scenario",
+    "body_layers",
+    "measured_notes",
+    "BODY_LAYERS",
+]
 
 log = logging.getLogger(__name__)
 
-#: Layers of the small transformer the amortized sweep times (the backend bounds its memory).
+#: Fewest layers the amortized sweep times; it times the scenario's own depth when that fits
+#: the backend's memory budget of one request, else the most layers that do.
 BODY_LAYERS = 2
+#: Contexts of the amortized sweep (the backend's default).
+BODY_CONTEXT = (0, 64, 256, 1024)
 #: K values of one head sweep.
 HEAD_POINTS = 12
+#: SmolLM2-135M-Instruct, the model ``llmqp serve`` decodes (its public model card; the GGUF's
+#: own metadata replaces it when the file is here): Scenario fields through the engine's bridge.
+SMOLLM2 = {"d": 576, "layers": 30, "vocab": 49_152}
+
+
+def served_scenario() -> dict:
+    """State values for server mode: the scenario of the model the server decodes (SmolLM2-135M:
+    d 576, |V| 49,152, its body's proportions), on this CPU (the generic ``cpu`` preset until
+    a measurement calibrates it) in float32, what numpy times. The shape is read from the GGUF's
+    metadata (``app.backend.llama.served_config``) when the model file is here; otherwise the
+    model card's shape is used and ``served`` says the file is missing."""
+    from app.backend.llama import llama_config, scenario_fields, served_config
+
+    cfg, where = served_config()
+    if cfg is None:
+        cfg = llama_config(SMOLLM2["d"], SMOLLM2["layers"], SMOLLM2["vocab"])
+        note = f"SmolLM2-135M's shape (the model file is not here: {where})"
+    else:
+        note = f"{where}, the model this server decodes"
+    f = scenario_fields(cfg)
+    body = {n: f[n] for n in ("layers", "ffn_mult", "kv_share", "mlp_matrices")}
+    note += (
+        f": d {cfg.d}, |V| {cfg.vocab:,}, {cfg.n_layers} layers, MLP {cfg.d_ff}, "
+        f"{cfg.n_kv_heads} of {cfg.n_heads} heads for keys/values; this CPU, float32"
+    )
+    return {"d": f["d"], "vocab": f["vocab"], "dtype": "float32", "hardware": "cpu",
+            "body": body, "served": note}  # fmt: skip
+
+
+def apply_served_scenario(state) -> None:
+    """Start ``state`` on :func:`served_scenario` (a shared link's values are applied after)."""
+    values = served_scenario()
+    state.param.update(**{k: v for k, v in values.items() if k != "k"})
+
+
+def body_layers(s, limits: dict) -> int:
+    """Layers of the amortized sweep for scenario ``s``: its own depth when the sweep fits the
+    backend's memory budget of one request (``limits``, as ``GET /v1/device`` lists them),
+    else the most that fit (at least 1; 0 when not even one does)."""
+    from app.backend.limits import amortized_sweep_bytes
+
+    budget = int((limits or {}).get("max_request_bytes") or 1 << 30)
+    for layers in range(s.layers, 0, -1):
+        need = amortized_sweep_bytes(
+            s.d, layers, s.vocab, s.batch, s.dtype, s.k, max(BODY_CONTEXT), s.rerank_r
+        )
+        if need <= budget:
+            return layers
+    return 0
 
 
 def _errors() -> tuple:
@@ -71,6 +133,32 @@ def in_process_url() -> str:
             allow_origins=origins, engine=engine_loader()
         )
     return _IN_PROCESS["url"]
+
+
+def measured_notes(head: dict | None, body: dict | None, body_note: str = "") -> str:
+    """HTML beside Figure 1: what the measured points are — the head's shape and device, how
+    it was measured (row blocks over the memory budget), and the body the amortized sweep
+    timed."""
+    if not head or "params" not in head:
+        return ""
+    p, dev = head["params"], head.get("device") or {}
+    parts = [
+        f"Measured on {html.escape(str(dev.get('device_name') or dev.get('device') or '?'))} "
+        f"({html.escape(str(dev.get('impl', '?')))}): head d {p['d']}, |V| {p['vocab']:,}, "
+        f"batch {p['batch']}, {html.escape(str(p['dtype']))}"
+    ]
+    blocks = head.get("measured_in")
+    if blocks:
+        parts.append(html.escape(blocks["note"]))
+    if body and "params" in body:
+        b = body["params"]
+        parts.append(
+            f"body: the engine's Llama body, {b['layers']} layers at d {b['d']} "
+            f"({html.escape(str(b.get('weights', 'random')))} weights)"
+        )
+    if body_note:
+        parts.append(html.escape(body_note))
+    return "<small>" + "; ".join(parts) + ".</small>"
 
 
 def head_points(answer: dict | None) -> dict | None:
@@ -130,7 +218,8 @@ class MeasuredPanel(pn.viewable.Viewer):
         self.client = None
         self.head = self.body = None
         self.info, self.rows, self._job = {}, [], None
-        self._future = self._poller = None
+        self._future = self._poller = self._partial = None
+        self.body_note = ""
         self.url = hooked(
             pn.widgets.TextInput,
             "backend_url_input",
@@ -191,6 +280,11 @@ class MeasuredPanel(pn.viewable.Viewer):
         self.measure_button.disabled = False
         self.latency_toggle.disabled = not self.rows
         self.device.object = "<small>" + html.escape(_describe(self.info)) + "</small>"
+        if self.state.served:
+            self.device.object += (
+                "<br><small>Started on the served model's scenario: "
+                f"{html.escape(self.state.served)}.</small>"
+            )
         return True
 
     def _fail(self, message: str) -> None:
@@ -201,13 +295,29 @@ class MeasuredPanel(pn.viewable.Viewer):
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def run_sweeps(self, s) -> tuple[dict, dict, list]:
-        """Blocking: the head sweep at ``s``'s head shape, the small-body amortized sweep, and
-        then every stored row (for the router's measured latencies)."""
+    def run_sweeps(self, s) -> tuple[dict, dict | None, list]:
+        """Blocking: the head sweep at ``s``'s head shape (over the memory budget the backend
+        measures it in row blocks), then the amortized sweep of the engine's body at ``s``'s
+        depth, or the most layers that fit (:func:`body_layers`), then every stored row (for
+        the router's measured latencies). The head's answer is kept at once (:attr:`_partial`)
+        so it is drawn before the body is done; a body that cannot be measured leaves a note,
+        not a failure."""
         kw = dict(batch=s.batch, dtype=s.dtype, on_progress=self._on_job)
         ks = k_grid(s.vocab, HEAD_POINTS).tolist()
         head = self.client.sweep_head(s.d, s.vocab, k=ks, **kw)
-        body = self.client.sweep_amortized(s.d, BODY_LAYERS, s.vocab, k=s.k, **kw)
+        self._partial = head
+        layers, body = body_layers(s, self.info.get("limits") or {}), None
+        if layers == 0:  # not even one layer beside this head fits: ask, the backend decides
+            layers = min(BODY_LAYERS, s.layers)
+        if layers < s.layers:
+            self.body_note = (
+                f"body: {layers} of the scenario's {s.layers} layers, the most that fit "
+                "the memory budget of one request (the model prices the rest)"
+            )
+        try:
+            body = self.client.sweep_amortized(s.d, layers, s.vocab, k=s.k, **kw)
+        except (*_errors(), ValueError) as exc:
+            self.body_note = f"body not measured: {exc}"
         return head, body, self.client.results()
 
     def _on_job(self, job: dict) -> None:  # worker thread: only store it, the loop draws it
@@ -233,7 +343,8 @@ class MeasuredPanel(pn.viewable.Viewer):
         s = self.state.scenario
         self.measure_button.disabled = True
         self.progress.value, self.progress.visible = -1, True
-        self._job = None
+        self._job = self._partial = None
+        self.body_note = ""
         self._future = _worker().submit(self.run_sweeps, s)
         if pn.state.curdoc is not None:
             self._poller = pn.state.add_periodic_callback(self.poll, 250)
@@ -250,6 +361,9 @@ class MeasuredPanel(pn.viewable.Viewer):
         if isinstance(done, int) and isinstance(total, int) and total > 0:
             self.progress.value = int(100 * min(done / total, 1.0))
         if not future.done():
+            if self._partial is not None:  # the head is measured: draw it now
+                self.apply(self._partial, self.body)
+                self._partial = None
             return False
         self._future = None
         if self._poller is not None:
@@ -293,7 +407,9 @@ class MeasuredPanel(pn.viewable.Viewer):
         """Draw the stored answers that match the current head shape (else clear them)."""
         s = self.state.scenario
         match = _same_head(self.head, s)
-        self.app.crossover.set_measured(head_points(self.head) if match else None)
+        note = measured_notes(self.head, self.body if _same_head(self.body, s) else None,
+                              self.body_note)  # fmt: skip
+        self.app.crossover.set_measured(head_points(self.head) if match else None, note)
         body = body_points(self.body, s.context) if _same_head(self.body, s) else None
         self.app.amortization.set_measured(body)
 

@@ -1,8 +1,9 @@
 """The router runs behind Figure 3, apart from the figure that draws them (no Bokeh, no Panel).
 
-:class:`RouterSession` owns the shared stream (cached while only τ changes), one
-:class:`~app.router.experiment.LiveRun` per shown router, and the catch-up of a router added to
-the comparison. It announces what changed through two parameters a view can watch:
+:class:`RouterSession` owns the shared workload (:mod:`app.router.workloads`; its stream
+cached while only τ changes), one :class:`~app.router.experiment.LiveRun` per shown router, and
+the catch-up of a router added to the comparison. It announces what changed through two
+parameters a view can watch:
 
 * ``chunk`` — the new points of the last :meth:`advance` (``{name: LiveRun.advance(...)}``);
 * ``epoch`` — bumped whenever runs are replaced, rewound or added: redraw from :meth:`curve`.
@@ -18,9 +19,10 @@ import param
 from app.model import Scenario
 from app.model.validate import check_choice, check_int
 from app.router.environment import Drift
-from app.router.experiment import DEFAULT_ALPHA, LiveRun, scenario_stream
-from app.router.real_trace import REAL_ROUTER_PARAMS, looped_stream, shipped_trace
+from app.router.experiment import DEFAULT_ALPHA, LiveRun
+from app.router.real_trace import REAL_ROUTER_PARAMS, shipped_trace
 from app.router.registry import LEARNERS
+from app.router.workloads import RealWorkload, SyntheticWorkload
 
 __all__ = ["RouterSession", "WORKLOADS"]
 
@@ -39,6 +41,7 @@ class RouterSession(param.Parameterized):
     def __init__(self, **params):
         super().__init__(**params)
         self.runs: dict[str, LiveRun] = {}
+        self.source = None  # the Workload the runs learn on
         self.stream = None
         self.scenario: Scenario | None = None
         self.alpha = DEFAULT_ALPHA
@@ -76,12 +79,15 @@ class RouterSession(param.Parameterized):
             check_choice("router", router, tuple(REAL_ROUTER_PARAMS))
             key = ("real", s.seed, s.horizon)
             if key != self._stream_key:
-                self.stream = looped_stream(shipped_trace(), s.seed, s.horizon)
+                self.source = RealWorkload(shipped_trace(), s.seed, s.horizon)
         else:
             key = (s.replace(tau=0.0), drift, latency)
             if key != self._stream_key:
-                self.stream = scenario_stream(s, Drift() if drift else None, latency)
+                self.source = SyntheticWorkload(s, Drift() if drift else None, latency, alpha)
         self._stream_key = key
+        if workload == "synthetic":  # the same stream; the routers' arguments follow s and α
+            self.source = SyntheticWorkload(s, alpha=alpha, stream=self.source.stream())
+        self.stream = self.source.stream()
         self.workload = workload
         self._cancel_finish()
         self.scenario, self.alpha = s, alpha
@@ -115,8 +121,7 @@ class RouterSession(param.Parameterized):
         return self.workload != "real" or name in REAL_ROUTER_PARAMS
 
     def _new_run(self, name: str) -> LiveRun:
-        params = REAL_ROUTER_PARAMS[name] if self.workload == "real" else None
-        return LiveRun(self.scenario, name, alpha=self.alpha, stream=self.stream, params=params)
+        return LiveRun.on(self.source, name)
 
     def rewind(self) -> None:
         """Every run back to step 0 with a fresh router, on the same stream."""

@@ -76,6 +76,15 @@ class ScenarioState(param.Parameterized):
     calibration = param.ClassSelector(
         class_=Hardware, default=None, allow_None=True, doc="Calibrated profile (server mode)."
     )
+    body = param.Dict(
+        default={},
+        doc="Scenario fields of the body beyond the sliders (layers, ffn_mult, kv_share, "
+        "mlp_matrices); empty: Scenario()'s Llama-3-8B proportions. Server mode sets the "
+        "served model's (app.widgets.measured.served_scenario).",
+    )
+    served = param.String(
+        default="", doc="Server mode: the model whose scenario the app started on (a note)."
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -122,13 +131,15 @@ class ScenarioState(param.Parameterized):
     @property
     def scenario(self) -> Scenario:
         """The validated :class:`~app.model.Scenario` of the current values (the body keeps
-        ``Scenario()``'s Llama-3-8B proportions, which scale with ``d``). On the real trace the
+        the proportions of :attr:`body` — ``Scenario()``'s Llama-3-8B ones unless set — which
+        scale with ``d``). On the real trace the
         margin law is the one fitted to the trace's margins (:func:`.workload.real_workload`)."""
         margins = {}
         if self.workload == "real":
             fit = real_workload()["fit"]
             margins = {"margin_a": fit["margin_a"], "margin_b": fit["margin_b"]}
         return Scenario(
+            **self.body,
             d=self.d,
             vocab=self.vocab,
             k=min(self.k, self.vocab),
@@ -172,6 +183,7 @@ MODEL_PARAMS = (
     "eps",
     "decode_length",
     "workload",
+    "body",
 )
 #: Parameters that restart the router run.
 ROUTER_PARAMS = (

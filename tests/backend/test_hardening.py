@@ -357,8 +357,9 @@ def test_client_disconnects_are_quiet(service, caplog):
 
 
 def test_the_issue_memory_request_is_refused_before_allocating(service):
-    status, p, _ = call(service, "POST", "/v1/sweeps/head", {"d": 16384, "vocab": 32768, "k": [1]})
-    assert status == 400 and "max_request_bytes" in p["error"]
+    # A head over the budget of one request is measured in row blocks, not refused.
+    sweep = HeadSweep.parse({"d": 16384, "vocab": 32768, "k": [1]}, ("float32",))
+    assert sweep.blocks > 1 and sweep.nbytes() <= Limits().max_request_bytes
     body = {"d": 4096, "layers": 2, "vocab": 32768, "context": [8192]}  # under max_model_bytes
     status, p, _ = call(service, "POST", "/v1/sweeps/amortized", body)
     assert status == 400 and "max_request_bytes" in p["error"]
@@ -369,9 +370,10 @@ def test_the_issue_memory_request_is_refused_before_allocating(service):
     "sweep",
     [
         HeadSweep(d=256, vocab=16384, batch=4, k=(1, 64, 16384)),
+        HeadSweep(d=256, vocab=16384, batch=4, k=(1, 64, 16384), blocks=4),
         AmortizedSweep(d=256, layers=2, vocab=4096, batch=2, k=64, context=(0, 2048)),
     ],
-    ids=["head", "amortized"],
+    ids=["head", "head-in-blocks", "amortized"],
 )
 def test_the_stated_bytes_bound_what_a_sweep_allocates(sweep):
     """numpy reports its allocations to tracemalloc: the peak stays under the estimate that

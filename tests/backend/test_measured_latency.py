@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from app.backend.kernels import get_kernels
+from app.backend.llama import llama_config, scenario_fields
 from app.backend.measured import answer_rows, measured_latency
 from app.backend.store import Point, ResultStore
 from app.backend.sweeps import AmortizedSweep, HeadSweep, Runner
@@ -22,9 +23,10 @@ from .conftest import FAST
 
 US = 1e-6
 HW = PRESETS["cpu"]
+#: The stored body is the engine's Llama body at (d 64, 2 layers): the bridge gives its shape.
 S = Scenario(
-    d=64, vocab=1024, k=16, layers=2, ffn_mult=4.0, kv_share=1.0, mlp_matrices=2, batch=1,
-    dtype="float32", hardware="cpu", context=100, decode_length=50, rerank_r=8,
+    **scenario_fields(llama_config(64, 2, 1024)), k=16, batch=1, dtype="float32",
+    hardware="cpu", context=100, decode_length=50, rerank_r=8,
 )  # fmt: skip
 
 
@@ -94,8 +96,9 @@ def test_outside_the_measured_range_uses_the_model(store):
 def test_errors_name_what_is_missing(store):
     with pytest.raises(ValueError, match="No measured sparse head at d=128"):
         measured_latency(store, S.replace(d=128))
-    other = measured_latency(store, S.replace(ffn_mult=3.5), hardware=HW)
-    assert other.coverage["body"].startswith("model (the stored body has ffn=4·d")
+    other = measured_latency(store, S.replace(ffn_mult=4.0), hardware=HW)
+    assert other.coverage["body"].startswith("model (the stored body, the engine's Llama body")
+    assert "ffn=192" in other.coverage["body"] and "ffn=256" in other.coverage["body"]
     _put(store, "sparse_head", 5.0, device="cpu:other", k=4)
     with pytest.raises(ValueError, match="several devices"):
         measured_latency(store, S)

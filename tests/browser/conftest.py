@@ -139,6 +139,7 @@ def open_page(browser):
         page.on("pageerror", lambda exc: traffic.errors.append(len(traffic.lines) - 1))
         page.on("console", traffic.console)
         opened.append((context, traffic))
+        page.set_default_navigation_timeout(READY_TIMEOUT_MS)  # a served page builds the app
         page.goto(url)
         return AppPage(page, traffic)
 
@@ -279,19 +280,26 @@ def static_dir() -> Path:
     return STATIC
 
 
-def cpython_app_after(steps: int):
-    """CPython's app (defaults, seed 0) after Play from the finished run shown at load and
-    ``steps`` steps in the play loop's chunks."""
+def cpython_app_after(steps: int, served: bool = False):
+    """CPython's app (defaults, seed 0; ``served``: server mode's, the served model's scenario)
+    after Play from the finished run shown at load and ``steps`` steps in the play loop's
+    chunks."""
     from app.widgets.app import LLMQPApp
+    from app.widgets.state import ScenarioState
 
-    app = LLMQPApp(server=False)
+    state = ScenarioState()
+    if served:
+        from app.widgets.measured import apply_served_scenario
+
+        apply_served_scenario(state)
+    app = LLMQPApp(state, server=False)
     app.player.restart()
     while app.session.t < steps:
         app.session.advance(min(app.player.chunk, steps - app.session.t))
     return app
 
 
-def run_app_checks(app: AppPage) -> None:
+def run_app_checks(app: AppPage, served: bool = False) -> None:
     """Figure 3 shows the finished run at load; play animates a fresh one whose readout equals
     CPython's for the same seed and steps; K moves figure 1 and its label, τ moves figure 2."""
     at_load = app.data("regret_linucb")
@@ -315,7 +323,7 @@ def run_app_checks(app: AppPage) -> None:
         settled = now
     steps = int(re.search(r"after ([\d,]+) / ", settled).group(1).replace(",", ""))
     assert 0 < steps < horizon
-    assert settled == cpython_app_after(steps).router.summary_div.text
+    assert settled == cpython_app_after(steps, served).router.summary_div.text
 
     # K: figure 1's data and the crossover label change.
     dense = app.data("crossover_dense")

@@ -47,15 +47,16 @@ def served_app(request):
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
+            try:  # the first page builds the app (a router run): slow on a busy machine
+                with urllib.request.urlopen(url, timeout=60) as resp:
                     if resp.status == 200:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # else reading its output would wait for it for ever
                 out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
                 pytest.fail(f"panel serve did not come up on {url}:\n{out[-3000:]}")
             time.sleep(0.3)
@@ -72,7 +73,7 @@ def test_served_app_is_interactive(open_page, served_app, app_checks):
     app = open_page(served_app)
     app.wait_model("k_slider")
     app.wait_model("regret_summary")
-    app_checks(app)
+    app_checks(app, served=True)  # server mode starts on the served model's scenario
 
 
 def test_served_app_measures_with_the_in_process_backend(open_page, served_app):
@@ -107,3 +108,25 @@ def test_served_app_without_backend_shows_banner_and_keeps_working(open_page, se
     app.page.wait_for_function(
         "window.__data('crossover_sparse_source').k.includes(777)", timeout=15_000
     )
+
+
+def test_make_run_then_measure_with_the_defaults_draws_measured_points(open_page, served_app):
+    """The issue's new-user path: `make run`, then *Measure* with nothing changed. Server mode
+    starts on the served model's scenario (SmolLM2-135M: d 576, |V| 49,152, this CPU,
+    float32), says so, and the head sweep's points land on Figure 1 with a note of what was
+    measured beside them."""
+    app = open_page(served_app)
+    app.wait_model("measure_button")
+    app.page.wait_for_function("!window.__find('measure_button').disabled", timeout=60_000)
+    assert app.prop("d_input", "value") == 576 and app.prop("vocab_input", "value") == 49_152
+    assert "Started on the served model" in app.prop("backend_device", "text")
+    app.click("measure_button")
+    app.page.wait_for_function(
+        "window.__data('crossover_measured_sparse_source').k.length > 3", timeout=300_000
+    )
+    sparse = app.data("crossover_measured_sparse_source")
+    assert all(s > 0 for s in sparse["seconds"]) and max(sparse["k"]) <= 49_152
+    assert len(app.data("crossover_measured_dense_source")["k"]) > 0
+    note = app.prop("crossover_measured_note", "text")
+    assert "d 576" in note and "49,152" in note
+    assert not app.prop("backend_banner", "visible")
