@@ -339,3 +339,7 @@ def add_engine_commands(sub) -> None:
     d.add_argument("--json", action="store_true", help="one JSON object per request")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=_cmd_decode)
+
+    from .bfcl_cli import add_bfcl_commands
+
+    add_bfcl_commands(sub)
