@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .bfcl import BFCL_CATEGORIES, DEFAULT_BFCL_MAX_TOKENS
 
-__all__ = ["add_bfcl_commands", "make_requests", "check_schemas"]
+__all__ = ["add_bfcl_commands", "make_requests", "check_schemas", "write_requests", "score_results"]
 
 
 def _bfcl_folder() -> Path:
@@ -75,34 +75,43 @@ def _cmd_fetch(args) -> int:
     return 0
 
 
-def _summary(requests, notes, bad) -> list[str]:
+def _summary(count: int, notes, bad) -> list[str]:
     kinds = Counter(n.split(": ", 1)[1] for ns in notes.values() for n in ns)
-    lines = [f"{len(requests)} requests; {len(notes)} with a dropped or changed feature"]
+    lines = [f"{count} requests; {len(notes)} with a dropped or changed feature"]
     lines += [f"  {count:4d} x {what}" for what, count in kinds.most_common()]
     lines.append(f"{len(bad)} schemas llguidance does not compile (left out)")
     lines += [f"  {rid}: {why}" for rid, why in list(bad.items())[:10]]
     return lines
 
 
-def _cmd_requests(args) -> int:
+def write_requests(path, categories=None, limit=None, max_tokens=DEFAULT_BFCL_MAX_TOKENS):
+    """Convert the fetched data and write the requests whose schema compiles to ``path``
+    (JSONL); returns (requests written, notes by id, ``{id: reason}`` of those left out)."""
     from .bfcl import load_entries
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    if not 1 <= args.max_tokens <= 4096:
-        raise ValueError(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
-    entries = load_entries(_bfcl_folder(), _categories(args.categories))
-    requests, notes = make_requests(entries, args.limit, args.max_tokens)
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if not 1 <= max_tokens <= 4096:
+        raise ValueError(f"--max-tokens must be in [1, 4096], got {max_tokens}")
+    entries = load_entries(_bfcl_folder(), categories or BFCL_CATEGORIES)
+    requests, notes = make_requests(entries, limit, max_tokens)
     bad = check_schemas(requests)
-    with open(args.out, "w", encoding="utf-8") as f:
-        for r in requests:
-            if r["id"] not in bad:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    kept = [r for r in requests if r["id"] not in bad]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return kept, notes, bad
+
+
+def _cmd_requests(args) -> int:
+    cats = _categories(args.categories)
+    kept, notes, bad = write_requests(args.out, cats, args.limit, args.max_tokens)
     if args.notes:
         Path(args.notes).write_text(json.dumps({"notes": notes, "not_compiled": bad}, indent=1))
-    for line in _summary(requests, notes, bad):
+    for line in _summary(len(kept) + len(bad), notes, bad):
         print(line, file=sys.stderr)
-    print(f"wrote {len(requests) - len(bad)} requests to {args.out}")
+    print(f"wrote {len(kept)} requests to {args.out}")
     return 0
 
 
