@@ -22,11 +22,14 @@ Set-up (a virtual environment of its own, so the project's stays clean)::
     python -m venv .venv-rivals
     .venv-rivals/bin/pip install torch==2.13.0   # the CPU build
     .venv-rivals/bin/pip install -c constraints.txt transformers accelerate gguf tokenizers \\
-        llguidance jinja2 threadpoolctl numpy "onnxruntime>=1.31" onnxruntime-genai onnx
+        llguidance jinja2 threadpoolctl numpy "onnxruntime>=1.31" onnxruntime-genai onnx onnx-ir
     CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \\
         -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=OFF" \\
         .venv-rivals/bin/pip install llama-cpp-python==0.3.36 diskcache   # ~10+ min build
     .venv-rivals/bin/python bench/rivals.py --build-ortgenai   # GGUF -> HF folder -> int4 ONNX
+
+On this machine class llama.cpp built this way segfaults in ``llama_decode`` (see
+docs/results.md); ``--stacks ortgenai`` runs the rest.
 
 The int4 model is built once into ``<cache>/rivals/`` (``$LLMQP_CACHE`` or ``~/.cache/llmqp``):
 transformers writes a Hugging Face folder from the same GGUF (dequantized, offline), and
