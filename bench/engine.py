@@ -3,6 +3,11 @@ the standard Python stack, with identical outputs checked. Results in bench/resu
 
     python bench/engine.py [--requests bench/workload/requests.jsonl] [--limit N]
                            [--full-subset 6] [--reference-python PYTHON]
+    python bench/engine.py --workload bfcl [--per-category 100] [--max-tokens 128]
+
+``--workload bfcl`` decodes BFCL's four single-call categories (``llmqp bfcl requests``: the
+first ``--per-category`` of each; 100 gives 400 requests) and adds their accuracy against
+BFCL's accepted answers (the same for every exact plan: they decode the same tokens).
 
 Every plan decodes every request, the plans in turn on each request (FullRecompute only the
 first ``--full-subset``, beside DenseHead on the same requests); ratios are against DenseHead
@@ -139,14 +144,44 @@ def _standard_stack(python: str, requests_path: Path, limit: int | None) -> dict
     return json.loads(proc.stdout)
 
 
+def _bfcl_requests(args) -> str:
+    """Write BFCL's requests (fetching the data once) next to --out; return the file."""
+    from app.engine.bfcl_cli import write_requests
+    from app.engine.fetch import fetch_bfcl
+
+    fetch_bfcl(progress=lambda line: print(line, file=sys.stderr))
+    path = Path(args.out).with_name("bfcl_requests.jsonl")
+    kept, notes, bad = write_requests(path, None, args.per_category, args.max_tokens)
+    print(
+        f"BFCL: {len(kept)} requests ({len(notes)} with a changed feature, {len(bad)} left out)",
+        file=sys.stderr,
+    )
+    return str(path)
+
+
+def _bfcl_accuracy(results) -> dict:
+    from app.engine.bfcl import load_entries
+    from app.engine.bfcl_cli import score_results
+    from app.engine.fetch import bfcl_dir
+
+    return score_results([{"id": r.id, "text": r.text} for r in results], load_entries(bfcl_dir()))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", default=str(HERE / "workload" / "requests.jsonl"))
+    ap.add_argument("--workload", choices=("project", "bfcl"), default="project")
+    ap.add_argument("--per-category", type=int, default=100, help="bfcl: requests per category")
+    ap.add_argument("--max-tokens", type=int, default=128, help="bfcl: per request")
     ap.add_argument("--limit", type=int, default=None, help="the first N requests only")
     ap.add_argument("--full-subset", type=int, default=6)
     ap.add_argument("--reference-python", default=sys.executable)
-    ap.add_argument("--out", default=str(HERE / "results" / "engine.json"))
+    ap.add_argument("--out", default=None, help="default: bench/results/engine[_bfcl].json")
     args = ap.parse_args(argv)
+    suffix = "_bfcl" if args.workload == "bfcl" else ""
+    args.out = args.out or str(HERE / "results" / f"engine{suffix}.json")
+    if args.workload == "bfcl":
+        args.requests = _bfcl_requests(args)
 
     requests = load_requests(args.requests)[: args.limit]
     engine = Engine.load()
@@ -185,6 +220,8 @@ def main(argv=None) -> int:
         s: sum(r.stop == s for r in results["dense"]) for s in ("eos", "grammar", "length")
     }
 
+    if args.workload == "bfcl":
+        report["bfcl_accuracy_dense"] = _bfcl_accuracy(results["dense"])
     stack = _standard_stack(args.reference_python, Path(args.requests), args.limit)
     if stack is not None:
         stack_tokens = [r["tokens"] for r in stack["results"]]
@@ -203,7 +240,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    with open(out.with_name("k_distribution.csv"), "w") as f:
+    with open(out.with_name(f"k_distribution{suffix}.csv"), "w") as f:
         f.write("k_from,k_to,real_steps,real_share,synthetic_share\n")
         for real, syn in zip(report["k_distribution"], report["k_distribution_synthetic"]):
             f.write(
@@ -220,6 +257,9 @@ def main(argv=None) -> int:
             f"  stack: {s['tokens_per_s']:6.2f} tokens/s  identical={s['identical_to_dense']}  "
             f"auto/stack = {s['auto_speedup_vs_standard_stack']:.2f}x"
         )
+    if "bfcl_accuracy_dense" in report:
+        acc = report["bfcl_accuracy_dense"]
+        print(f"  BFCL accuracy (every exact plan): {acc['accuracy']:.3f} on {acc['requests']}")
     print(f"wrote {out}")
     return 0
 

