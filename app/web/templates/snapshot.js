@@ -110,7 +110,7 @@ async function restoreSnapshot(options, saved, startup) {
     py = await loadPyodide({
       ...options,
       _loadSnapshot: saved.heap,
-      _snapshotDeserializer: fromGlobalPath,
+      _snapshotDeserializer: deserializeJs,
     });
   } finally {
     self._createPyodideModule = create;
@@ -128,8 +128,6 @@ async function restoreSnapshot(options, saved, startup) {
       module.mergeLibSymbols(exports, name);
     }
   }
-  // Hash randomisation is fixed by the snapshot; the generators must not repeat per visit.
-  py.runPython("import random, numpy; random.seed(); numpy.random.seed(); numpy.add(1, 2)");
   return py;
 }
 
@@ -137,7 +135,30 @@ async function restoreSnapshot(options, saved, startup) {
 // ``["Object", "entries"]``). Pyodide's own way (loadPyodide's _makeSnapshot) wraps every
 // global in a recording proxy, through which a worker's getters and functions throw
 // "Illegal invocation"; looking the objects up when the snapshot is taken avoids that.
-function globalPath(value) {
+// Functions that Python made with pyodide.code.run_js while importing (Panel makes one)
+// are saved as their code (RECORD_RUN_JS) and evaluated again on restore.
+const RUN_JS = new Map();
+const RECORD_RUN_JS = `
+import pyodide.code, pyodide.ffi
+from js import llmqpRecordRunJs
+_llmqp_run_js = pyodide.code.run_js
+def _llmqp_recording_run_js(code, /):
+    result = _llmqp_run_js(code)
+    if isinstance(result, pyodide.ffi.JsProxy):
+        llmqpRecordRunJs(result, code)
+    return result
+pyodide.code.run_js = _llmqp_recording_run_js
+`;
+const STOP_RECORDING_RUN_JS = `
+pyodide.code.run_js = _llmqp_run_js
+del _llmqp_run_js, _llmqp_recording_run_js, llmqpRecordRunJs
+`;
+self.llmqpRecordRunJs = (value, code) => RUN_JS.set(value, code);
+
+function serializeJs(value) {
+  if (RUN_JS.has(value)) {
+    return {code: RUN_JS.get(value)};
+  }
   const names = new Set();
   for (let o = globalThis; o != null; o = Object.getPrototypeOf(o)) {
     Object.getOwnPropertyNames(o).forEach((n) => names.add(n));
@@ -151,7 +172,7 @@ function globalPath(value) {
       continue;
     }
     if (v === value) {
-      return [name];
+      return {path: [name]};
     }
     if (v != null && (typeof v === "object" || typeof v === "function")) {
       seen.push([name, v]);
@@ -161,7 +182,7 @@ function globalPath(value) {
     for (const member of Object.getOwnPropertyNames(v)) {
       try {
         if (v[member] === value) {
-          return [name, member];
+          return {path: [name, member]};
         }
       } catch (e) {
         // a getter that refuses this receiver
@@ -170,15 +191,18 @@ function globalPath(value) {
   }
   let what = Object.prototype.toString.call(value);
   try {
-    what += " " + String(value).slice(0, 60) + " keys " + Object.keys(value).slice(0, 8);
+    what += " " + String(value).slice(0, 60);
   } catch (e) {
     // a revoked proxy or similar: the type is enough
   }
   throw new Error("Python holds a JS object not reachable from the globals: " + what);
 }
 
-function fromGlobalPath(path) {
-  return path.reduce((object, key) => object[key], globalThis);
+function deserializeJs(saved) {
+  if (saved.code != null) {
+    return (0, eval)(saved.code); // global scope, as run_js evaluated it
+  }
+  return saved.path.reduce((object, key) => object[key], globalThis);
 }
 
 // A copy of the heap and what a restore needs to place the libraries: call right after the
@@ -199,7 +223,7 @@ function takeSnapshot(py, records, tableAfterLibs) {
   Object.keys(loaded).forEach((name) => delete py.loadedPackages[name]);
   let heap;
   try {
-    heap = py._api.makeSnapshot(globalPath);
+    heap = py._api.makeSnapshot(serializeJs);
   } finally {
     config._makeSnapshot = false;
     Object.assign(py.loadedPackages, loaded);
@@ -213,6 +237,10 @@ function takeSnapshot(py, records, tableAfterLibs) {
   };
   return {meta: meta, heap: heap};
 }
+
+// After the files are back: the generators must not repeat per visit (hash randomisation
+// stays fixed by the snapshot), and a library call checks the placed libraries.
+const RESEED = "import random, numpy.random; random.seed(); numpy.random.seed(); numpy.add(1, 2)";
 
 // Save ``made`` for the next visit, replacing this worker's snapshots of other builds.
 async function storeSnapshot(made) {

@@ -225,6 +225,7 @@ async function fromSnapshot(saved, startup) {
   try {
     const py = await restoreSnapshot(pyodideOptions(), found, startup);
     writeStartup(py, await startup, CONFIG.bundle.packages);
+    py.runPython(RESEED);
     self.snapshotState = "restored";
     return py;
   } catch (e) {
@@ -272,7 +273,16 @@ async function startPython() {
   }
   status("Python ready; packages installed", "packages");
   self.pyodide.runPython(PRELUDE);
-  self.pyodide.runPython(CONFIG.imports || "");
+  if (wantSnapshot) {
+    self.pyodide.runPython(RECORD_RUN_JS);
+  }
+  try {
+    self.pyodide.runPython(CONFIG.imports || "");
+  } finally {
+    if (wantSnapshot) {
+      self.pyodide.runPython(STOP_RECORDING_RUN_JS);
+    }
+  }
   if (!wantSnapshot || placed == null) {
     return null;
   }
