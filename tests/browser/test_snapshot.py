@@ -69,6 +69,9 @@ def test_snapshot_restores_with_the_same_numbers(open_page, static_url, cpython,
     restored = _play_summary(app)
     want = json.loads(json.dumps(cpython_app_after(restored["steps"]).session.summary()))
     assert_close(restored, want)
+    app.page.reload()  # restored once more: the shared end-to-end checks from a fresh page
+    app.wait_static_ready()
+    assert app.page.evaluate(SNAPSHOT_STATE) == "restored"
     app_checks(app)
 
 
