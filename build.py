@@ -262,7 +262,7 @@ def build(args: argparse.Namespace) -> Path:
         **worker_packages,
     }
     if args.embed is not None:
-        write_embed(out, worker_config)
+        write_embed(args, out, worker_config)
     else:
         write_pages(args, out, worker_config)
     sizes = assets.folder_size(out)
@@ -288,6 +288,7 @@ def write_pages(args: argparse.Namespace, out: Path, worker_config: dict) -> Non
             "loading_spinner": "pn-arc",
             "scripts": scripts,
             "worker_config": worker_config,
+            "snapshot": args.snapshot,
         }
         site = page.build_page(page_app, config, CDN_PREFIXES)
         (out / html_name).write_text(site.html, encoding="utf-8")
@@ -309,7 +310,7 @@ def write_pages(args: argparse.Namespace, out: Path, worker_config: dict) -> Non
             raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
 
 
-def write_embed(out: Path, worker_config: dict) -> None:
+def write_embed(args: argparse.Namespace, out: Path, worker_config: dict) -> None:
     """``embed.js``, its worker, BokehJS, Panel's JS and one snapshot per figure (the defaults,
     as Bokeh JSON items) for pages that embed live figures (docs/embedding.md)."""
     import bokeh
@@ -321,7 +322,9 @@ def write_embed(out: Path, worker_config: dict) -> None:
 
     log("embed: embed.js, embed-worker.js, snapshots of " + ", ".join(FIGURES))
     source = (ROOT / "app" / "embed.py").read_text(encoding="utf-8")
-    (out / "embed-worker.js").write_text(page.worker_script(worker_config, source), "utf-8")
+    (out / "embed-worker.js").write_text(
+        page.worker_script(worker_config, source, args.snapshot), "utf-8"
+    )
     version = bokeh.__version__
     scripts = [f"bokeh/{name}-{version}.min.js" for name in EMBED_BUNDLES]
     scripts.append(f"panel/{panel.__version__}/dist/panel.min.js")
@@ -365,6 +368,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="service_worker",
         action="store_false",
         help="no sw.js: repeat visits rely on the host's HTTP caching alone",
+    )
+    ap.add_argument(
+        "--no-snapshot",
+        dest="snapshot",
+        action="store_false",
+        help="workers never save or restore a snapshot of the started interpreter",
     )
     ap.add_argument(
         "--worker-start",

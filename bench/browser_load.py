@@ -98,12 +98,29 @@ REDRAW_JS = """async ([target]) => {
 
 
 def serve(folder: Path):
+    """(server, base URL); ``server.served[0]`` counts the bytes of file bodies sent."""
     from app.web import testhooks
 
-    handler = functools.partial(testhooks.HookedHandler, directory=str(folder))
+    served = [0]
+
+    class Counting(testhooks.HookedHandler):
+        def copyfile(self, source, outputfile):
+            data = source.read()
+            served[0] += len(data)
+            outputfile.write(data)
+
+    handler = functools.partial(Counting, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.served = served
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/"
+
+
+# The worker's memory snapshot (templates/snapshot.js) is saved once the page is live; the
+# warm reload stands for a later visit, so it waits for it (a build without one: at once).
+SNAPSHOT_SAVED_JS = (
+    "!window.llmqp.snapshot || !['missing', 'stale', 'failed'].includes(llmqp.snapshot.state)"
+)
 
 
 def only_local(origin: str, blocked: list):
@@ -119,7 +136,7 @@ def only_local(origin: str, blocked: list):
 
 def wait_ready(page) -> dict:
     page.wait_for_function(
-        "['ready', 'error'].includes(document.documentElement.dataset.llmqp)", timeout=120_000
+        "['ready', 'error'].includes(document.documentElement.dataset.llmqp)", timeout=300_000
     )
     if page.evaluate("document.documentElement.dataset.llmqp") != "ready":
         status = page.evaluate("document.getElementById('llmqp-status').textContent")
@@ -134,18 +151,25 @@ def folder_bytes(path: Path) -> int:
 EVAL_JS = "(code) => (window.llmqp && llmqp.eval ? llmqp.eval(code) : llmqpTest.eval(code))"
 
 
-def _one_load(browser, url: str, blocked: list) -> tuple[dict, dict, list, object]:
-    """A cold load in a fresh context, a warm reload, five slider moves; the open context."""
+def _one_load(browser, url: str, blocked: list, served: list) -> tuple:
+    """A cold load in a fresh context, a warm reload, five slider moves; the open context.
+    ``cold`` also carries ``first_visit_bytes`` (bytes served until interactive and the
+    snapshot saved) and the ``snapshot`` reports of both loads."""
     from app.web import testhooks
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.route("**/*", only_local(url.rsplit("/", 1)[0] + "/", blocked))
     context.add_init_script(testhooks.PAGE_EVAL)
     page = context.new_page()
-    page.goto(url)
+    before = served[0]
+    page.goto(url, timeout=300_000)
     cold = wait_ready(page)
-    page.reload()
+    page.wait_for_function(SNAPSHOT_SAVED_JS, timeout=120_000)
+    cold["first_visit_bytes"] = served[0] - before
+    cold["snapshot"] = page.evaluate("llmqp.snapshot || null")
+    page.reload(timeout=300_000)
     warm = wait_ready(page)
+    warm["snapshot"] = page.evaluate("llmqp.snapshot || null")
     page.wait_for_timeout(300)
     start, end = page.evaluate(
         "(() => { const d = Bokeh.documents[Bokeh.documents.length - 1];"
@@ -177,7 +201,10 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
         order = list(builds)
         for i in range(loads):
             for name in order if i % 2 == 0 else order[::-1]:
-                cold, warm, redraw, (context, page) = _one_load(browser, urls[name], blocked[name])
+                served = servers[name][0].served
+                cold, warm, redraw, (context, page) = _one_load(
+                    browser, urls[name], blocked[name], served
+                )
                 got = samples[name]
                 got["cold"].append(cold)
                 got["warm"].append(warm)
@@ -213,8 +240,11 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
             "warm_tti_ms": med(t["interactive"] for t in warm),
             "warm_prerendered_ms": med(t["prerendered"] for t in warm),
             "slider_redraw_ms": med(redraw),
-            "cold_phases_ms": {k: med(t.get(k, float("nan")) for t in cold) for k in cold[0]},
-            "warm_phases_ms": {k: med(t.get(k, float("nan")) for t in warm) for k in warm[0]},
+            "first_visit_bytes": med(t["first_visit_bytes"] for t in cold),
+            "snapshot_cold": [t["snapshot"] for t in cold],
+            "snapshot_warm": [t["snapshot"] for t in warm],
+            "cold_phases_ms": {k: med(t.get(k, float("nan")) for t in cold) for k in PHASES},
+            "warm_phases_ms": {k: med(t.get(k, float("nan")) for t in warm) for k in PHASES},
             "pyodide_live_linucb_steps_per_s": pyodide[name]["live_steps_per_s"],
             "pyodide_online_linucb_steps_per_s": pyodide[name]["online_steps_per_s"],
             "cpython_live_linucb_steps_per_s": cpython["live"],
@@ -224,6 +254,9 @@ def measure(builds: dict, page_name: str, loads: int, shots: dict) -> dict:
             "raw": {"cold": cold, "warm": warm, "slider_redraw_ms": redraw},
         }
     return out
+
+
+PHASES = ("prerendered", "runtime", "packages", "app", "render", "rendered", "interactive")
 
 
 def _cpus() -> int:
@@ -259,6 +292,8 @@ def table(results: dict) -> str:
         rows.append(f"{label:42}{cells} {goal_s:>9}")
     sizes = "".join(f"{results[p][b]['static_bytes'] / 1e6:>14.1f}MB" for p, b in cols)
     rows.append(f"{'static/ size':42}{sizes}")
+    first = "".join(f"{results[p][b]['first_visit_bytes'] / 1e6:>14.1f}MB" for p, b in cols)
+    rows.append(f"{'bytes of a first visit':42}{first}")
     return "\n".join(rows)
 
 

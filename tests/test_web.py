@@ -116,3 +116,26 @@ def test_browser_wheel_leaves_out_the_server_side(tmp_path):
     assert any(n.startswith("app/model/") for n in names)
     for server_side in ("app/engine/", "app/compiler/", "app/backend/", "app/web/"):
         assert not any(n.startswith(server_side) for n in names), server_side
+
+
+def test_worker_snapshot_imports_and_key():
+    """The worker imports the app's top-level modules (never ``js``) before its snapshot, and
+    the snapshot key changes with the app; --no-snapshot leaves no key."""
+    import json as _json
+
+    from app.web import page
+
+    source = "import panel as pn\nfrom js import location\nfrom app.widgets.embed import x\n"
+    imports = page.startup_imports(source).splitlines()
+    assert "import panel" in imports and "import app.widgets.embed" in imports
+    assert not any(line.startswith("import js") for line in imports)
+    config = {"bundle": {"packages": []}}
+
+    def key(text):
+        cfg = _json.loads(text.split("const CONFIG = ", 1)[1].split(";\nconst APP_CODE", 1)[0])
+        return cfg["snapshot"] and cfg["snapshot"]["key"]
+
+    one, two = page.worker_script(config, source), page.worker_script(config, source + "x = 1\n")
+    assert len(key(one)) == 16 and key(one) != key(two)
+    assert key(page.worker_script(config, source, snapshot=False)) is None
+    assert "__SNAPSHOT" not in one

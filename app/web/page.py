@@ -8,6 +8,7 @@ swap Panel's worker hand-off for ours (``templates/handler.js``), write our own 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
@@ -250,16 +251,56 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
     for name in config.get("scripts", ()):  # page-specific scripts (templates/<name>)
         script = (TEMPLATES / name).read_text()
         html = html.replace("</body>", f"<script>\n{script}</script>\n</body>", 1)
-    worker = worker_script(config["worker_config"], source)
+    worker = worker_script(config["worker_config"], source, config.get("snapshot", True))
     bundled = frozenset(re.findall(r"dist/bundled/([^/\"']+)/", html))
     return Page(html=html, worker=worker, bundled=bundled)
 
 
-def worker_script(worker_config: dict, source: str) -> str:
-    """``worker.js`` running the app ``source`` with ``worker_config`` (runtime, packages)."""
+#: Modules the worker imports before it takes its snapshot, besides the app's own imports:
+#: those of :data:`PROLOGUE` and of the worker's link (``templates/worker.js``).
+SNAPSHOT_IMPORTS = (
+    "panel",
+    "panel.io.pyodide",
+    "panel.io.document",
+    "panel.io.state",
+    "bokeh.core.serialization",
+    "bokeh.document",
+    "bokeh.document.events",
+    "bokeh.document.json",
+    "bokeh.events",
+    "bokeh.io.doc",
+    "bokeh.util.serialization",
+)
+
+
+def startup_imports(source: str) -> str:
+    """Python importing what the app ``source`` imports at its top level (not ``js``), after
+    :data:`SNAPSHOT_IMPORTS`: run before the worker's snapshot, so a restore skips them."""
+    names = list(SNAPSHOT_IMPORTS)
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    names = [n for n in dict.fromkeys(names) if n.split(".")[0] not in ("js", "pyodide_js")]
+    return "\n".join(f"import {name}" for name in names)
+
+
+def worker_script(worker_config: dict, source: str, snapshot: bool = True) -> str:
+    """``worker.js`` running the app ``source`` with ``worker_config`` (runtime, packages).
+
+    With ``snapshot`` (and the start-up archive), the worker restores a snapshot of the
+    interpreter saved by an earlier visit (``templates/snapshot.js``); its key is a hash of
+    the whole worker, so any change of runtime, packages, app or worker makes it stale.
+    """
+    config = dict(worker_config, imports=startup_imports(source))
+    config["snapshot"] = {"key": "__SNAPSHOT_KEY__"} if snapshot and "bundle" in config else None
     worker = (TEMPLATES / "worker.js").read_text()
-    worker = worker.replace("__CONFIG__", json.dumps(worker_config, indent=1))
-    return worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
+    worker = worker.replace("__SNAPSHOT_JS__", (TEMPLATES / "snapshot.js").read_text())
+    worker = worker.replace("__CONFIG__", json.dumps(config, indent=1))
+    worker = worker.replace("__APP_CODE__", json.dumps(worker_code(source)))
+    key = hashlib.sha256(worker.encode()).hexdigest()[:16]
+    return worker.replace("__SNAPSHOT_KEY__", key)
 
 
 def embed_script(config: dict) -> str:

@@ -77,9 +77,15 @@ def hooked(cls, hook: str, *, param_ref=None, **params):
     return klass(hook=hook, **params)
 
 
-# The handle shows the integer, not its log10. One formatter per slider: a Bokeh model belongs
-# to one document, and every session (and the static page's pre-render) has its own.
+# The handle shows the integer, not its log10. A Bokeh model belongs to one document, and every
+# session (and the static page's pre-render) has its own: the sliders of one group of controls
+# share one formatter (one Bokeh model instead of one per slider).
 _INT_FORMAT_JS = "return Math.round(10 ** tick).toLocaleString()"
+
+
+def int_formatter() -> CustomJSTickFormatter:
+    """A log slider's handle label: the integer ``10 ** value`` (share it within a group)."""
+    return CustomJSTickFormatter(code=_INT_FORMAT_JS)
 
 
 class LogSlider(pn.viewable.Viewer):
@@ -89,7 +95,14 @@ class LogSlider(pn.viewable.Viewer):
     the parameter itself).
     """
 
-    def __init__(self, state: ScenarioState, name: str, hook: str, step: float = 0.005):
+    def __init__(
+        self,
+        state: ScenarioState,
+        name: str,
+        hook: str,
+        step: float = 0.005,
+        formatter: CustomJSTickFormatter | None = None,
+    ):
         super().__init__()
         self.state, self.pname = state, name
         p = state.param[name]
@@ -104,7 +117,7 @@ class LogSlider(pn.viewable.Viewer):
             end=math.log10(soft_hi),
             step=step,
             value=self._log(getattr(state, name)),
-            format=CustomJSTickFormatter(code=_INT_FORMAT_JS),
+            format=formatter if formatter is not None else int_formatter(),
             sizing_mode="stretch_width",
             margin=(5, 10, 0, 10),
         )
@@ -166,16 +179,17 @@ class LogSlider(pn.viewable.Viewer):
 def model_controls(state: ScenarioState) -> dict:
     """Widgets of the model inputs (Figures 1–2 and the plan table), keyed by hook."""
     p = state.param
+    fmt = int_formatter()
     w = {
-        "d": LogSlider(state, "d", "d"),
-        "vocab": LogSlider(state, "vocab", "vocab"),
-        "k": LogSlider(state, "k", "k"),
-        "batch": LogSlider(state, "batch", "batch"),
+        "d": LogSlider(state, "d", "d", formatter=fmt),
+        "vocab": LogSlider(state, "vocab", "vocab", formatter=fmt),
+        "k": LogSlider(state, "k", "k", formatter=fmt),
+        "batch": LogSlider(state, "batch", "batch", formatter=fmt),
         "hardware_select": hooked(pn.widgets.Select, "hardware_select", param_ref=p.hardware),
         "dtype_select": hooked(pn.widgets.Select, "dtype_select", param_ref=p.dtype),
         "tau_slider": hooked(pn.widgets.FloatSlider, "tau_slider", param_ref=p.tau, step=0.01),
         "eps_slider": hooked(pn.widgets.FloatSlider, "eps_slider", param_ref=p.eps, step=0.005),
-        "decode_length": LogSlider(state, "decode_length", "decode_length"),
+        "decode_length": LogSlider(state, "decode_length", "decode_length", formatter=fmt),
     }
     w["k"].set_upper(state.vocab)
     state.param.watch(lambda e: w["k"].set_upper(e.new), "vocab")

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from bokeh.core.property.vectorization import value
-from bokeh.models import GlyphRenderer, HoverTool, Legend, LegendItem, Line, Quad, Scatter, VBar
+from bokeh.models import (
+    AllLabels,
+    BasicTicker,
+    GlyphRenderer,
+    HoverTool,
+    Legend,
+    LegendItem,
+    Line,
+    Quad,
+    Scatter,
+    VBar,
+)
 from bokeh.plotting import figure
 
 from app.model import PLAN_NAMES
@@ -23,8 +34,10 @@ __all__ = [
     "empty_like",
 ]
 
-#: Tools on every figure: box zoom, pan, wheel zoom, reset and save (PNG; SVG in SVG mode).
-TOOLS = "box_zoom,pan,wheel_zoom,reset,save"
+#: Tools on every figure: pan, wheel zoom, reset and save (PNG; SVG in SVG mode). No box zoom:
+#: its overlay is four Bokeh models per figure (tool, box, handles, visuals), and every model
+#: costs start-up in Pyodide and in BokehJS (docs/static-site.md); wheel zoom does the job.
+TOOLS = "pan,wheel_zoom,reset,save"
 
 #: The Okabe–Ito colour-blind-safe palette, in the order the registry's plans take it.
 PLAN_PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
@@ -43,7 +56,7 @@ def new_figure(name: str, title: str, **kwargs):
     """A figure with the shared toolbar, stretching to its container's width."""
     opts = dict(
         tools=TOOLS,
-        active_drag="box_zoom",
+        active_drag="pan",
         toolbar_location="above",
         height=320,
         sizing_mode="stretch_width",
@@ -52,7 +65,32 @@ def new_figure(name: str, title: str, **kwargs):
     opts.update(kwargs)
     fig = figure(name=name, title=title, **opts)
     fig.title.text_font_size = "11pt"
+    _share_axis_models(fig)
     return fig
+
+
+def _share_axis_models(fig) -> None:
+    """The figure's axes share one label policy and one ticker where both have Bokeh's
+    stateless defaults (``AllLabels``, a default ``BasicTicker``): two models fewer per
+    figure. (Tick formatters stay per axis: BokehJS's ``BasicTickFormatter`` keeps state.)"""
+    axes = [*fig.xaxis, *fig.yaxis]
+    policies = [a.major_label_policy for a in axes]
+    if all(type(p) is AllLabels for p in policies):
+        for axis in axes[1:]:
+            axis.major_label_policy = policies[0]
+    tickers = [a.ticker for a in axes]
+    if all(type(t) is BasicTicker and not _non_default(t) for t in tickers):
+        for axis in axes[1:]:
+            axis.ticker = tickers[0]
+        for grid in fig.grid:
+            if grid.ticker is not None:
+                grid.ticker = tickers[0]
+
+
+def _non_default(model) -> dict:
+    return {
+        k: v for k, v in model.properties_with_values(include_defaults=False).items() if k != "id"
+    }
 
 
 _RENDERER_ARGS = ("name", "x_range_name", "y_range_name", "visible")

@@ -150,6 +150,8 @@ function startWorker() {
     } else if (msg.type === "error") {
       console.error(msg.detail);
       setState("error", "Error (" + msg.where + "): " + msg.msg);
+    } else if (msg.type === "snapshot") {
+      llmqp.snapshot = {...llmqp.snapshot, ...msg}; // state: restored, missing, stored, …
     } else if (msg.type === "hydrate") {
       await hydrate(msg);
     } else if (msg.type === "render") {

@@ -7,6 +7,8 @@ const BASE = new URL("./", self.location.href).href;
 const T0 = performance.now();
 importScripts(BASE + CONFIG.pyodide_dir + "pyodide.js");
 
+__SNAPSHOT_JS__
+
 function status(msg, phase) {
   self.postMessage({type: "status", msg: msg, phase: phase, t: performance.now() - T0});
 }
@@ -147,7 +149,9 @@ function fetchStartup(bundle) {
   return all;
 }
 
-function installStartup(py, [bytes, libs], packages) {
+// Write the archive's files and the libraries' bytes into site-packages (a snapshot holds
+// the heap, not the file system: Python reads templates, metadata and lazy modules from it).
+function writeStartup(py, [bytes, libs], packages) {
   const text = new TextDecoder();
   if (text.decode(bytes.subarray(0, 8)) !== "LLMQPSP1") {
     throw new Error("the start-up package archive is damaged");
@@ -169,35 +173,85 @@ function installStartup(py, [bytes, libs], packages) {
     write(path.startsWith("/") ? path : site + "/" + path, bytes.subarray(offset, offset + length));
     offset += length;
   }
-  // What Pyodide's loadPackage does with a package's libraries (loadDynlib), given modules
-  // compiled already: instantiate each (its memory, its constructors) and keep its exports,
-  // which the dynamic loader returns when Python imports the extension module.
-  const module = py._module;
-  for (const [path, compiled, data] of libs) {
-    const full = site + "/" + path;
-    write(full, new Uint8Array(data));
-    const flags = {loadAsync: false, nodelete: true, allowUndefined: true};
-    module.preloadedWasm[full] = module.loadWebAssemblyModule(compiled, flags, full, {});
+  for (const [path, , data] of libs) {
+    write(site + "/" + path, new Uint8Array(data));
   }
-  module.reportUndefinedSymbols();
   for (const name of packages) {
     py.loadedPackages[name] = "default channel"; // as loadPackage records it
   }
   py.runPython("import importlib; importlib.invalidate_caches()");
+  return site;
 }
 
-async function startApplication() {
-  status("Loading Python runtime (Pyodide " + CONFIG.pyodide_version + ")", "runtime");
-  const bundle = CONFIG.bundle;
-  const startup = fetchStartup(bundle);
-  self.pyodide = await loadPyodide({
+// What Pyodide's loadPackage does with a package's libraries (loadDynlib), given modules
+// compiled already: instantiate each (its memory, its constructors) and keep its exports,
+// which the dynamic loader returns when Python imports the extension module. The loader
+// records each library's bases (snapshot.js), which a snapshot needs.
+function installStartup(py, files, packages) {
+  const site = writeStartup(py, files, packages);
+  const records = loadLibraries(py._module, site, files[1], null);
+  return {records: records, table: py._module.wasmTable.length};
+}
+
+function pyodideOptions() {
+  return {
     indexURL: BASE + CONFIG.pyodide_dir,
     lockFileURL: BASE + CONFIG.pyodide_dir + CONFIG.lock_file,
     packages: CONFIG.packages,
     env: {PANEL_CDN_ROOT: BASE + CONFIG.panel_root, HOME: "/home/pyodide"},
     stdout: (s) => console.log(s),
     stderr: (s) => console.warn(s),
-  });
+  };
+}
+
+// The interpreter restored from this build's snapshot, or null (one console line says why
+// when a snapshot was there and could not be used; the caller then boots as usual).
+async function fromSnapshot(saved, startup) {
+  let found;
+  try {
+    found = await saved;
+  } catch (e) {
+    console.warn("snapshot unusable, starting without it: " + e);
+    self.snapshotState = "failed";
+    return null;
+  }
+  self.snapshotState = found.state;
+  if (found.state !== "found") {
+    if (found.state === "stale") {
+      console.warn("snapshot of another build, starting without it (a new one follows)");
+    }
+    return null;
+  }
+  try {
+    const py = await restoreSnapshot(pyodideOptions(), found, startup);
+    writeStartup(py, await startup, CONFIG.bundle.packages);
+    py.runPython(RESEED);
+    self.snapshotState = "restored";
+    return py;
+  } catch (e) {
+    console.warn("snapshot failed to restore, starting without it: " + e);
+    self.snapshotState = "failed";
+    return null;
+  }
+}
+
+// Start Python: from the snapshot if there is a usable one, else boot, install, import (and
+// take a snapshot for the next visit). Returns the snapshot taken, if any.
+async function startPython() {
+  const bundle = CONFIG.bundle;
+  const startup = fetchStartup(bundle);
+  const saved = startup == null ? null : openSnapshot();
+  if (saved != null) {
+    saved.catch(() => {});
+    self.pyodide = await fromSnapshot(saved, startup);
+    if (self.pyodide != null) {
+      status("Python restored from the snapshot", "packages");
+      return null;
+    }
+  }
+  const wantSnapshot = saved != null && self.snapshotState !== "off";
+  self.pyodide = await loadPyodide(pyodideOptions());
+  let placed = null;
   if (bundle != null) {
     let files = null;
     try {
@@ -206,7 +260,7 @@ async function startApplication() {
       console.warn("start-up archive unavailable, installing the wheels instead: " + e);
     }
     if (files != null) {
-      installStartup(self.pyodide, files, bundle.packages);
+      placed = installStartup(self.pyodide, files, bundle.packages);
     } else {
       await self.pyodide.loadPackage(bundle.packages);
     }
@@ -218,13 +272,56 @@ async function startApplication() {
     throw new Error("could not install " + missing.join(", ") + " (see the console)");
   }
   status("Python ready; packages installed", "packages");
+  self.pyodide.runPython(PRELUDE);
+  if (wantSnapshot) {
+    self.pyodide.runPython(RECORD_RUN_JS);
+  }
+  try {
+    self.pyodide.runPython(CONFIG.imports || "");
+  } finally {
+    if (wantSnapshot) {
+      self.pyodide.runPython(STOP_RECORDING_RUN_JS);
+    }
+  }
+  if (!wantSnapshot || placed == null) {
+    return null;
+  }
+  try {
+    return takeSnapshot(self.pyodide, placed.records, placed.table);
+  } catch (e) {
+    console.warn("no snapshot made: " + e);
+    self.snapshotState = "unsupported";
+    return null;
+  }
+}
+
+async function startApplication() {
+  status("Loading Python runtime (Pyodide " + CONFIG.pyodide_version + ")", "runtime");
+  self.snapshot = await startPython();
+  self.postMessage({type: "snapshot", state: self.snapshotState || "off"});
   self.pyodide.globals.set("sendPatch", sendPatch);
   self.pyodide.globals.set("reportFailure", (text) => fail("patch", text));
-  self.pyodide.runPython(PRELUDE);
   status("Starting the app", "app");
   const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
   status("Drawing the live figures", "render");
   self.postMessage({type: "hydrate", fingerprint: fingerprint});
+}
+
+// Once the page is live: save the snapshot taken at start-up for the next visit.
+async function saveSnapshot() {
+  const made = self.snapshot;
+  self.snapshot = null;
+  if (made == null) {
+    return;
+  }
+  const t = performance.now();
+  try {
+    const bytes = await storeSnapshot(made);
+    self.postMessage({type: "snapshot", state: "stored", bytes: bytes, ms: performance.now() - t});
+  } catch (e) {
+    console.warn("snapshot not saved: " + e);
+    self.postMessage({type: "snapshot", state: "unsaved"});
+  }
 }
 
 const ready = startApplication().catch((e) => {
@@ -241,6 +338,7 @@ async function handle(msg) {
     self.pyodide.runPython(LINK);
     const urls = performance.getEntriesByType("resource").map((e) => e.name);
     self.postMessage({type: "linked", t: performance.now() - T0, urls: urls});
+    saveSnapshot();
   } else if (msg.type === "patch") {
     self.pyodide.globals.set("patch", msg.patch);
     try {

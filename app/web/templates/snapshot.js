@@ -1,0 +1,263 @@
+// Memory snapshot of the started interpreter (inlined into the worker by page.py).
+//
+// Pyodide 0.27 can copy its whole WebAssembly heap (makeMemorySnapshot) and start from such a
+// copy (loadPyodide's _loadSnapshot), but the copy holds neither the dynamic libraries'
+// instances (numpy's 19 `.so`) nor the function-table slots they fill. So the worker loads
+// every library itself, in a fixed order, through Emscripten's loader with a handle of its
+// own in which the loader records where the library's data (memory base) and functions
+// (table base) went. A restore instantiates the same libraries in the same order at those
+// bases (the loader's "already placed" path: handle flag set, bases given) right after the
+// runtime is created and before the heap is copied back, so the copied heap's pointers into
+// library data and function tables are valid again; then it re-registers the handles that
+// Python's dlopen made, writes site-packages again (files are not in the heap) and reseeds
+// the random generators. Made on a visit without one, once the page is live; kept in Cache
+// Storage (own cache, not the service worker's), keyed by the worker's URL and build key.
+
+const SNAPSHOT_CACHE = "llmqp.snapshot"; // not "llmqp-…": sw.js deletes those of old builds
+const SNAPSHOT_MAGIC = "LLMQPSN1";
+// Emscripten 3.1.58's `struct dso` (libc dynlink): +8 flag "placed", +12 memory base,
+// +16 memory size, +20 table base, +24 table size; +36 the name (unused here).
+const DSO_HANDLE_SIZE = 40;
+
+function snapshotUrl() {
+  return self.location.href.split("?")[0] + "?llmqp-snapshot=" + CONFIG.snapshot.key;
+}
+
+// Instantiate the start-up libraries (``libs``: [path in site-packages, compiled, bytes]) in
+// order; with ``placed`` (a snapshot's records) at the recorded bases. Returns the records.
+function loadLibraries(module, site, libs, placed) {
+  const records = [];
+  libs.forEach(([path, compiled], i) => {
+    const full = site + "/" + path;
+    const handle = module._calloc(1, DSO_HANDLE_SIZE);
+    if (placed != null) {
+      const want = placed[i];
+      if (want == null || want.path !== full) {
+        throw new Error("the snapshot's libraries differ from this build's");
+      }
+      const view = new DataView(module.HEAP8.buffer);
+      view.setUint8(handle + 8, 1);
+      view.setUint32(handle + 12, want.memoryBase, true);
+      view.setUint32(handle + 16, want.memorySize, true);
+      view.setUint32(handle + 20, want.tableBase, true);
+      view.setUint32(handle + 24, want.tableSize, true);
+    }
+    const flags = {loadAsync: false, nodelete: true, allowUndefined: true};
+    module.preloadedWasm[full] = module.loadWebAssemblyModule(compiled, flags, full, {}, handle);
+    const view = new DataView(module.HEAP8.buffer);
+    records.push({
+      path: full,
+      memoryBase: view.getUint32(handle + 12, true),
+      memorySize: view.getUint32(handle + 16, true),
+      tableBase: view.getUint32(handle + 20, true),
+      tableSize: view.getUint32(handle + 24, true),
+    });
+  });
+  module.reportUndefinedSymbols();
+  return records;
+}
+
+// The saved snapshot for this build: {state: "found", meta, heap}, or a state saying why not
+// ("missing", "stale": one of another build, "off": no Cache Storage or no snapshot build).
+async function openSnapshot() {
+  if (CONFIG.snapshot == null || typeof caches === "undefined") {
+    return {state: "off"};
+  }
+  const cache = await caches.open(SNAPSHOT_CACHE);
+  const response = await cache.match(snapshotUrl());
+  if (response == null) {
+    const prefix = snapshotUrl().split("?")[0] + "?";
+    const others = (await cache.keys()).filter((r) => r.url.startsWith(prefix));
+    return {state: others.length ? "stale" : "missing"};
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const text = new TextDecoder();
+  if (bytes.length < 16 || text.decode(bytes.subarray(0, 8)) !== SNAPSHOT_MAGIC) {
+    throw new Error("the saved snapshot is damaged (no header)");
+  }
+  const size = new DataView(bytes.buffer).getUint32(8, true);
+  const meta = JSON.parse(text.decode(bytes.subarray(16, 16 + size)));
+  const heap = bytes.subarray(16 + size);
+  if (meta.key !== CONFIG.snapshot.key) {
+    return {state: "stale"};
+  }
+  if (heap.length !== meta.size) {
+    throw new Error("the saved snapshot is damaged (" + heap.length + " of " + meta.size + " bytes)");
+  }
+  return {state: "found", meta: meta, heap: heap};
+}
+
+// loadPyodide from ``saved``: the libraries are placed between the runtime's creation and the
+// heap's restoration (loadPyodide calls the global _createPyodideModule, wrapped meanwhile).
+async function restoreSnapshot(options, saved, startup) {
+  if (typeof _createPyodideModule !== "function") {
+    importScripts(options.indexURL + "pyodide.asm.js");
+  }
+  const create = _createPyodideModule;
+  const meta = saved.meta;
+  self._createPyodideModule = async (config) => {
+    const module = await create(config);
+    const [, libs] = await startup;
+    const site = meta.libs.length ? meta.libs[0].path.slice(0, -libs[0][0].length - 1) : "";
+    loadLibraries(module, site, libs, meta.libs);
+    if (module.wasmTable.length !== meta.table) {
+      throw new Error("function table " + module.wasmTable.length + " != " + meta.table);
+    }
+    return module;
+  };
+  let py;
+  try {
+    py = await loadPyodide({
+      ...options,
+      _loadSnapshot: saved.heap,
+      _snapshotDeserializer: deserializeJs,
+    });
+  } finally {
+    self._createPyodideModule = create;
+  }
+  const module = py._module;
+  for (const [handle, name, global] of meta.handles) {
+    const exports = module.preloadedWasm[name];
+    if (exports == null) {
+      throw new Error("the snapshot's library " + name + " is not loaded");
+    }
+    const dso = {refcount: Infinity, name: name, exports: exports, global: global};
+    module.LDSO.loadedLibsByName[name] = dso;
+    module.LDSO.loadedLibsByHandle[handle] = dso;
+    if (global) {
+      module.mergeLibSymbols(exports, name);
+    }
+  }
+  return py;
+}
+
+// The JS objects Python holds are saved as paths from the global object (``["JSON"]``,
+// ``["Object", "entries"]``). Pyodide's own way (loadPyodide's _makeSnapshot) wraps every
+// global in a recording proxy, through which a worker's getters and functions throw
+// "Illegal invocation"; looking the objects up when the snapshot is taken avoids that.
+// Functions that Python made with pyodide.code.run_js while importing (Panel makes one)
+// are saved as their code (RECORD_RUN_JS) and evaluated again on restore.
+const RUN_JS = new Map();
+const RECORD_RUN_JS = `
+import pyodide.code, pyodide.ffi
+from js import llmqpRecordRunJs
+_llmqp_run_js = pyodide.code.run_js
+def _llmqp_recording_run_js(code, /):
+    result = _llmqp_run_js(code)
+    if isinstance(result, pyodide.ffi.JsProxy):
+        llmqpRecordRunJs(result, code)
+    return result
+pyodide.code.run_js = _llmqp_recording_run_js
+`;
+const STOP_RECORDING_RUN_JS = `
+pyodide.code.run_js = _llmqp_run_js
+del _llmqp_run_js, _llmqp_recording_run_js, llmqpRecordRunJs
+`;
+self.llmqpRecordRunJs = (value, code) => RUN_JS.set(value, code);
+
+function serializeJs(value) {
+  if (RUN_JS.has(value)) {
+    return {code: RUN_JS.get(value)};
+  }
+  const names = new Set();
+  for (let o = globalThis; o != null; o = Object.getPrototypeOf(o)) {
+    Object.getOwnPropertyNames(o).forEach((n) => names.add(n));
+  }
+  const seen = [];
+  for (const name of names) {
+    let v;
+    try {
+      v = globalThis[name];
+    } catch (e) {
+      continue;
+    }
+    if (v === value) {
+      return {path: [name]};
+    }
+    if (v != null && (typeof v === "object" || typeof v === "function")) {
+      seen.push([name, v]);
+    }
+  }
+  for (const [name, v] of seen) {
+    for (const member of Object.getOwnPropertyNames(v)) {
+      try {
+        if (v[member] === value) {
+          return {path: [name, member]};
+        }
+      } catch (e) {
+        // a getter that refuses this receiver
+      }
+    }
+  }
+  let what = Object.prototype.toString.call(value);
+  try {
+    what += " " + String(value).slice(0, 60);
+  } catch (e) {
+    // a revoked proxy or similar: the type is enough
+  }
+  throw new Error("Python holds a JS object not reachable from the globals: " + what);
+}
+
+function deserializeJs(saved) {
+  if (saved.code != null) {
+    return (0, eval)(saved.code); // global scope, as run_js evaluated it
+  }
+  return saved.path.reduce((object, key) => object[key], globalThis);
+}
+
+// A copy of the heap and what a restore needs to place the libraries: call right after the
+// imports, before the app runs (the app's JS references could not be restored).
+function takeSnapshot(py, records, tableAfterLibs) {
+  const module = py._module;
+  if (module.wasmTable.length !== tableAfterLibs) {
+    throw new Error("the function table grew after the libraries were loaded");
+  }
+  const handles = Object.entries(module.LDSO.loadedLibsByHandle)
+    .filter(([handle]) => Number(handle) !== 0)
+    .map(([handle, dso]) => [Number(handle), dso.name, Boolean(dso.global)]);
+  const config = py._api.config;
+  config._makeSnapshot = true; // makeSnapshot's guard; the globals were never wrapped
+  // Pyodide expects its loadedPackages object (a JS-side record, set again on restore) to be
+  // empty in a snapshot.
+  const loaded = {...py.loadedPackages};
+  Object.keys(loaded).forEach((name) => delete py.loadedPackages[name]);
+  let heap;
+  try {
+    heap = py._api.makeSnapshot(serializeJs);
+  } finally {
+    config._makeSnapshot = false;
+    Object.assign(py.loadedPackages, loaded);
+  }
+  const meta = {
+    key: CONFIG.snapshot.key,
+    size: heap.length,
+    libs: records,
+    handles: handles,
+    table: module.wasmTable.length,
+  };
+  return {meta: meta, heap: heap};
+}
+
+// After the files are back: the generators must not repeat per visit (hash randomisation
+// stays fixed by the snapshot), and a library call checks the placed libraries.
+const RESEED = "import random, numpy.random; random.seed(); numpy.random.seed(); numpy.add(1, 2)";
+
+// Save ``made`` for the next visit, replacing this worker's snapshots of other builds.
+async function storeSnapshot(made) {
+  const meta = new TextEncoder().encode(JSON.stringify(made.meta));
+  const size = Math.ceil(meta.length / 16) * 16; // the heap must stay 4-byte aligned
+  const header = new Uint8Array(16 + size).fill(32);
+  header.set(new TextEncoder().encode(SNAPSHOT_MAGIC));
+  new DataView(header.buffer).setUint32(8, size, true);
+  header.set(meta, 16);
+  const cache = await caches.open(SNAPSHOT_CACHE);
+  const prefix = snapshotUrl().split("?")[0] + "?";
+  for (const request of await cache.keys()) {
+    if (request.url.startsWith(prefix)) {
+      await cache.delete(request);
+    }
+  }
+  const body = new Blob([header, made.heap]);
+  await cache.put(snapshotUrl(), new Response(body, {headers: {"content-type": "application/octet-stream"}}));
+  return 16 + size + made.heap.length;
+}
