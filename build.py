@@ -80,7 +80,15 @@ SOFT_DEPENDENCIES = {
     "requests",
 }
 # Server-, CLI- and build-only code stays out of the browser's wheel.
-APP_EXCLUDE = ("app/backend", "app/engine", "app/compiler", "app/web")
+APP_EXCLUDE = (
+    "app/backend",
+    "app/cli",
+    "app/compiler",
+    "app/engine",
+    "app/measure",
+    "app/serving",
+    "app/web",
+)
 APP_WHEEL_PREFIX = "llm_qp-"
 
 BOKEH_BUNDLES = ("bokeh", "bokeh-gl", "bokeh-widgets", "bokeh-tables")

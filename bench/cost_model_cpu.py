@@ -37,13 +37,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from app.backend.calibration import calibrate, relative_errors  # noqa: E402
-from app.backend.check import SHAPES  # noqa: E402
-from app.backend.kernels import get_kernels  # noqa: E402
-from app.backend.kernels_numpy import set_blas_threads  # noqa: E402
-from app.backend.store import ResultStore  # noqa: E402
-from app.backend.sweeps import AmortizedSweep, HeadSweep, Runner  # noqa: E402
-from app.backend.timing import TimingConfig, default_timing  # noqa: E402
+from app.measure.calibration import calibrate, relative_errors  # noqa: E402
+from app.measure.check import SHAPES  # noqa: E402
+from app.measure.kernels import get_kernels  # noqa: E402
+from app.measure.kernels_numpy import set_blas_threads  # noqa: E402
+from app.measure.store import ResultStore  # noqa: E402
+from app.measure.sweeps import AmortizedSweep, HeadSweep, Runner  # noqa: E402
+from app.measure.timing import TimingConfig, default_timing  # noqa: E402
 from app.model import PRESETS, k_grid  # noqa: E402
 
 PLANS = ("dense_head", "sparse_head", "full_step", "amortized_step", "amortized_rerank", "all")

@@ -146,7 +146,7 @@ def _standard_stack(python: str, requests_path: Path, limit: int | None) -> dict
 
 def _bfcl_requests(args) -> str:
     """Write BFCL's requests (fetching the data once) next to --out; return the file."""
-    from app.engine.bfcl_cli import write_requests
+    from app.cli.bfcl import write_requests
     from app.engine.fetch import fetch_bfcl
 
     fetch_bfcl(progress=lambda line: print(line, file=sys.stderr))
@@ -160,8 +160,8 @@ def _bfcl_requests(args) -> str:
 
 
 def _bfcl_accuracy(results) -> dict:
+    from app.cli.bfcl import score_results
     from app.engine.bfcl import load_entries
-    from app.engine.bfcl_cli import score_results
     from app.engine.fetch import bfcl_dir
 
     return score_results([{"id": r.id, "text": r.text} for r in results], load_entries(bfcl_dir()))

@@ -31,4 +31,4 @@ if [ "$device" = "cuda" ]; then
   }
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 290 "$PY" -m app.backend.check "$@"
+exec timeout 290 "$PY" -m app.measure.check "$@"

@@ -177,7 +177,7 @@ def _requests(args):
     elif args.workload == "project":
         path = HERE / "workload" / "requests.jsonl"
     else:
-        from app.engine.bfcl_cli import write_requests
+        from app.cli.bfcl import write_requests
         from app.engine.fetch import fetch_bfcl
 
         fetch_bfcl(progress=lambda s: print(s, file=sys.stderr))

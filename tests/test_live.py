@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.backend.answers import measured_crossover
+from app.measure.answers import measured_crossover
 from app.model import PLAN_NAMES, Scenario
 from app.router import Drift, LiveRun, regret_report, run_routers, scenario_stream
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from app.backend.store import ResultStore
 from app.harness_real import REAL_BENCH_FILES, run_bench_real
+from app.measure.store import ResultStore
 from app.router.real_trace import (
     REAL_ARMS,
     REAL_FEATURES,

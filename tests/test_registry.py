@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.backend.modelled import SWEEP_KERNELS, model_cost
+from app.measure.modelled import SWEEP_KERNELS, model_cost
 from app.model import (
     EXACT_PLANS,
     PLAN_NAMES,

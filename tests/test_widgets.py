@@ -271,7 +271,8 @@ def test_state_module_has_no_panel_and_app_has_no_backend():
     code = (
         "import sys; import app.widgets.state as s; assert 'panel' not in sys.modules; "
         "from app.widgets.app import LLMQPApp; LLMQPApp(server=False); "
-        "assert not [m for m in sys.modules if m.startswith('app.backend')], 'backend imported'"
+        "assert not [m for m in sys.modules if m.startswith(('app.serving', 'app.measure'))], "
+        "'server side imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -290,14 +291,14 @@ def measure(panel) -> bool:
 
 def _unavailable():
     try:
-        from app.backend.client import BackendUnavailable
+        from app.serving.client import BackendUnavailable
     except ImportError:
         return ConnectionError
     return BackendUnavailable
 
 
 class FakeClient:
-    """A backend client whose answers are shaped like ``app.backend.sweeps.Runner.result``."""
+    """A backend client whose answers are shaped like ``app.measure.sweeps.Runner.result``."""
 
     def __init__(self, fail=False, fail_sweep=False):
         self.fail, self.fail_sweep = fail, fail_sweep
@@ -436,7 +437,7 @@ def test_failed_sweep_shows_banner_and_keeps_the_model():
 
 
 def test_in_process_backend_end_to_end():
-    pytest.importorskip("app.backend.service")
+    pytest.importorskip("app.serving.service")
     app = LLMQPApp(ScenarioState(d=256, vocab=4096, k=64, horizon=200), server=True)
     panel = app.measured
     assert panel.client is not None, panel.banner.object

@@ -1,14 +1,2 @@
-"""Server mode only: measured kernels, calibration, a result store and an HTTP service.
-
-Never imported by the browser build, nor by ``app.model`` / ``app.router``. Importing this
-package is cheap: submodules (and ``torch``, only in ``kernels_torch``) load on first use.
-
-* :mod:`.kernels`, :mod:`.kernels_numpy`, :mod:`.kernels_torch` — one file per kernel backend
-* :mod:`.timing` — warm-up, repeats, median and spread
-* :mod:`.store` — SQLite results, one transaction per measurement
-* :mod:`.sweeps`, :mod:`.answers` — what to measure, and the answer beside the model
-* :mod:`.calibration`, :mod:`.modelled` — fit a ``Hardware`` profile; per-plan model error
-* :mod:`.measured` — ``measured_latency`` for the router
-* :mod:`.jobs`, :mod:`.service`, :mod:`.client`, :mod:`.cli` — the HTTP service and its client
-* :mod:`.check` — the GPU (or CPU) check behind ``bench/gpu_check.sh``
-"""
+"""Only the entry point ``python -m app.backend`` (see ``__main__``): the service is
+:mod:`app.serving`, measurement and calibration :mod:`app.measure`."""

@@ -1,7 +1,11 @@
-"""``python -m app.backend [--port P ...]``: the measurement service without the ``llmqp`` CLI."""
+"""``python -m app.backend [--port P ...]``: ``llmqp backend`` without the ``llmqp`` script.
+
+The service lives in :mod:`app.serving` and its measurements in :mod:`app.measure`; this entry
+point keeps the documented module name.
+"""
 
 import sys
 
-from .cli import main
+from app.cli.backend import main
 
 sys.exit(main())

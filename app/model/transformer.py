@@ -56,7 +56,7 @@ class TransformerShape:
 #: Shapes named in the paper's discussion. Llama-3-8B: d 4096, 32 layers, 128,256 tokens,
 #: SwiGLU MLP of 14,336, 8 KV heads of 128 (kv_dim 1024), per its public model card.
 #: SmolLM2-135M (the model the engine decodes): d 576, 30 layers, 49,152 tokens, SwiGLU MLP of
-#: 1,536, 3 KV heads of 64 — the engine's bridge (app/backend/llama.py) reads the same from
+#: 1,536, 3 KV heads of 64 — the engine's bridge (app/measure/llama.py) reads the same from
 #: the GGUF, and a test holds the two equal.
 SHAPES = {
     "llama-3-8b": TransformerShape(4096, 32, 128_256, ffn=14_336, kv_dim=1024, mlp_matrices=3),

@@ -147,7 +147,7 @@ def _project_metadata(root: Path) -> dict:
 def app_wheel(root: Path, dest_dir: Path, exclude: tuple[str, ...]) -> Path:
     """The project's own wheel from ``pyproject.toml``: package ``app`` minus ``exclude``.
 
-    ``exclude`` holds sub-package paths such as ``app/backend`` (server-only code). Data files
+    ``exclude`` holds sub-package paths such as ``app/serving`` (server-only code). Data files
     are the ``data/*.json`` files, as ``[tool.setuptools.package-data]`` gives a regular
     install (the shipped real trace).
     """

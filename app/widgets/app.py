@@ -7,7 +7,7 @@ parameters it reads: the model views (Figures 1–2, the plan table) to
 move patches data instead of re-rendering the page, in the server and in Pyodide alike.
 
 Server mode (``panel serve``, not Pyodide) adds the measurement panel of :mod:`.measured`;
-the browser build never imports it (nor ``app.backend``).
+the browser build never imports it (nor ``app.serving``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .workload import real_workload
 __all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
 
 #: Browser mode: running in Pyodide, or pre-rendered for the static site (``build.py`` sets
-#: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.backend`` import.
+#: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.serving`` import.
 IN_BROWSER = sys.platform == "emscripten" or os.environ.get("LLMQP_STATIC_BUILD") == "1"
 log = logging.getLogger(__name__)
 #: In Pyodide the shown run finishes in the background, this many steps per run per turn of
@@ -85,7 +85,7 @@ class LLMQPApp:
         self.update_router()
         if server:
             from .decode import DecodePanel
-            from .measured import MeasuredPanel  # server only: may import app.backend
+            from .measured import MeasuredPanel  # server only: may import app.serving
 
             self.measured = MeasuredPanel(self, client=client)
             self.decode = DecodePanel(self.measured)

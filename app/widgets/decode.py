@@ -5,7 +5,7 @@ engine offers routers) and "Decode". The request goes to the backend's OpenAI-co
 endpoint with ``stream: true``; a worker thread reads the events and a periodic callback draws
 each step as it arrives: the token, the plan the step ran, K, the margin and its time. Then the
 same request runs with ``plan: dense`` (always-DenseHead), and its per-step time is shown beside.
-Like :mod:`.measured`, ``app.backend`` is imported only inside functions.
+Like :mod:`.measured`, ``app.serving`` is imported only inside functions.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Server mode only: attach to a measurement backend and draw measured timings over the model.
 
 Never imported in Pyodide (``app.widgets.app`` imports it only when not running there), and
-``app.backend`` is imported only inside functions here, so the browser build can leave it out.
+``app.serving`` is imported only inside functions here, so the browser build can leave it out.
 
 The backend is reached by URL (``LLMQP_BACKEND_URL`` or the text box) or started in-process
-(``app.backend.client.start_in_process()``) when no URL is given. "Measure" runs a head sweep at
+(``app.serving.client.start_in_process()``) when no URL is given. "Measure" runs a head sweep at
 the scenario's head shape and an amortized sweep of a small body in a worker thread, polling the
-backend's progress, so the page stays live. Results (dicts as ``app.backend.sweeps.Runner.result``
+backend's progress, so the page stays live. Results (dicts as ``app.measure.sweeps.Runner.result``
 returns them) are drawn as scatter over Figures 1–2, and the backend's calibrated profile becomes
 the ``calibrated`` hardware choice, so the curves are then the calibrated model. If the backend is
 unreachable a banner says so and the app keeps working on the model alone.
@@ -56,9 +56,9 @@ def served_scenario() -> dict:
     """State values for server mode: the scenario of the model the server decodes (SmolLM2-135M:
     d 576, |V| 49,152, its body's proportions), on this CPU (the generic ``cpu`` preset until
     a measurement calibrates it) in float32, what numpy times. The shape is read from the GGUF's
-    metadata (``app.backend.llama.served_config``) when the model file is here; otherwise the
+    metadata (``app.measure.llama.served_config``) when the model file is here; otherwise the
     model card's shape is used and ``served`` says the file is missing."""
-    from app.backend.llama import llama_config, scenario_fields, served_config
+    from app.measure.llama import llama_config, scenario_fields, served_config
 
     cfg, where = served_config()
     if cfg is None:
@@ -86,7 +86,7 @@ def body_layers(s, limits: dict) -> int:
     """Layers of the amortized sweep for scenario ``s``: its own depth when the sweep fits the
     backend's memory budget of one request (``limits``, as ``GET /v1/device`` lists them),
     else the most that fit (at least 1; 0 when not even one does)."""
-    from app.backend.limits import amortized_sweep_bytes
+    from app.measure.limits import amortized_sweep_bytes
 
     budget = int((limits or {}).get("max_request_bytes") or 1 << 30)
     for layers in range(s.layers, 0, -1):
@@ -101,7 +101,7 @@ def body_layers(s, limits: dict) -> int:
 def _errors() -> tuple:
     """Exceptions that mean "no backend, or it refused": the app then keeps to the model."""
     try:
-        from app.backend.client import BackendError, BackendUnavailable
+        from app.serving.client import BackendError, BackendUnavailable
     except ImportError:
         return (ConnectionError, OSError)
     return (BackendUnavailable, BackendError, ConnectionError, OSError)
@@ -122,11 +122,11 @@ def in_process_url() -> str:
     """URL of this server process's in-process backend, started on first use and shared by
     every session (results in memory, so every page sees every measurement)."""
     if "url" not in _IN_PROCESS:
-        from app.backend.client import start_in_process
+        from app.serving.client import start_in_process
 
         origin = os.environ.get("LLMQP_APP_ORIGIN")  # set by `llmqp serve`
         origins = [origin, origin.replace("127.0.0.1", "localhost")] if origin else None
-        from app.backend.decoding import engine_loader
+        from app.serving.decoding import engine_loader
 
         # the model loads on the first decode only (the Decode panel), once per process
         _IN_PROCESS["url"], _IN_PROCESS["stop"] = start_in_process(
@@ -266,7 +266,7 @@ class MeasuredPanel(pn.viewable.Viewer):
         """Use ``client``, else the URL box's backend, else the in-process one."""
         try:
             if client is None:
-                from app.backend.client import BackendClient
+                from app.serving.client import BackendClient
 
                 client = BackendClient(self.url.value.strip() or in_process_url())
             self.info = client.device() or {}
@@ -392,10 +392,10 @@ class MeasuredPanel(pn.viewable.Viewer):
 
     def latency_for(self, s):
         """Measured per-plan latencies for scenario ``s`` (``None`` where none apply): the
-        router's stream then draws its costs from them (``app.backend.measured``)."""
+        router's stream then draws its costs from them (``app.measure.measured``)."""
         if not self.rows:
             return None
-        from app.backend.measured import measured_latency
+        from app.measure.measured import measured_latency
 
         try:
             return measured_latency(self.rows, s)

@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from app.backend.kernels import get_kernels
-from app.backend.timing import TimingConfig
+from app.measure.kernels import get_kernels
+from app.measure.timing import TimingConfig
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from app.backend.limits import Limits
-from app.backend.service import create_server
 from app.engine.batch_limits import BatchLimits
+from app.measure.limits import Limits
+from app.serving.service import create_server
 
 from .conftest import FAST
 from .test_endpoint_hostile import _send

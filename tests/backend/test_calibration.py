@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from app.backend import kernels_numpy
-from app.backend.calibration import calibrate, nnls, relative_errors
-from app.backend.modelled import level_features, linear_features, model_seconds
+from app.measure import kernels_numpy
+from app.measure.calibration import calibrate, nnls, relative_errors
+from app.measure.modelled import level_features, linear_features, model_seconds
 from app.model import PRESETS, k_grid
 
 MiB = 1 << 20

@@ -1,6 +1,6 @@
 """The device check's CPU path end to end, at its tiny shapes (about a second)."""
 
-from app.backend.check import main, run
+from app.measure.check import main, run
 
 
 def test_quick_cpu_check_measures_calibrates_and_reports(capsys, tmp_path):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.backend.client import BackendClient, start_in_process
+from app.serving.client import BackendClient, start_in_process
 from app.widgets.app import LLMQPApp
 from app.widgets.decode import request_body
 

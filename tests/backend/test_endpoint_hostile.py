@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pytest
 
-from app.backend.budget import DecodeBudget
-from app.backend.decoding import DecodeControl
-from app.backend.detok import TextStream
-from app.backend.limits import Limits
-from app.backend.service import create_server
+from app.measure.limits import Limits
+from app.serving.budget import DecodeBudget
+from app.serving.decoding import DecodeControl
+from app.serving.detok import TextStream
+from app.serving.service import create_server
 
 from .conftest import FAST
 from .test_openai import CHAT, FakeEngine, _chat
@@ -202,7 +202,7 @@ def test_decode_control_reasons():
 def _quiet(caplog):
     """The service's records at INFO and above: (level, message)."""
     return [(r.levelname, r.getMessage()) for r in caplog.records
-            if r.name.startswith("app.backend") and r.levelno >= logging.INFO]  # fmt: skip
+            if r.name.startswith("app.serving") and r.levelno >= logging.INFO]  # fmt: skip
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.backend.detok import TextStream
+from app.serving.detok import TextStream
 
 from .test_endpoint_hostile import _send, serve
 from .test_openai import CHAT, needs_model

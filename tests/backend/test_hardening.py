@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.backend.client import BackendClient, start_in_process
-from app.backend.guard import AccessPolicy, loads_json
-from app.backend.kernels import get_kernels
-from app.backend.limits import Limits
-from app.backend.store import ResultStore, StoreError
-from app.backend.sweeps import AmortizedSweep, HeadSweep, Runner
+from app.measure.kernels import get_kernels
+from app.measure.limits import Limits
+from app.measure.store import ResultStore, StoreError
+from app.measure.sweeps import AmortizedSweep, HeadSweep, Runner
+from app.serving.client import BackendClient, start_in_process
+from app.serving.guard import AccessPolicy, loads_json
 
 from .conftest import FAST
 from .test_service import call
@@ -474,7 +474,7 @@ def test_cli_serve_port_in_use_is_one_line():
 
 
 def test_the_device_lock_is_granted_in_arrival_order():
-    from app.backend.jobs import FairLock
+    from app.measure.jobs import FairLock
 
     lock, order = FairLock(), []
     lock.acquire()

@@ -8,10 +8,10 @@ ties on every backend and the comparison is exact.
 import numpy as np
 import pytest
 
-from app.backend import kernels_numpy
-from app.backend.kernels import get_kernels, preset_for
-from app.backend.sweeps import _body_plan
 from app.engine import heads_numpy
+from app.measure import kernels_numpy
+from app.measure.kernels import get_kernels, preset_for
+from app.measure.sweeps import _body_plan
 from app.model.equivalence import dense_masked_argmax
 
 
@@ -191,8 +191,8 @@ def _counted_body(kn, layers):
     """The engine's Llama body (batch 1) with every array it computes on counting its calls."""
     import dataclasses
 
-    from app.backend.llama import llama_config
     from app.engine.weights import LayerWeights, LlamaWeights, random_weights
+    from app.measure.llama import llama_config
 
     w = random_weights(llama_config(64, layers), np.random.default_rng(0))
 

@@ -6,21 +6,21 @@ import dataclasses
 import numpy as np
 import pytest
 
-from app.backend.kernels import get_kernels
-from app.backend.limits import Limits
-from app.backend.llama import (
+from app.engine.forward_numpy import NumpyLlama
+from app.engine.weights import random_weights
+from app.measure.kernels import get_kernels
+from app.measure.limits import Limits
+from app.measure.llama import (
     body_shape,
     llama_config,
     scenario_fields,
     served_config,
     transformer_shape,
 )
-from app.backend.modelled import model_seconds
-from app.backend.store import ResultStore
-from app.backend.sweeps import AmortizedSweep, HeadSweep, Runner
-from app.backend.timing import summarize
-from app.engine.forward_numpy import NumpyLlama
-from app.engine.weights import random_weights
+from app.measure.modelled import model_seconds
+from app.measure.store import ResultStore
+from app.measure.sweeps import AmortizedSweep, HeadSweep, Runner
+from app.measure.timing import summarize
 from app.model import SHAPES, Scenario, Setting, Step, get_plan, plan_cost
 
 from .conftest import FAST

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from app.backend.kernels import get_kernels
-from app.backend.llama import llama_config, scenario_fields
-from app.backend.measured import answer_rows, measured_latency
-from app.backend.store import Point, ResultStore
-from app.backend.sweeps import AmortizedSweep, HeadSweep, Runner
-from app.backend.timing import summarize
+from app.measure.kernels import get_kernels
+from app.measure.llama import llama_config, scenario_fields
+from app.measure.measured import answer_rows, measured_latency
+from app.measure.store import Point, ResultStore
+from app.measure.sweeps import AmortizedSweep, HeadSweep, Runner
+from app.measure.timing import summarize
 from app.model import (
     PLAN_NAMES,
     PRESETS,

@@ -14,8 +14,8 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from app.backend.client import start_in_process  # noqa: E402
-from app.backend.limits import Limits  # noqa: E402
+from app.measure.limits import Limits  # noqa: E402
+from app.serving.client import start_in_process  # noqa: E402
 
 from .conftest import FAST  # noqa: E402
 from .test_service import call  # noqa: E402

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.backend.cli import add_backend_command
-from app.backend.client import BackendClient, BackendUnavailable, start_in_process
-from app.backend.timing import TimingConfig
+from app.cli.backend import add_backend_command
+from app.measure.timing import TimingConfig
+from app.serving.client import BackendClient, BackendUnavailable, start_in_process
 
 from .conftest import FAST
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from app.backend.kernels import get_kernels
-from app.backend.store import Point, ResultStore
-from app.backend.sweeps import HeadSweep, Runner
-from app.backend.timing import summarize
+from app.measure.kernels import get_kernels
+from app.measure.store import Point, ResultStore
+from app.measure.sweeps import HeadSweep, Runner
+from app.measure.timing import summarize
 
 from .conftest import FAST
 
@@ -77,10 +77,10 @@ def test_point_validation():
 
 CHILD = """
 import json, sys
-from app.backend.kernels import get_kernels
-from app.backend.store import ResultStore
-from app.backend.sweeps import HeadSweep, Runner
-from app.backend.timing import TimingConfig
+from app.measure.kernels import get_kernels
+from app.measure.store import ResultStore
+from app.measure.sweeps import HeadSweep, Runner
+from app.measure.timing import TimingConfig
 
 store = ResultStore(sys.argv[1])
 put = store.put

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.backend.timing import (
+from app.measure.timing import (
     Clock,
     PerfCounterClock,
     TimingConfig,

@@ -14,8 +14,8 @@ import json
 import threading
 import urllib.request
 
-from app.backend.client import start_in_process
-from app.backend.timing import TimingConfig
+from app.measure.timing import TimingConfig
+from app.serving.client import start_in_process
 
 FAST = TimingConfig(warmup=1, min_samples=3, max_samples=5, max_time_s=0.02, min_sample_s=0.0)
 

@@ -11,16 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from .engine import DEVICES, IMPLS
-from .options import RECALIBRATE_PRESETS
-from .plans import PLAN_CHOICES
-from .routing import ROUTER_CHOICES
+from ..engine.engine import DEVICES, IMPLS
+from ..engine.options import RECALIBRATE_PRESETS
+from ..engine.plans import PLAN_CHOICES
+from ..engine.routing import ROUTER_CHOICES
 
 __all__ = ["add_engine_commands"]
 
 
 def _cmd_model_fetch(args) -> int:
-    from .fetch import fetch_model
+    from ..engine.fetch import fetch_model
 
     path = fetch_model(progress=lambda line: print(line, file=sys.stderr))
     print(path)
@@ -28,7 +28,7 @@ def _cmd_model_fetch(args) -> int:
 
 
 def _cmd_model_info(args) -> int:
-    from .engine import Engine
+    from ..engine.engine import Engine
 
     info = Engine.load(args.model).info()
     if args.json:
@@ -78,7 +78,7 @@ def _grammar_arg(args):
 
 
 def _requests(args):
-    from .requests import DecodeRequest, load_requests
+    from ..engine.requests import DecodeRequest, load_requests
 
     defaults = {"chat": args.chat}
     if args.max_tokens is not None:
@@ -113,7 +113,7 @@ def _say(line: str) -> None:
 
 def _options(args):
     """The :class:`DecodeOptions` the flags give (validated there, once)."""
-    from .options import DecodeOptions
+    from ..engine.options import DecodeOptions
 
     if args.router_state and args.plan != "router":
         raise ValueError("--router-state needs --plan router")
@@ -121,7 +121,7 @@ def _options(args):
         raise ValueError("--plan oracle needs --trace FILE (written by llmqp traces collect)")
     oracle = None
     if args.trace:
-        from .traces import load_costs
+        from ..engine.traces import load_costs
 
         oracle = load_costs(args.trace)
     return DecodeOptions(plan=args.plan, router=args.router, tau=args.tau, lossy=args.lossy,
@@ -130,7 +130,7 @@ def _options(args):
 
 def _session(args, engine, options):
     """A session with the amortizer and router state the flags name."""
-    from .session import Session
+    from ..engine.session import Session
 
     session = Session(engine, amortizer=args.amortizer, progress=None if args.quiet else _say)
     if options.plan == "router" and args.router_state and Path(args.router_state).is_file():
@@ -139,8 +139,8 @@ def _session(args, engine, options):
 
 
 def _record(path, result, plan) -> None:
-    from ..backend.store import ResultStore
-    from .traces import step_rows
+    from ..engine.traces import step_rows
+    from ..measure.store import ResultStore
 
     with ResultStore(path) as store:
         store.put_trace(f"decode/{plan}", step_rows(result, plan))
@@ -148,7 +148,7 @@ def _record(path, result, plan) -> None:
 
 def _decode_batched(args, session, requests, options, executor) -> None:
     """``--batch N``: N sequences in flight (app.engine.offline), outputs in the file's order."""
-    from .offline import decode_file
+    from ..engine.offline import decode_file
 
     if executor is not None:
         raise ValueError("--executor xla scores one sequence at a time: use it with --batch 1")
@@ -162,8 +162,8 @@ def _decode_batched(args, session, requests, options, executor) -> None:
 
 
 def _cmd_decode(args) -> int:
-    from .engine import Engine
-    from .offline import check_batch
+    from ..engine.engine import Engine
+    from ..engine.offline import check_batch
 
     check_batch(args.batch)
     requests = _requests(args)
@@ -206,10 +206,10 @@ def _round(v):
 def _cmd_traces_collect(args) -> int:
     import time
 
-    from .engine import Engine
-    from .requests import load_requests
-    from .session import Session
-    from .traces import collect_request, limited
+    from ..engine.engine import Engine
+    from ..engine.requests import load_requests
+    from ..engine.session import Session
+    from ..engine.traces import collect_request, limited
 
     requests = load_requests(args.requests)
     engine = Engine.load(args.model)
@@ -233,7 +233,7 @@ def _cmd_traces_collect(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "steps": steps}) + "\n")
     if args.store:
-        from ..backend.store import ResultStore
+        from ..measure.store import ResultStore
 
         with ResultStore(args.store) as store:
             store.put_trace(args.run, steps)
@@ -242,10 +242,10 @@ def _cmd_traces_collect(args) -> int:
 
 
 def _cmd_amortizer_fit(args) -> int:
-    from .amortized import default_amortizer_path
-    from .engine import Engine
-    from .fit import fit_workload
-    from .requests import load_requests
+    from ..engine.amortized import default_amortizer_path
+    from ..engine.engine import Engine
+    from ..engine.fit import fit_workload
+    from ..engine.requests import load_requests
 
     requests = load_requests(args.requests)
     engine = Engine.load(args.model)
@@ -267,12 +267,12 @@ def _cmd_amortizer_fit(args) -> int:
 
 
 def add_engine_commands(sub) -> None:
-    """Register ``model``, ``amortizer``, ``traces``, ``decode`` and ``bfcl`` on the ``llmqp`` subparsers."""
+    """Register ``model``, ``amortizer``, ``traces``, ``decode`` and ``bfcl`` on ``llmqp``."""
     _add_model(sub)
     _add_amortizer(sub)
     _add_traces(sub)
     _add_decode(sub)
-    from .bfcl_cli import add_bfcl_commands
+    from .bfcl import add_bfcl_commands
 
     add_bfcl_commands(sub)
 

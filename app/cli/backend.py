@@ -159,9 +159,9 @@ def run_backend(args) -> int:
     """Serve until interrupted; returns the exit code."""
     if args.device == "cuda" and args.impl == "numpy":
         return _fail("--impl numpy runs on the CPU only; use --impl torch with --device cuda", 2)
-    from .limits import Limits
-    from .service import create_server
-    from .store import StoreError
+    from ..measure.limits import Limits
+    from ..measure.store import StoreError
+    from ..serving.service import create_server
 
     if args.fresh and not args.db:
         return _fail("--fresh needs --db (an in-memory store is always fresh)", 2)

@@ -13,13 +13,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .bfcl import BFCL_CATEGORIES, DEFAULT_BFCL_MAX_TOKENS
+from ..engine.bfcl import BFCL_CATEGORIES, DEFAULT_BFCL_MAX_TOKENS
 
 __all__ = ["add_bfcl_commands", "make_requests", "check_schemas", "write_requests", "score_results"]
 
 
 def _bfcl_folder() -> Path:
-    from .fetch import BFCL_HINT, ModelMissingError, bfcl_dir
+    from ..engine.fetch import BFCL_HINT, ModelMissingError, bfcl_dir
 
     folder = bfcl_dir()
     if not (folder / "wheel.sha256").is_file():
@@ -41,7 +41,7 @@ def _categories(text: str | None) -> tuple[str, ...]:
 
 def check_schemas(requests: list[dict]) -> dict:
     """``{id: reason}`` for each request whose schema llguidance does not compile."""
-    from .grammar import GrammarError, compile_grammar
+    from ..engine.grammar import GrammarError, compile_grammar
 
     bad = {}
     for r in requests:
@@ -54,7 +54,7 @@ def check_schemas(requests: list[dict]) -> dict:
 
 def make_requests(entries, limit: int | None, max_tokens: int) -> tuple[list, dict]:
     """(requests, notes by id): the first ``limit`` entries of each category, converted."""
-    from .bfcl import to_request
+    from ..engine.bfcl import to_request
 
     taken: Counter = Counter()
     requests, notes = [], {}
@@ -69,7 +69,7 @@ def make_requests(entries, limit: int | None, max_tokens: int) -> tuple[list, di
 
 
 def _cmd_fetch(args) -> int:
-    from .fetch import fetch_bfcl
+    from ..engine.fetch import fetch_bfcl
 
     print(fetch_bfcl(progress=lambda line: print(line, file=sys.stderr), wheel=args.wheel))
     return 0
@@ -87,7 +87,7 @@ def _summary(count: int, notes, bad) -> list[str]:
 def write_requests(path, categories=None, limit=None, max_tokens=DEFAULT_BFCL_MAX_TOKENS):
     """Convert the fetched data and write the requests whose schema compiles to ``path``
     (JSONL); returns (requests written, notes by id, ``{id: reason}`` of those left out)."""
-    from .bfcl import load_entries
+    from ..engine.bfcl import load_entries
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -117,7 +117,7 @@ def _cmd_requests(args) -> int:
 
 def score_results(results: list[dict], entries) -> dict:
     """Accuracy per category and overall, and the count of each failure reason."""
-    from .bfcl_score import score_call
+    from ..engine.bfcl_score import score_call
 
     by_id = {e.id: e for e in entries}
     per_cat: dict = {}
@@ -141,7 +141,7 @@ def score_results(results: list[dict], entries) -> dict:
 
 
 def _cmd_score(args) -> int:
-    from .bfcl import load_entries
+    from ..engine.bfcl import load_entries
 
     path = Path(args.results)
     if not path.is_file():

@@ -195,7 +195,7 @@ def start_in_process(host: str = "127.0.0.1", port: int = 0, db=None, **options)
     """Run the service in a background thread: returns ``(url, stop_fn)``.
 
     ``port=0`` picks a free port; ``db=None`` keeps results in memory. ``options`` go to
-    :func:`app.backend.service.create_server` (``device``, ``impl``, ``timing``, ``limits``,
+    :func:`app.serving.service.create_server` (``device``, ``impl``, ``timing``, ``limits``,
     ``busy_timeout``, ``threads``, ``allow_hosts``, ``allow_origins``, ``engine``). The
     service runs on its own event loop in that thread, under the same access rules and limits
     as ``llmqp backend``. ``stop_fn()`` shuts the server down and closes the store.

@@ -1,6 +1,6 @@
 """A sweep's answer: measured columns beside the modelled ones, and the crossovers.
 
-Pure functions over stored rows; :meth:`app.backend.sweeps.Runner.result` feeds them.
+Pure functions over stored rows; :meth:`app.measure.sweeps.Runner.result` feeds them.
 ``entry(plan, **fields)`` returns ``(row, model_s, model_preset_s)`` of one point.
 """
 

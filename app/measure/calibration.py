@@ -1,7 +1,7 @@
 """Fit a hardware profile to measurements, and say how far the cost model then is from them.
 
 When every kernel is memory-bound, the model's time of a measured plan ``i`` is linear in the
-profile's rates (:func:`app.backend.modelled.level_features` gives the columns)::
+profile's rates (:func:`app.measure.modelled.level_features` gives the columns)::
 
     t_i = n_i·overhead + (sc_i + gc_i/eff)·a + (sh_i + gh_i/eff)·c,
           a = 1/bandwidth,  c = 1/cache_bandwidth
@@ -325,7 +325,7 @@ def calibrate(rows, base="cpu", name=None, launches=None, fit_cache=True) -> Cal
 
     ``launches`` is the implementation's launch count per model operation
     (:attr:`app.model.Hardware.launches`); by default the count of the rows' implementation and
-    kernel version (:func:`app.backend.kernels.launch_counts`), so ``overhead`` is the cost of
+    kernel version (:func:`app.measure.kernels.launch_counts`), so ``overhead`` is the cost of
     one of its calls. The fit then goes:
 
     1. *Levels.* For no cache level and for every distinct way a cache size splits the rows'

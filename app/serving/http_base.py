@@ -1,6 +1,6 @@
 """The service's handler base: access rules first, bounded JSON bodies, JSON answers and errors.
 
-:class:`JsonHandler` checks ``Host`` and ``Origin`` (:class:`app.backend.guard.AccessPolicy`),
+:class:`JsonHandler` checks ``Host`` and ``Origin`` (:class:`app.serving.guard.AccessPolicy`),
 then the method (405 with ``Allow``), then the body's media type; every error, whatever raised
 it, is written as ``{"error": "..."}`` with its status; a client that leaves early is one quiet
 log line. :class:`PostHandler` streams its body so that ``Content-Length`` is checked before a
@@ -22,7 +22,7 @@ from .guard import loads_json
 
 __all__ = ["ApiError", "JsonHandler", "PostHandler", "NotFound"]
 
-log = logging.getLogger("app.backend.service")
+log = logging.getLogger("app.serving.service")
 
 
 class ApiError(Exception):
@@ -41,7 +41,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     ALLOW: tuple = ("GET",)
 
-    def initialize(self, server) -> None:  # an app.backend.service.BackendServer
+    def initialize(self, server) -> None:  # an app.serving.service.BackendServer
         self.server = server
         self.left = False
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .catalog import ARMS
+from ..compiler.catalog import ARMS
 
 __all__ = ["EMITS", "add_arguments", "run_lower", "shape_of"]
 
@@ -70,10 +70,10 @@ def run_lower(args) -> int:
         raise ValueError(f"--emit must be one of {', '.join(EMITS)}, got {args.emit!r}")
     d, vocab, context = shape_of(args)
     try:
-        from .artifact import build
+        from ..compiler.artifact import build
     except ImportError as exc:  # the [compiler] extra is optional
         raise ValueError(f"llmqp lower needs the [compiler] extra (jax, jaxlib): {exc}") from None
-    from .catalog import build_catalog
+    from ..compiler.catalog import build_catalog
 
     art = build(build_catalog(d, vocab, args.hardware, context))
     if args.emit == "stablehlo":

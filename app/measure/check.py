@@ -1,6 +1,6 @@
 """The device check behind ``bench/gpu_check.sh``: measure, calibrate, compare, in minutes.
 
-``python -m app.backend.check --device cuda`` (torch, bfloat16) times the dense vs sparse head at
+``python -m app.measure.check --device cuda`` (torch, bfloat16) times the dense vs sparse head at
 Llama-3-8B head shapes (d 4096, |V| 128,256, batch 1 and 8, K on a geometric grid from 1 to |V|)
 and the amortized vs full step of a 4-layer body of width 4096, then prints the achieved
 bandwidth against the device's datasheet peak, the measured and modelled crossover K*, the

@@ -15,7 +15,7 @@ Every backend provides the same primitives on its own tensors (numpy arrays or t
 * ``top_ids(scores, ids, r)`` -> (B, r) ids of the ``r`` best scores, ascending.
 * ``body(d, layers, batch, dtype, context, seed)`` -> a small transformer with a KV cache of
   ``context`` positions: ``decode()``, ``amortized()``, ``last_layer(h)`` each return (B, d).
-* ``clock()`` -> a :class:`~app.backend.timing.Clock`; ``flusher(nbytes)`` -> a callable that
+* ``clock()`` -> a :class:`~app.measure.timing.Clock`; ``flusher(nbytes)`` -> a callable that
   evicts caches (or ``None``); ``info()`` -> device name, dtype support, library versions.
 
 Tie-break (as in :mod:`app.model.equivalence`): among the maxima the lowest token id wins. Legal

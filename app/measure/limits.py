@@ -1,6 +1,6 @@
 """Bounds on every sweep parameter, so no request can exhaust memory or run for ever.
 
-Parsing turns a JSON object into a validated sweep (see :mod:`app.backend.sweeps`); every error
+Parsing turns a JSON object into a validated sweep (see :mod:`app.measure.sweeps`); every error
 is a ``ValueError`` naming the parameter, the value and the allowed range or limit, which the
 service answers with a 400.
 """
@@ -46,7 +46,7 @@ class Limits:
     ``GET /v1/device`` lists them all. ``decode_deadline_s`` is the wall-clock time a running
     decode may hold the device (``full_deadline_s`` for the experiment-only ``full`` plan): it
     then ends with the tokens so far, and a request priced above it is refused before it runs
-    (:mod:`app.backend.budget`).
+    (:mod:`app.serving.budget`).
     """
 
     max_head_bytes: int = 2 * GiB
@@ -126,7 +126,7 @@ def head_bytes(d: int, vocab: int, dtype: str, limits: Limits) -> int:
 
 
 def _layer_bytes(d, layers, batch, context, size) -> int:
-    """One layer of the engine's Llama body (:func:`app.backend.llama.body_shape`): its
+    """One layer of the engine's Llama body (:func:`app.measure.llama.body_shape`): its
     weights twice (the body keeps fused copies of the QKV and gate/up projections) and the
     key/value cache of ``batch`` sequences of ``context + 1`` positions."""
     shape = body_shape(d, layers, 1)

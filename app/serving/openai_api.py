@@ -7,14 +7,14 @@ or from one extension field: ``regex``, ``choices``, ``lark`` (also spelt ``guid
 ``guided_choice``, ``guided_grammar``, ``guided_json`` as vLLM does). ``llmqp: {"plan",
 "router"}`` picks the physical plan (default ``auto``) or a router. Decoding is greedy: a
 sampling request (``temperature`` > 0, ``top_p`` < 1, penalties, ``logit_bias``) is a 400
-(:mod:`app.backend.openai_fields` checks every field's type and range). ``stream: true``
+(:mod:`app.serving.openai_fields` checks every field's type and range). ``stream: true``
 answers server-sent events, one chunk per token, each with its step's telemetry in
-``llmqp.step``; the deltas carry whole characters (:mod:`app.backend.detok`), so joined they are
+``llmqp.step``; the deltas carry whole characters (:mod:`app.serving.detok`), so joined they are
 the plain answer's text byte for byte.
 
 Chat contents are text: the chat template alone adds control tokens (a ``<|im_start|>`` typed by
 a user is spelt with ordinary tokens). A request is priced before it queues
-(:mod:`app.backend.budget`) and refused when it would outlast its plan's deadline; a running
+(:mod:`app.serving.budget`) and refused when it would outlast its plan's deadline; a running
 decode stops at the deadline with the tokens so far (``finish_reason`` "deadline") and at the
 next step boundary once its client has gone (queued, prefilling or decoding; one INFO line).
 
@@ -33,6 +33,7 @@ import uuid
 
 from tornado.iostream import StreamClosedError
 
+from ..measure.jobs import Busy
 from .batching import Full
 from .budget import deadline_for
 from .decoding import (
@@ -46,13 +47,12 @@ from .decoding import (
 )
 from .detok import TextStream
 from .http_base import ApiError, JsonHandler, NotFound, PostHandler
-from .jobs import Busy
 from .openai_fields import bad as _bad
 from .openai_fields import check_fields, check_unicode
 
 __all__ = ["routes", "parse_request", "DecodeSpec", "OpenAIErrors", "UnknownPath"]
 
-log = logging.getLogger("app.backend.service")
+log = logging.getLogger("app.serving.service")
 
 #: Fields checked by type and range (openai_fields); none changes the greedy answer.
 _IGNORED = ("temperature", "top_p", "seed", "user", "metadata", "store", "frequency_penalty",
@@ -342,7 +342,7 @@ class _OpenAIHandler(OpenAIErrors, PostHandler):
     async def _decode(self, engine, spec, req, on_step, deadline):
         batcher = self.server.batcher(engine)
         try:
-            if batcher is not None:  # the shared batch (app.backend.batching)
+            if batcher is not None:  # the shared batch (app.serving.batching)
                 result = await batcher.decode(req, spec.plan, spec.router, on_step, deadline,
                                               self.control, self.server.pools["io"])  # fmt: skip
             else:

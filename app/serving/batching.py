@@ -5,11 +5,11 @@ One worker thread runs the passes, taking the device lock for each pass (so a me
 at most one pass, and decodes wait for a running measurement). A request is queued without
 holding a thread: the handler awaits a future the scheduler completes. Per request:
 
-* its :class:`~app.backend.decoding.DecodeControl` is asked at every step boundary — a client
+* its :class:`~app.serving.decoding.DecodeControl` is asked at every step boundary — a client
   that has left frees its slot at the next pass ("cancelled"), a running decode ends at its
   deadline with the tokens so far ("deadline"), and the deadline's clock starts when the request
   joins the batch;
-* a request still queued at its queue deadline leaves with :class:`~app.backend.jobs.Busy` (503);
+* a request still queued at its queue deadline leaves with :class:`~app.measure.jobs.Busy` (503);
 * a full queue is :class:`~app.engine.batch_limits.Full` (429, ``Retry-After``).
 
 Every request's tokens are its solo decode's (the scheduler is exact whoever shares a pass).
@@ -21,8 +21,8 @@ import asyncio
 import time
 
 from ..engine.batch_limits import Full
+from ..measure.jobs import Busy
 from .decoding import Cancelled, DecodeControl, decode_options
-from .jobs import Busy
 
 __all__ = ["BatchedDecoder", "Full", "can_batch"]
 
@@ -37,7 +37,7 @@ def can_batch(engine) -> bool:
 
 class BatchedDecoder:
     """A :class:`~app.engine.scheduler.Scheduler` over ``session`` whose passes hold
-    ``device_lock`` (a :class:`~app.backend.jobs.FairLock`), under ``limits``
+    ``device_lock`` (a :class:`~app.measure.jobs.FairLock`), under ``limits``
     (:class:`~app.engine.batch_limits.BatchLimits`)."""
 
     def __init__(self, session, device_lock, limits=None):

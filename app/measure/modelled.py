@@ -1,8 +1,8 @@
 """The cost model's price of each measured kernel: all from the plan registry (:mod:`app.model`).
 
-The measured transformer is the engine's Llama body at :func:`app.backend.llama.llama_config`
+The measured transformer is the engine's Llama body at :func:`app.measure.llama.llama_config`
 ``(d, layers)`` (SwiGLU MLP of 8/3·d, a third of the heads for keys and values where three
-divide them), priced through the bridge :func:`app.backend.llama.transformer_shape`.
+divide them), priced through the bridge :func:`app.measure.llama.transformer_shape`.
 Each sweep kernel is a registry term or a registry plan (:data:`SWEEP_KERNELS`), priced by the
 registry's own recipe, so the sweeps and the router's latencies compose kernels the same way.
 """
@@ -52,7 +52,7 @@ COST_FIELDS = ("flops", "bytes", "seconds", "compute_s", "memory_s", "overhead_s
 
 
 def model_cost(row, hw: Hardware) -> Cost:
-    """Modelled cost of one stored row (or :class:`~app.backend.store.Point` / dict) on ``hw``."""
+    """Modelled cost of one stored row (or :class:`~app.measure.store.Point` / dict) on ``hw``."""
     get = row.get if isinstance(row, dict) else lambda n: getattr(row, n)
     return _price(*(get(n) for n in _SHAPE + _FIELDS), hw)
 

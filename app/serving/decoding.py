@@ -20,7 +20,7 @@ import inspect
 import threading
 import time
 
-from .jobs import Busy
+from ..measure.jobs import Busy
 
 __all__ = ["EngineSlot", "EngineUnavailable", "Cancelled", "DecodeControl", "run_decode",
            "engine_loader", "plan_choices", "router_choices", "decode_options"]  # fmt: skip

@@ -10,7 +10,7 @@ Endpoints (see docs/backend.md for examples):
 * ``GET  /v1/results``           stored results, filtered by query string (``?plan=...&d=...``)
 * ``GET  /v1/calibration``       the calibrated profile and the model's error per plan
 * ``GET  /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``: the
-  OpenAI-compatible decoding endpoint (:mod:`app.backend.openai_api`)
+  OpenAI-compatible decoding endpoint (:mod:`app.serving.openai_api`)
 
 Errors are JSON ``{"error": "..."}``: 400 bad parameter (naming it, its value and the allowed
 range or limit) or malformed request, 403 a Host or Origin not allowed, 404 unknown path or job,
@@ -31,15 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 import tornado.web
 from tornado.netutil import bind_sockets
 
+from ..measure.calibration import Calibration
+from ..measure.jobs import Busy, JobManager
+from ..measure.kernels import available_impls, peak_figures
+from ..measure.limits import Limits
+from ..measure.store import INT_FIELDS, Point
+from ..measure.sweeps import AmortizedSweep, HeadSweep
 from ..model.validate import check_int
-from .calibration import Calibration
 from .guard import AccessPolicy, GuardedHTTPServer
 from .http_base import ApiError, JsonHandler, PostHandler
-from .jobs import Busy, JobManager
-from .kernels import available_impls, peak_figures
-from .limits import Limits
-from .store import INT_FIELDS, Point
-from .sweeps import AmortizedSweep, HeadSweep
 
 __all__ = ["BackendServer", "API_VERSION", "ApiError", "create_server", "JsonHandler"]
 
@@ -168,7 +168,7 @@ class BackendServer:
 
     ``serve_forever()`` runs the event loop in the calling thread until :meth:`shutdown`;
     :meth:`close` also stops the job worker and closes the store. ``engine`` is the decoding
-    engine (an object with ``decode``, ``info``; see :mod:`app.backend.decoding`), a callable
+    engine (an object with ``decode``, ``info``; see :mod:`app.serving.decoding`), a callable
     that loads one on first use, or ``None`` for no decoding.
     """
 
@@ -238,7 +238,7 @@ class BackendServer:
             self.server._waiting -= 1
 
     def batcher(self, engine):
-        """The continuous-batching decoder of ``engine`` (:mod:`app.backend.batching`), started
+        """The continuous-batching decoder of ``engine`` (:mod:`app.serving.batching`), started
         on first use; None where the served engine is not a session the scheduler can drive."""
         from .batching import BatchedDecoder, can_batch
 
@@ -327,17 +327,17 @@ def create_server(
     batch_limits=None,
 ) -> BackendServer:
     """A ready (bound, not yet serving) backend: kernels, store (``db`` path, ``None`` in
-    memory; checked, see :class:`app.backend.store.ResultStore`), runner and job manager.
+    memory; checked, see :class:`app.measure.store.ResultStore`), runner and job manager.
     ``impl`` defaults to numpy on the CPU and torch on CUDA; ``threads`` limits the numpy
     backend's BLAS threads; ``allow_hosts``/``allow_origins`` extend the access policy
     (:meth:`AccessPolicy.for_address`); ``engine`` enables decoding; ``fresh`` moves an
     existing ``db`` aside (kept, renamed) and starts an empty one; ``batch_limits``
     (:class:`app.engine.batch_limits.BatchLimits`, default its defaults) bound the decodes that
     share body passes."""
-    from .kernels import get_kernels
-    from .kernels_numpy import set_blas_threads
-    from .store import ResultStore
-    from .sweeps import Runner
+    from ..measure.kernels import get_kernels
+    from ..measure.kernels_numpy import set_blas_threads
+    from ..measure.store import ResultStore
+    from ..measure.sweeps import Runner
 
     impl = impl or ("torch" if device == "cuda" else "numpy")
     kernels = get_kernels(impl, device)

@@ -49,12 +49,12 @@ def _progress_printer(stream=None):
 
 
 def _cmd_bench(args) -> int:
-    from .harness import run_bench
+    from ..harness import run_bench
 
     progress = None if args.quiet else _progress_printer()
     if args.workload == "real":
-        from .harness_real import run_bench_real
-        from .router.real_trace import SHIPPED_TRACE
+        from ..harness_real import run_bench_real
+        from ..router.real_trace import SHIPPED_TRACE
 
         steps = 5_000 if args.steps is None else args.steps
         trace = args.trace or SHIPPED_TRACE
@@ -86,7 +86,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from .model import Scenario, explain_dict, explain_text
+    from ..model import Scenario, explain_dict, explain_text
 
     fields = ("d", "vocab", "k", "hardware", "batch", "dtype", "layers", "context", "tau", "eps",
               "forced_run")  # fmt: skip
@@ -150,7 +150,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .widgets.export import export_figures
+    from ..widgets.export import export_figures
 
     for path in export_figures(args.out):
         print(path)
@@ -158,7 +158,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_lower(args) -> int:
-    from .compiler.cli import run_lower
+    from .lower import run_lower
 
     return run_lower(args)
 
@@ -226,18 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_cmd_export)
 
     lo = sub.add_parser("lower", help="the decode step as StableHLO: module, plans, routing rule")
-    from .compiler.cli import add_arguments as add_lower_arguments
+    from .lower import add_arguments as add_lower_arguments
 
     add_lower_arguments(lo)
     lo.set_defaults(func=_cmd_lower)
 
     try:
-        from .backend.cli import add_backend_command
+        from .backend import add_backend_command
     except ImportError:  # the backend is optional (and absent from the browser build)
         pass
     else:
         add_backend_command(sub)
-    from .engine.cli import add_engine_commands
+    from .engine import add_engine_commands
 
     add_engine_commands(sub)
     return p

@@ -20,7 +20,7 @@ from .timing import PerfCounterClock
 __all__ = ["NumpyKernels", "cpu_name", "LAUNCHES"]
 
 # 3: the heads are the engine's kernels (gathers in whole 64-row chunks); 4: the body is the
-# engine's Llama body (app/backend/llama.py), no longer a one-layer ReLU stand-in.
+# engine's Llama body (app/measure/llama.py), no longer a one-layer ReLU stand-in.
 VERSION = "numpy-4"
 
 #: Library calls this implementation makes per operation of the cost model (keys of
@@ -87,7 +87,7 @@ def blas_info() -> list:
 
 
 class NumpyKernels:
-    """The numpy implementation of the primitives in :mod:`app.backend.kernels`."""
+    """The numpy implementation of the primitives in :mod:`app.measure.kernels`."""
 
     impl = "numpy"
     version = VERSION
@@ -196,7 +196,7 @@ class NumpyKernels:
         return heads_numpy.top_ids(scores, ids, r)
 
     def body(self, d, layers, batch, dtype, context, seed, weights=None):
-        """The engine's Llama body (:class:`app.backend.llama.LlamaBody`): on ``weights`` when
+        """The engine's Llama body (:class:`app.measure.llama.LlamaBody`): on ``weights`` when
         given (the served model's), else random weights at the Llama shape of ``(d, layers)``."""
         self._dtype(dtype)
         models = self._bodies.get(d, layers, seed, weights)  # one build for every context

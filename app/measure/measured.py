@@ -135,10 +135,10 @@ def measured_latency(
 ):
     """``f(k, context, miss) -> (T, A)`` seconds from stored measurements (see module doc).
 
-    ``source`` is a :class:`~app.backend.store.ResultStore`, rows as ``/v1/results`` returns
+    ``source`` is a :class:`~app.measure.store.ResultStore`, rows as ``/v1/results`` returns
     them, or sweep answers (``[head_answer, amortized_answer]``; ``None`` entries are skipped).
     Raises ``ValueError`` when no sparse-head row matches the scenario's head shape. The stored
-    body (the engine's Llama body at :func:`app.backend.llama.llama_config`; SmolLM2-135M's
+    body (the engine's Llama body at :func:`app.measure.llama.llama_config`; SmolLM2-135M's
     shape at d 576) is used only at the scenario's ``layers`` and body shape; otherwise the body
     is modelled and ``coverage["body"]`` says why.
     """

@@ -1,6 +1,6 @@
 """Kernels in PyTorch on the CPU or a CUDA device (the optional ``[gpu]`` extra).
 
-This is the only module that imports ``torch``; :func:`app.backend.kernels.get_kernels` imports it
+This is the only module that imports ``torch``; :func:`app.measure.kernels.get_kernels` imports it
 when ``impl='torch'`` is asked for. On CUDA the clock records events around each sample and
 synchronises on the end event; caches are flushed by zeroing a scratch buffer (as Triton's
 ``do_bench`` does).
@@ -46,7 +46,7 @@ def _rmsnorm(x, g, eps=1e-6):
 
 
 class TorchKernels:
-    """The PyTorch implementation of the primitives in :mod:`app.backend.kernels`."""
+    """The PyTorch implementation of the primitives in :mod:`app.measure.kernels`."""
 
     impl = "torch"
     version = VERSION
@@ -166,7 +166,7 @@ class TorchKernels:
 
 
 class TorchBody:
-    """The same decoder as :class:`app.backend.kernels_numpy.NumpyBody`, in torch."""
+    """The same decoder as :class:`app.measure.kernels_numpy.NumpyBody`, in torch."""
 
     def __init__(self, kernels, d, layers, batch, dtype, context, seed):
         self.d, self.context = d, context

@@ -424,7 +424,7 @@ def _amortized_rerank(kn, body, W, ids, blocked, r):
 
 
 #: The amortized sweep's kernels, keyed by their stored plan names (what each prices in the
-#: registry: app.backend.modelled.SWEEP_KERNELS).
+#: registry: app.measure.modelled.SWEEP_KERNELS).
 BODY_PLANS = {
     "full_step": _sparse_on(lambda body: body.decode()),
     "amortized_step": _sparse_on(lambda body: body.amortized()),
