@@ -132,6 +132,7 @@ def test_both_workloads_follow_the_protocol_and_run_through_one_path():
 
 def test_the_features_of_each_workload_are_defined_once():
     import math
+    from types import SimpleNamespace
 
     import numpy as np
 
@@ -149,7 +150,7 @@ def test_the_features_of_each_workload_are_defined_once():
     assert REAL_FEATURES is F.REAL_FEATURES and context_features is F.real_features
     tel = dict(k=5, vocab=100, last_forced_run=2, last_margin=None, position=7, pending=1,
                accept=0.5)  # fmt: skip
-    assert np.array_equal(engine_features(tel), F.real_features(**tel))
+    assert np.array_equal(engine_features(SimpleNamespace(**tel)), F.real_features(**tel))
     x = compiler_routing_features(1, 30, 0.1, 49_152, 512)
     want = [1.0, 1.0 * (1.0 / 49_152), 1.0, float(np.float32(0.1)), 30 * (1.0 / 512)]
     assert x.dtype == np.float64 and x.tolist() == want

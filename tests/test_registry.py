@@ -17,7 +17,6 @@ from app.model import (
     Scenario,
     Setting,
     Step,
-    TransformerShape,
     arm_index,
     check_plans,
     decode_step_cost,
@@ -188,7 +187,9 @@ def test_sweep_kernels_are_registry_terms_or_plans():
                context=100, rerank_r=0)  # fmt: skip
     hw = S.hw
     got = model_cost(row, hw)
-    shape = TransformerShape(64, 2, 1000)
+    from app.measure.llama import body_shape
+
+    shape = body_shape(64, 2, 1000)  # the measured body is the engine's Llama at this shape
     want = decode_step_cost(shape, 100, 1, "float32", hw) + sparse_head_cost(
         64, 1000, 16, 1, "float32", hw
     )

@@ -20,8 +20,9 @@ from .timing import PerfCounterClock
 __all__ = ["NumpyKernels", "cpu_name", "LAUNCHES"]
 
 # 3: the heads are the engine's kernels (gathers in whole 64-row chunks); 4: the body is the
-# engine's Llama body (app/measure/llama.py), no longer a one-layer ReLU stand-in.
-VERSION = "numpy-4"
+# engine's Llama body (app/measure/llama.py), no longer a one-layer ReLU stand-in; 5: that body
+# on the exact quantized kernel and C row routines (10 calls a layer instead of 65).
+VERSION = "numpy-5"
 
 #: Library calls this implementation makes per operation of the cost model (keys of
 #: :data:`app.model.LAUNCHES`), counted from the code below: every numpy call that computes or
@@ -33,12 +34,12 @@ LAUNCHES = {
     "gather_gemm": 3,  # per chunk: take the rows, pad, stacked matmul (more chunks: more bytes)
     "argmax": 3,  # argmax, arange, pick the ids (a rerank's top-r selection has 4: negate,
     #                argpartition, pick, sort; the model has no operation for it)
-    # The engine's NumpyLlama (app/engine/forward_numpy.py) at one token: 2 x 7 in _rmsnorm,
-    # 3 GEMVs (fused QKV, output, fused gate/up) + the down GEMV, 2 x 14 in _rope, 2 cache
-    # writes, 9 in _attention (2 matmuls, scale, softmax in 6) + its stack, 2 residual adds,
-    # 5 in SiLU-gate. Recount when the body changes (the calibration prices each as overhead).
-    "layer": 65,
-    "step": 9,  # the embedding row, the final _rmsnorm, joining the batch's rows
+    # The engine's NumpyLlama (app/engine/forward_numpy.py, the q kernel) at one token: 2 C
+    # RMSNorms, 4 projection-kernel calls (fused QKV, output, fused gate/up, down: parts of one
+    # stored type are packed together), 1 C attention (RoPE, cache write, softmax), 1 C SiLU
+    # gate, 2 residual adds. Recount when the body changes (the calibration prices each call).
+    "layer": 10,
+    "step": 3,  # the embedding rows, the final RMSNorm, joining the batch's rows
     "update": 1,  # e @ U
     "add": 1,  # h_stable + ...
 }

@@ -156,7 +156,7 @@ def test_the_toy_plans_trace_replays_through_every_router(engine, amortizer, den
 
 
 def test_the_synthetic_routers_and_harness_look_arms_up_by_name():
-    from app.harness import _experts_vs_thresholds, _summary_entry
+    from app.harness import _experts_vs_thresholds, router_entry
     from app.model import Scenario
     from app.router.environment import make_stream
     from app.router.experiment import LEARNERS, LiveRun
@@ -177,7 +177,7 @@ def test_the_synthetic_routers_and_harness_look_arms_up_by_name():
     taus = live.router.taus_ if hasattr(live.router, "taus_") else np.linspace(0, 1, 11)
     out = _experts_vs_thresholds(stream, arms, taus)
     assert np.isfinite(out["best_threshold_loss"])
-    entry = _summary_entry(regret_report(stream.expected, arms["linucb"]), stream.plans)
+    entry = router_entry(regret_report(stream.expected, arms["linucb"]), stream.plans)
     assert set(entry["shares"]) == set(stream.plans)
 
 
