@@ -122,7 +122,7 @@ class XlaStepExecutor:
         k = int(legal.shape[0])
         margin = None if k < 2 or margin != margin else float(margin)
         if k >= 2 and close > 1:  # a near-tie within rounding: numpy's kernel decides
-            token, margin = np_plans.sparse_head(self.engine.output, h, legal)
+            token, margin = np_plans.sparse_head(self.engine.head, h, legal)
             self.stats["rescored"] += 1
         name = self.catalog.plans[branch].name
         self.stats["steps"] += 1
