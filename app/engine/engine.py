@@ -95,7 +95,8 @@ class Engine:
         self.output = out if not pad else np.concatenate([out, np.zeros((pad, d), out.dtype)])
         # the plans score through the head (the body's kernel); ``output`` stays the float32
         # matrix for what needs its values (the amortizer's fit, the compiled step)
-        self.head = output_head(weights, self.output, self.body.kernel)
+        packed = getattr(getattr(self.body, "out_head", None), "packed", None)
+        self.head = output_head(weights, self.output, self.body.kernel, packed)
         self.rule = CostRule(d, v, "cpu")
         self.all_ids = np.arange(v)
         self.versions = _versions()

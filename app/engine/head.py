@@ -99,13 +99,16 @@ def as_head(output) -> BlasHead | QHead:
     return output if isinstance(output, (BlasHead, QHead)) else BlasHead(output)
 
 
-def output_head(weights, matrix: np.ndarray, kernel: str = "q") -> BlasHead | QHead:
+def output_head(weights, matrix: np.ndarray, kernel: str = "q", packed=None) -> BlasHead | QHead:
     """The head of ``weights`` under ``kernel`` ("q" or "blas"); ``matrix`` is the float32
-    output matrix padded to whole ``PAD_ROWS`` blocks (what BlasHead reads)."""
+    output matrix (the engine pads it to whole ``PAD_ROWS`` blocks: what BlasHead reads);
+    ``packed``: the kernel's packing of it, when already made (the body's)."""
     if kernel not in ("q", "blas"):
         raise ValueError(f"kernel must be one of q, blas, got {kernel!r}")
     if kernel == "blas":
         return BlasHead(matrix)
+    if packed is not None:
+        return QHead(packed, matrix)
     name = "token_embd.weight" if weights.config.tied else "output.weight"
     st = weights.stored.get(name)
     if st is not None:
