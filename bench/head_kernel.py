@@ -10,9 +10,12 @@ On one core (one BLAS thread, one kernel thread), SmolLM2-135M's real head (49,1
   CPU time. Also SparseHead on a K grid, to place the measured K* (B = 1) beside the rule's.
 * ``batched``: the dense head of B = 1, 4, 16 states — one q call (what the scheduler runs
   with the q kernel) against B solo q calls and B solo BLAS GEMVs (what it runs with blas).
+* ``scheduler``: 16 workload requests, always-DenseHead, through the scheduler at batch 4 and
+  16, the pass's dense heads in one q call vs one q call per row (interleaved; wall seconds).
 * ``steps``: whole decode steps (body, attention, head, grammar, Python) on the first
-  ``--requests`` workload requests, always-DenseHead and ``auto``, for the q engine, the blas
-  engine and, with ``--base``, a checkout of an older engine (c2cbaf9: float32 BLAS body and
+  ``--requests`` workload requests, always-DenseHead and ``auto``, for the q engine, the q body
+  with the float32 heads (``q+blas-head``: before the heads moved), the blas engine and, with
+  ``--base``, a checkout of an older engine (c2cbaf9: float32 BLAS body and
   heads) — each stack a worker process of its own, the stacks interleaved per request and plan.
   Decode tokens/s (prefill excluded) and ms per token of grammar, body, head and the rest.
 
@@ -125,6 +128,39 @@ def batched(engine, repeats: int, rng) -> dict:
     return rows
 
 
+def scheduler(engine, requests_path: Path, n: int, repeats: int) -> dict:
+    """Always-DenseHead decodes of ``n`` requests (16 tokens each) through the scheduler at
+    batch B, the pass's dense heads in one call (shared) or one call per row (the head's batch
+    invariance switched off), interleaved; median wall seconds, tokens checked equal."""
+    import dataclasses
+
+    import numpy as np
+
+    from app.engine.batch_limits import BatchLimits
+    from app.engine.options import DecodeOptions
+    from app.engine.requests import load_requests
+    from app.engine.scheduler import Scheduler
+
+    reqs = [dataclasses.replace(r, max_tokens=16) for r in load_requests(requests_path)[:n]]
+    opts, head, out = DecodeOptions(plan="dense"), engine.head, {}
+    for b in (4, 16):
+        times, tokens = {"shared": [], "per_row": []}, {}
+        for _ in range(repeats):
+            for mode in times:
+                head.batch_invariant = mode == "shared"  # instance flag: the scheduler's test
+                sched = Scheduler(engine.session(), BatchLimits(max_batch=b))
+                t0 = time.perf_counter()
+                res = sched.decode_all(reqs, opts)
+                times[mode].append(time.perf_counter() - t0)
+                tokens[mode] = [r.tokens for r in res]
+        del head.batch_invariant
+        total = sum(len(t) for t in tokens["shared"])
+        out[b] = {m: {"wall_s": float(np.median(t)), "tokens_per_s": total / float(np.median(t))}
+                  for m, t in times.items()}  # fmt: skip
+        out[b]["identical"] = tokens["shared"] == tokens["per_row"]
+    return out
+
+
 # -- whole steps: one worker process per stack -------------------------------------------------
 
 
@@ -138,7 +174,11 @@ def worker(root: str, kernel: str | None, requests_path: str) -> None:
     from app.engine.requests import load_requests
 
     threadpool_limits(1)
-    engine = Engine.load() if kernel is None else Engine.load(kernel=kernel)
+    engine = Engine.load() if kernel is None else Engine.load(kernel=kernel.split("+")[0])
+    if kernel == "q+blas-head":  # the q body with the float32 heads: the engine before its heads
+        from app.engine.head import BlasHead  # moved onto the kernel
+
+        engine.head = BlasHead(engine.output)
     reqs = {r.id: r for r in load_requests(Path(requests_path))}
     for plan in STACK_PLANS:  # warm: the first decode pages the weights in
         engine.decode(next(iter(reqs.values())), plan=plan)
@@ -174,7 +214,7 @@ def steps(requests_path: Path, n: int, base: str | None) -> dict:
     from app.engine.requests import load_requests
 
     root = str(HERE.parent)
-    stacks = {"q": (root, "q"), "blas": (root, "blas")}
+    stacks = {"q": (root, "q"), "q+blas-head": (root, "q+blas-head"), "blas": (root, "blas")}
     if base:
         stacks["base"] = (base, None)
     procs = {name: _spawn(r, k, requests_path) for name, (r, k) in stacks.items()}
@@ -214,7 +254,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=4)
     ap.add_argument("--requests-file", type=Path, default=HERE / "workload" / "requests.jsonl")
     ap.add_argument("--base", default=None, help="a checkout of an older engine to time beside")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: heads,batched,steps")
+    ap.add_argument("--skip", default="", help="parts to skip: heads,batched,scheduler,steps")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "head_kernel.json")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-kernel", default=None, help=argparse.SUPPRESS)
@@ -238,6 +278,8 @@ def main(argv=None) -> int:
         print(json.dumps(res["heads"]["dense_ms"]), file=sys.stderr)
     if "batched" not in skip:
         res["batched"] = batched(engine, args.repeats, rng)
+    if "scheduler" not in skip:
+        res["scheduler"] = scheduler(engine, args.requests_file, 16, 3)
     del engine
     if "steps" not in skip:
         res["steps"] = steps(args.requests_file, args.requests, args.base)
