@@ -15,6 +15,7 @@ BENCHES = [
     ("router_speed.py", []),
     ("browser_load.py", []),  # needs static/ built (python build.py) and /usr/bin/chromium
     ("body_kernel.py", []),  # the quantized projection kernel vs float32 BLAS
+    ("head_kernel.py", []),  # the heads on that kernel vs float32 BLAS, whole steps
     ("engine.py", []),  # the real model on the workload; the standard stack needs [reference]
     ("service_load.py", []),  # 50 clients on 127.0.0.1; decodes when the model is fetched
     ("compiler.py", []),  # XLA step vs numpy per plan ([compiler] extra)

@@ -122,7 +122,8 @@ class XlaStepExecutor:
         k = int(legal.shape[0])
         margin = None if k < 2 or margin != margin else float(margin)
         if k >= 2 and close > 1:  # a near-tie within rounding: numpy's kernel decides
-            token, margin = np_plans.sparse_head(self.engine.output, h, legal)
+            head = getattr(self.engine, "head", self.engine.output)  # the engine's exact head
+            token, margin = np_plans.sparse_head(head, h, legal)
             self.stats["rescored"] += 1
         name = self.catalog.plans[branch].name
         self.stats["steps"] += 1

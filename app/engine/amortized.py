@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .plans import PAD_ROWS, margin_of
+from .head import as_head
+from .plans import margin_of
 
 __all__ = [
     "Amortizer",
@@ -177,10 +178,9 @@ def fit_amortizer(train, valid, embed: np.ndarray, lambdas=LAMBDAS, meta=None) -
 
 
 def _rows(output, ids, h):
-    k = ids.shape[0]
-    padded = np.zeros(k + (-k) % PAD_ROWS, dtype=ids.dtype)
-    padded[:k] = ids
-    return (output[padded] @ h)[:k]
+    """(K,) scores of rows ``ids`` under ``h`` through the engine's head (``output``: a head or
+    a float32 matrix) — the floats the exact heads give them."""
+    return as_head(output).rows(h[None], ids)[0]
 
 
 def amortized_head(output: np.ndarray, h_pred: np.ndarray, legal: np.ndarray):

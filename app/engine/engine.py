@@ -19,6 +19,7 @@ from ..model.validate import check_choice
 from . import plans
 from .fetch import DEFAULT_MODEL, default_model_path, resolve_model
 from .grammar import Constraint, GrammarError, compile_grammar, ll_tokenizer
+from .head import output_head
 from .options import DecodeOptions
 from .requests import DecodeRequest
 from .results import DecodeResult, Step, Telemetry
@@ -29,7 +30,7 @@ __all__ = ["Engine", "Step", "DecodeResult", "Telemetry", "DecodeOptions", "Sess
            "IMPLS"]  # fmt: skip
 
 DEVICES = ("cpu", "cuda")
-IMPLS = ("numpy", "torch")  # the body's array library; the heads are numpy's (heads_numpy)
+IMPLS = ("numpy", "torch")  # the body's array library; the heads run on the CPU (app.engine.head)
 
 
 def _versions() -> dict:
@@ -92,6 +93,10 @@ class Engine:
         pad = (-v) % plans.PAD_ROWS  # heads score whole blocks of rows (see plans.py)
         out = weights.output
         self.output = out if not pad else np.concatenate([out, np.zeros((pad, d), out.dtype)])
+        # the plans score through the head (the body's kernel); ``output`` stays the float32
+        # matrix for what needs its values (the amortizer's fit, the compiled step)
+        packed = getattr(getattr(self.body, "out_head", None), "packed", None)
+        self.head = output_head(weights, self.output, self.body.kernel, packed)
         self.rule = CostRule(d, v, "cpu")
         self.all_ids = np.arange(v)
         self.versions = _versions()

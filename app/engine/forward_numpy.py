@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rowops
+from .head import output_head
 from .linear import KERNELS, layer_projections
 from .weights import LlamaWeights
 
@@ -62,6 +63,7 @@ class NumpyLlama:
             raise ValueError("n_heads must be a multiple of n_kv_heads")
         self.scale = 1.0 / float(np.sqrt(c.head_dim))
         self.proj = layer_projections(weights, kernel)
+        self.out_head = output_head(weights, weights.output, kernel)  # the engine shares it
         half = np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim
         self.inv_freq = 1.0 / (c.rope_base**half)  # (head_dim/2,)
         self._cos = self._sin = np.empty((0, c.head_dim // 2), np.float32)
@@ -156,5 +158,6 @@ class NumpyLlama:
         return runs
 
     def head(self, h: np.ndarray) -> np.ndarray:
-        """(…, d) -> (…, V) logits."""
-        return h @ self.w.output.T
+        """(…, d) -> (…, V) logits through the body's kernel (app.engine.head)."""
+        flat = np.asarray(h, np.float32).reshape(-1, self.cfg.d)
+        return self.out_head.logits(flat)[:, : self.cfg.vocab].reshape(h.shape[:-1] + (-1,))

@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "PAD_ROWS",
     "CHUNK_BYTES",
+    "logits",
     "dense_logits",
     "dense_head",
     "sparse_scores",
@@ -35,8 +36,8 @@ def _alloc(name, shape, dtype=np.float32):
     return np.empty(shape, dtype=dtype)
 
 
-def dense_logits(W, h, blocked, buf=_alloc):
-    """(B, V) logits with -inf where ``blocked``: ``W @ hᵀ`` over the whole vocabulary.
+def logits(W, h, buf=_alloc):
+    """(B, V) logits ``W @ hᵀ`` over the whole vocabulary, nothing masked.
 
     ``W @ hᵀ`` rather than ``h @ Wᵀ``: with OpenBLAS 0.3.27 on one core, a batch-4 head at
     d=256, |V|=8192 took ~430 µs this way against 800–970 µs the other way (batch 1: ~100 µs
@@ -44,11 +45,17 @@ def dense_logits(W, h, blocked, buf=_alloc):
     """
     batch, vocab = h.shape[0], W.shape[0]
     logits_t = buf("logits_t", (vocab, batch), W.dtype)
-    logits = buf("logits", (batch, vocab), W.dtype)
+    out = buf("logits", (batch, vocab), W.dtype)
     np.matmul(W, h.T, out=logits_t)
-    np.copyto(logits, logits_t.T)
-    np.copyto(logits, -np.inf, where=blocked)
-    return logits
+    np.copyto(out, logits_t.T)
+    return out
+
+
+def dense_logits(W, h, blocked, buf=_alloc):
+    """(B, V) :func:`logits` with -inf where ``blocked``."""
+    out = logits(W, h, buf)
+    np.copyto(out, -np.inf, where=blocked)
+    return out
 
 
 def dense_head(W, h, blocked, buf=_alloc):

@@ -117,7 +117,8 @@ class _Pending:
 class DecodeState:
     """The state of one request's decode (see the module doc).
 
-    ``engine`` gives the tokenizer, output matrix and body (for new caches); ``policy`` has
+    ``engine`` gives the tokenizer, output head (``output``: app.engine.head, the exact
+    scoring every plan shares) and body (for new caches); ``policy`` has
     ``choose(Telemetry) -> plan``, ``feedback(index, plan, seconds)``, ``finish()``;
     ``options`` a :class:`~app.engine.options.DecodeOptions`; ``amortizer`` the amortized plans'
     predictor or None; ``executor`` scores exact steps instead of the kernels (app.compiler);
@@ -130,7 +131,7 @@ class DecodeState:
         self.policy, self.options, self.amortizer = policy, options, amortizer
         self.on_step, self.executor = on_step, executor
         self.plans, self.kernels = plans, KERNELS if kernels is None else kernels
-        self.output = engine.output
+        self.output = engine.head
         self.tau = float(options.tau or 0.0)
         self.lossy = bool(options.lossy)
         self.rerank_r = options.rerank_value
@@ -162,6 +163,13 @@ class DecodeState:
     @property
     def done(self) -> bool:
         return self.stop is not None
+
+    @property
+    def scoring(self) -> str | None:
+        """The plan of the exact step waiting for the requested body run (None: none waits); it
+        scores the run's last state unless a guess is rolled back (a scheduler batches the
+        DenseHead ones of a pass)."""
+        return self._wait.plan if self._phase == "step" and self._wait is not None else None
 
     def next_run(self) -> BodyRun | None:
         """The tokens to run through the body next (body-free steps are taken on the way), or

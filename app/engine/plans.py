@@ -1,8 +1,10 @@
 """The physical plans' kernels on the real model, one function per plan (numpy).
 
-The heads are :mod:`app.engine.heads_numpy`'s batched kernels at B = 1 — the same functions the
-backend's sweeps time — so DenseHead and SparseHead score every legal token with the same float
-(see that module for why) and pick the same token: the lowest id among the maxima.
+The heads run through the engine's output projection (:mod:`app.engine.head`: the quantized
+kernel's ``QHead`` or numpy's ``BlasHead``; a bare float32 matrix is read as its BlasHead), whose
+gather gives every legal row the very float the dense call gives it — so DenseHead and SparseHead
+score every legal token with the same float and pick the same token: the lowest id among the
+maxima.
 
 A head returns ``(token, margin)``; the margin is top-1 minus top-2 over the legal set (None
 when K < 2).
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..model.registry import EXACT_PLANS as _EXACT
 from ..model.registry import PLAN_NAMES, PLANS
-from . import heads_numpy
+from .head import as_head
 from .heads_numpy import PAD_ROWS
 
 __all__ = ["PAD_ROWS", "dense_head", "sparse_head", "forced_token", "margin_of", "PLAN_CHOICES"]
@@ -28,20 +30,23 @@ def margin_of(scores: np.ndarray) -> float | None:
     return float(top2[1] - top2[0])
 
 
-def dense_head(output: np.ndarray, h: np.ndarray, legal: np.ndarray):
-    """output (V_pad, d), h (d,), legal (K,) ascending -> (token, margin).
+def dense_head(output, h: np.ndarray, legal: np.ndarray):
+    """output (a head, or a float32 (V_pad, d) matrix), h (d,), legal (K,) ascending ->
+    (token, margin).
 
-    All V_pad logits, every id outside ``legal`` masked to -inf (padding rows included), argmax.
+    All the head's logits, every id outside ``legal`` masked to -inf (padding rows included),
+    argmax.
     """
-    blocked = np.ones((1, output.shape[0]), dtype=bool)
-    blocked[0, legal] = False
-    logits = heads_numpy.dense_logits(output, h[None], blocked)[0]
-    return int(logits.argmax()), margin_of(logits[legal])
+    logits = as_head(output).logits(h[None])[0]
+    masked = np.full(logits.shape, -np.inf, logits.dtype)
+    masked[legal] = scores = logits[legal]
+    return int(masked.argmax()), margin_of(scores)
 
 
-def sparse_head(output: np.ndarray, h: np.ndarray, legal: np.ndarray):
-    """output (V_pad, d), h (d,), legal (K,) ascending -> (token, margin): the K rows only."""
-    scores = heads_numpy.sparse_scores(output, h[None], legal[None])[0]
+def sparse_head(output, h: np.ndarray, legal: np.ndarray):
+    """output (a head or a matrix), h (d,), legal (K,) ascending -> (token, margin): the K rows
+    only."""
+    scores = as_head(output).rows(h[None], legal)[0]
     return int(legal[scores.argmax()]), margin_of(scores)
 
 

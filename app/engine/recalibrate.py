@@ -111,13 +111,15 @@ class RecalibratingPolicy:
 
     ``choose`` feeds the rule the last exact step's measured head seconds (``tel.last_head``),
     names the rule's plan, and on every ``probe_every``-th head step also times the other head
-    over the same legal set on ``output`` (V_pad, d) — a GEMV's time does not depend on the
-    state's values, so a fixed state serves; the probe's time is counted in the step.
+    over the same legal set on ``output`` (the engine's head, or a (V_pad, d) matrix) — a head's
+    time does not depend on the state's values, so a fixed state serves; the probe's time is
+    counted in the step.
     """
 
-    def __init__(self, rule: OnlineRule, output: np.ndarray):
+    def __init__(self, rule: OnlineRule, output):
         self.rule, self.output = rule, output
-        self._h = np.full(output.shape[1], output.shape[1] ** -0.5, dtype=output.dtype)
+        d = output.shape[1]
+        self._h = np.full(d, d**-0.5, dtype=np.float32)
 
     def choose(self, tel: Telemetry) -> str:
         if tel.last_head is not None:

@@ -15,9 +15,11 @@ Each pass (:meth:`Scheduler.step`):
 
 Exactness: the body is batch-invariant (a sequence's rows are bit-identical to its solo forward,
 chunked or not) and every head runs per sequence on those rows, so each sequence decodes exactly
-what it decodes alone, whoever shares its pass. The plan decision is batch-aware: the ``auto``
-rule prices K* at the pass's batch size (``Telemetry.batch``); every exact plan gives the same
-tokens, so the choice changes time only.
+what it decodes alone, whoever shares its pass. With a batch-invariant head (the ``q`` kernel's,
+app.engine.head) the DenseHead steps of a pass share one head call over their states: each row
+of it is that sequence's solo logits bit for bit, and the weights are read once per pass. The
+plan decision is batch-aware: the ``auto`` rule prices K* at the pass's batch size
+(``Telemetry.batch``); every exact plan gives the same tokens, so the choice changes time only.
 
 The scheduler runs on one thread: ``submit`` may be called from any thread, ``step`` (or the
 worker of :meth:`start`) on one; ``on_step`` and ``should_stop`` are called on that thread.
@@ -25,6 +27,7 @@ worker of :meth:`start`) on one; ``on_step`` and ``should_stop`` are called on t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -111,6 +114,7 @@ class Scheduler:
         self.active: list[Sequence] = []
         self.kv_reserved = 0
         self.passes = 0
+        self.dense_batched = 0  # DenseHead steps scored through a pass's shared head call
         self.pass_sizes: list[tuple[int, int]] = []  # (sequences, tokens) per pass, bounded
         self._lock = threading.Condition()
         self._order = itertools.count()
@@ -254,20 +258,33 @@ class Scheduler:
         seconds = clock() - t0
         self.passes += 1
         self.pass_sizes = self.pass_sizes[-9999:] + [(len(packed), total)]
+        ready = []
         for (seq, n), rows in zip(packed, outs):
             seq.rows.append(rows)
             seq.off += n
             seq.body_s += seconds * n / total
             if seq.off < len(seq.run.ids):
                 continue  # a prefill in chunks: more passes to go
-            rows = seq.rows[0] if len(seq.rows) == 1 else np.concatenate(seq.rows)
-            try:
-                seq.state.advance(rows, seq.body_s)
-            except Exception as exc:  # noqa: BLE001
-                seq.error = exc
-                self._retire(seq)
-                continue
-            self._next_run(seq)
+            ready.append((seq, seq.rows[0] if len(seq.rows) == 1 else np.concatenate(seq.rows)))
+        with self._dense_heads(ready):
+            for seq, rows in ready:
+                try:
+                    seq.state.advance(rows, seq.body_s)
+                except Exception as exc:  # noqa: BLE001
+                    seq.error = exc
+                    self._retire(seq)
+                    continue
+                self._next_run(seq)
+
+    def _dense_heads(self, ready):
+        """One head call over the last states of the pass's DenseHead steps, when the head is
+        batch-invariant and more than one needs it (else each scores its own, as alone)."""
+        head = self.engine.head
+        states = [rows[-1] for seq, rows in ready if seq.state.scoring == "DenseHead"]
+        if len(states) < 2 or not head.batch_invariant:
+            return contextlib.nullcontext()
+        self.dense_batched += len(states)
+        return head.batched(np.stack(states))
 
     def _retire(self, seq: Sequence) -> None:
         with self._lock:

@@ -112,7 +112,7 @@ class Session:
             return OraclePolicy(options.oracle, self.rule), self._amortizer
         rule = self.online_rule(options.recalibrate) if options.recalibrate else self.rule
         if plan == "auto" and hasattr(rule, "observe"):
-            return RecalibratingPolicy(rule, self.engine.output), None
+            return RecalibratingPolicy(rule, self.engine.head), None
         return FixedPolicy(options.plan_name, rule), None
 
     # -- decoding --------------------------------------------------------------------------

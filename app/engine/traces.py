@@ -52,7 +52,7 @@ def collect_request(engine, req, amortizer, reference_tokens=None, kernels=None)
         reference_tokens = engine.decode(req, plan="auto").tokens
     prompt = engine.prompt_ids(req)
     constraint = engine.constraint(req)
-    body, output = engine.body, engine.output
+    body, output = engine.body, engine.head
     cache = body.new_cache(len(prompt) + len(reference_tokens) + MAX_SKIP)
     h = body.forward(prompt, cache)[-1]
     batch_share = _batch_share(body, prompt, reference_tokens, cache)
@@ -100,7 +100,7 @@ def _row(req, i, prompt, probe: TraceProbe, run: int, kernels) -> dict:
         if probe.h_pred is not None:
             args = (probe.output, probe.h_pred, probe.legal)
             (pred_tok, pred_margin), _ = probe.timed("AmortizedHead", amortized_head, *args)
-            gap = np.abs(probe.output[probe.legal] @ (probe.h_pred - probe.h))
+            gap = np.abs(probe.output.matrix[probe.legal] @ (probe.h_pred - probe.h))
             row.update(pred_margin=pred_margin, pred_correct=pred_tok == token,
                        legal_gap=float(gap.max()))  # fmt: skip
     row["costs"] = costs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.engine.forward_numpy import NumpyLlama
+from app.engine.head import output_head
 from app.engine.heads_numpy import PAD_ROWS
 from app.engine.requests import DecodeRequest
 from app.engine.rule import CostRule
@@ -62,6 +63,7 @@ class TinyEngine:
         self.body = NumpyLlama(self.weights)
         out, pad = self.weights.output, (-CFG.vocab) % PAD_ROWS
         self.output = np.concatenate([out, np.zeros((pad, CFG.d), out.dtype)])
+        self.head = output_head(self.weights, self.output, self.body.kernel)
         self.all_ids = np.arange(CFG.vocab)
         self.tokenizer = _Tokenizer()
         self.context = CFG.context
