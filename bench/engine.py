@@ -25,6 +25,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from app.engine.engine import Engine  # noqa: E402
+from app.engine.kernels import KERNELS  # noqa: E402
+from app.engine.loop import DecodeState, decode  # noqa: E402
+from app.engine.options import DecodeOptions  # noqa: E402
 from app.engine.requests import load_requests  # noqa: E402
+from app.engine.routing import FixedPolicy  # noqa: E402
+from app.engine.session import result_of  # noqa: E402
 
 PLANS = ("dense", "sparse", "forced", "auto")
+#: Runs beyond a plain ``--plan``: name -> DecodeOptions fields (``auto-nodraft``: the cost rule
+#: without the PromptLookup kernel, i.e. ``auto`` before drafting).
+RUNS = {"lookup-4": {"plan": "lookup", "draft": 4}, "auto-nodraft": {"plan": "auto"}}
+NO_DRAFT = {k: v for k, v in KERNELS.items() if k != "PromptLookup"}
 
 
 def _stats(results) -> dict:
@@ -51,13 +61,27 @@ def _stats(results) -> dict:
     }
 
 
+def _decode_one(engine, sessions, req, run: str):
+    """One request under ``run`` (a ``--plan`` name or a :data:`RUNS` entry); the router's
+    session (its warm router) is kept across requests."""
+    options = DecodeOptions(**RUNS.get(run, {"plan": run}))
+    if run == "auto-nodraft":
+        state = DecodeState(engine, req, engine.prompt_ids(req), engine.constraint(req),
+                            FixedPolicy(None, engine.rule), options, kernels=NO_DRAFT)  # fmt: skip
+        decode(state, engine.body)
+        return result_of(engine, req, state, time.perf_counter() - state.start)
+    session = sessions.setdefault(run, engine.session()) if run == "router" else engine.session()
+    return session.decode(req, options)
+
+
 def _decode_interleaved(engine, requests, plans) -> dict:
     """``{plan: [result per request]}``, every plan on each request in turn, so a change of the
     machine's load during the run falls on every plan alike."""
     out = {p: [] for p in plans}
+    sessions: dict = {}
     for n, req in enumerate(requests, 1):
         for plan in plans:
-            out[plan].append(engine.decode(req, plan=plan))
+            out[plan].append(_decode_one(engine, sessions, req, plan))
         print(f"  [{n}/{len(requests)}] {req.id}", file=sys.stderr, flush=True)
     return out
 
@@ -82,6 +106,33 @@ def _breakdown(results) -> dict:
             "other_ms": 1e3 * o / n,
         }
         for plan, (n, m, b, h, o) in rows.items()
+    }
+
+
+def _drafts(results) -> dict:
+    """Acceptance per draft source: prompt lookup (drafted tokens accepted, mean accepted per
+    draft, rollbacks and the time they cost) and the forced tokens merged into forwards."""
+    tot = {"drafts": 0, "drafted": 0, "accepted": 0, "rejected": 0, "unreached": 0}
+    for r in results:
+        for key in tot:
+            tot[key] += (r.drafts or {}).get(key, 0)
+    forced = sum(s.forced for r in results for s in r.steps)
+    runs = _forced_runs(results)
+    return {
+        "lookup": {
+            **tot,
+            "acceptance": tot["accepted"] / tot["drafted"] if tot["drafted"] else None,
+            "mean_accepted_per_draft": tot["accepted"] / tot["drafts"] if tot["drafts"] else None,
+            "rollbacks": sum(r.rollbacks for r in results),
+            "rollback_s": sum(r.lost_s for r in results),
+        },
+        "forced": {
+            "tokens": int(forced),
+            "acceptance": 1.0 if forced else None,
+            "mean_run": runs["mean"],
+        },  # fmt: skip
+        "tokens": sum(len(r.tokens) for r in results),
+        "body_forwards": sum(s.body_tokens > 0 for r in results for s in r.steps),
     }
 
 
@@ -174,7 +225,12 @@ def main(argv=None) -> int:
     ap.add_argument("--per-category", type=int, default=100, help="bfcl: requests per category")
     ap.add_argument("--max-tokens", type=int, default=128, help="bfcl: per request")
     ap.add_argument("--limit", type=int, default=None, help="the first N requests only")
-    ap.add_argument("--full-subset", type=int, default=6)
+    ap.add_argument("--full-subset", type=int, default=6, help="0: skip FullRecompute")
+    ap.add_argument(
+        "--plans",
+        default=",".join(PLANS + ("auto-nodraft", "lookup", "lookup-4", "router")),
+        help="comma-separated runs: --plan names, lookup-4 (--draft 4), auto-nodraft",
+    )
     ap.add_argument("--reference-python", default=sys.executable)
     ap.add_argument("--out", default=None, help="default: bench/results/engine[_bfcl].json")
     args = ap.parse_args(argv)
@@ -192,27 +248,34 @@ def main(argv=None) -> int:
         "plans": {},
         "versions": engine.versions,
     }
-    results = _decode_interleaved(engine, requests, PLANS)
-    report["plans"] = {plan: _stats(results[plan]) for plan in PLANS}
+    plans = tuple(dict.fromkeys(("dense", *args.plans.split(","))))
+    results = _decode_interleaved(engine, requests, plans)
+    report["plans"] = {plan: _stats(results[plan]) for plan in plans}
+    report["drafts"] = {
+        p: _drafts(results[p]) for p in plans if p in ("auto", "lookup", "lookup-4", "router")
+    }
     ref = [r.tokens for r in results["dense"]]
-    for plan in PLANS:
+    for plan in plans:
         same = [r.tokens for r in results[plan]] == ref
         report["plans"][plan]["identical_to_dense"] = same
         report["plans"][plan]["speedup_vs_dense"] = (
             report["plans"][plan]["tokens_per_s"] / report["plans"]["dense"]["tokens_per_s"]
         )
     sub = requests[: args.full_subset]
-    print("== full (subset)", file=sys.stderr, flush=True)
-    both = _decode_interleaved(engine, sub, ("full", "dense"))
-    full_stats = _stats(both["full"])
-    full_stats["identical_to_dense"] = [r.tokens for r in both["full"]] == ref[: len(sub)]
-    full_stats["speedup_vs_dense_on_subset"] = (
-        full_stats["tokens_per_s"] / _stats(both["dense"])["tokens_per_s"]
-    )
-    full_stats["subset"] = len(sub)
-    report["plans"]["full"] = full_stats
+    if sub:
+        print("== full (subset)", file=sys.stderr, flush=True)
+        both = _decode_interleaved(engine, sub, ("full", "dense"))
+        full_stats = _stats(both["full"])
+        full_stats["identical_to_dense"] = [r.tokens for r in both["full"]] == ref[: len(sub)]
+        full_stats["speedup_vs_dense_on_subset"] = (
+            full_stats["tokens_per_s"] / _stats(both["dense"])["tokens_per_s"]
+        )
+        full_stats["subset"] = len(sub)
+        report["plans"]["full"] = full_stats
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report["breakdown_ms_per_step"] = {p: _breakdown(results[p]) for p in ("dense", "auto")}
+    report["breakdown_ms_per_step"] = {
+        p: _breakdown(results[p]) for p in ("dense", "auto", "lookup") if p in results
+    }
     report["k_distribution"] = _k_distribution(results["dense"], engine.config.vocab)
     report["k_distribution_synthetic"] = _synthetic_k(engine.config.vocab)
     report["forced_runs"] = _forced_runs(results["dense"])
@@ -229,7 +292,7 @@ def main(argv=None) -> int:
         stack["mismatched_requests"] = [
             req.id for req, a, b in zip(requests, stack_tokens, ref) if a != b
         ]
-        auto = report["plans"]["auto"]["tokens_per_s"]
+        auto = report["plans"].get("auto", report["plans"]["dense"])["tokens_per_s"]
         stack["auto_speedup_vs_standard_stack"] = auto / stack["tokens_per_s"]
         stack["dense_speedup_vs_standard_stack"] = (
             report["plans"]["dense"]["tokens_per_s"] / stack["tokens_per_s"]

@@ -22,7 +22,7 @@ from app.model import (
 def test_expansion_lists_every_physical_plan():
     plans = expand(Scenario())
     assert tuple(p.name for p in plans) == PLAN_NAMES
-    exact = {"DenseHead", "SparseHead", "FullRecompute", "ForcedToken"}
+    exact = {"DenseHead", "SparseHead", "FullRecompute", "ForcedToken", "PromptLookup"}
     assert {p.name for p in plans if p.exact} == exact == EXACT_PLANS
 
 

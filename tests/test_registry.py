@@ -73,7 +73,9 @@ def test_names_and_exactness_derive_from_the_registry():
     assert effective_plan(forced, 1) is forced
     assert effective_plan(forced, 2).name == "DenseHead"
     # the engine's kernel table is keyed by these names (tests/engine/test_kernels.py)
-    assert routed_plans() == ("DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank")
+    assert routed_plans() == (
+        "DenseHead", "SparseHead", "AmortizedHead", "AmortizedRerank", "PromptLookup"
+    )  # fmt: skip
     assert [arm_index(n) for n in PLAN_NAMES] == list(range(len(PLANS)))
     with pytest.raises(ValueError, match="'name' parameter"):
         arm_index("NoSuchHead")

@@ -391,14 +391,16 @@ def test_server_panel_shows_measured_points():
 
 
 def test_server_mode_real_trace_ignores_measured_latencies():
-    from app.router.real_trace import REAL_ARMS
+    from app.router.real_trace import shipped_trace, trace_arms
 
     app = LLMQPApp(ScenarioState(horizon=300), server=True, client=FakeClient())
     assert measure(app.measured)
     app.state.measured_latency = True
     measured = app.session.stream.latency_s.copy()
     app.state.workload = "real"  # the trace's own measured seconds, 300 steps of it
-    assert app.session.stream.plans == REAL_ARMS and app.session.stream.steps == 300
+    # the routed plans the trace records (PromptLookup came after it: not an arm of its replay)
+    assert app.session.stream.plans == trace_arms(shipped_trace())
+    assert app.session.stream.steps == 300
     assert app.crossover.trace_hist.visible and app.session.summary()["steps"] == 300
     app.state.workload = "synthetic"
     assert np.array_equal(app.session.stream.latency_s, measured)

@@ -125,7 +125,8 @@ def _options(args):
 
         oracle = load_costs(args.trace)
     return DecodeOptions(plan=args.plan, router=args.router, tau=args.tau, lossy=args.lossy,
-                         oracle=oracle, recalibrate=args.recalibrate)  # fmt: skip
+                         oracle=oracle, recalibrate=args.recalibrate,
+                         draft=args.draft)  # fmt: skip
 
 
 def _session(args, engine, options):
@@ -323,7 +324,9 @@ def _add_decode(sub) -> None:
         "DenseHead elsewhere), full (FullRecompute: no KV cache), amortized (AmortizedHead: "
         "skip the body when the predicted margin >= --tau, verified later), rerank "
         "(AmortizedRerank: the predicted state shortlists, the exact one scores the "
-        "shortlist), router (a bandit picks per step, --router), oracle (each step's cheapest "
+        "shortlist), lookup (PromptLookup: draft the continuation of the longest n-gram match "
+        "in prompt + output, verified in one forward, --draft), router (a bandit picks per "
+        "step, --router), oracle (each step's cheapest "
         "plan in hindsight, --trace). Every plan decodes the same tokens unless --lossy.",
     )
     _add_decode_inputs(d)
@@ -385,6 +388,12 @@ def _add_decode_plans(d) -> None:
         help="an amortizer file (llmqp amortizer fit; default: the default fit, made on first use)",
     )
     d.add_argument("--trace", default=None, help="per-plan costs for --plan oracle")
+    d.add_argument(
+        "--draft",
+        type=int,
+        default=None,
+        help="--plan lookup: draft length (1-16; default: the calibrated rule per step)",
+    )
     d.add_argument(
         "--recalibrate",
         choices=RECALIBRATE_PRESETS,

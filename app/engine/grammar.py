@@ -126,6 +126,17 @@ class Constraint:
         """The tokens the grammar forces from here (llguidance's fast-forward tokens)."""
         return list(self.matcher.compute_ff_tokens())
 
+    def validate(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` (a draft) the grammar accepts in a row from here; the matcher
+        is not advanced (llguidance's ``validate_tokens``). An id outside the vocabulary ends
+        the draft before llguidance sees it: llguidance stops the matcher on one."""
+        ids = []
+        for t in tokens:
+            if not 0 <= int(t) < self.vocab:
+                break
+            ids.append(int(t))
+        return int(self.matcher.validate_tokens(ids)) if ids else 0
+
     def consume(self, token: int) -> None:
         if not self.matcher.consume_token(int(token)):
             raise GrammarError(f"token {token} rejected: {_one_line(self.matcher.get_error())}")

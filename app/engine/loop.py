@@ -10,6 +10,8 @@ Each step asks the policy for a plan and that plan's kernel (``app.engine.kernel
 body-free guess:
 
 * **ForcedToken** (K = 1) takes its token; it joins ``pending``.
+* **PromptLookup** takes the next token of its n-gram draft (app.engine.drafts) — it joins
+  ``pending`` *unverified* — until the draft ends; the exact step then runs the draft.
 * **AmortizedHead** predicts ``H_t`` with the amortizer and takes the token when the predicted
   margin ≥ τ — it joins ``pending`` *unverified* — else refines with the exact step.
 * **An exact step** needs ``pending`` run through the body (:attr:`DecodeState.next_run`), which
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..model.registry import PLANS, effective_plan, get_plan
 from . import plans
+from .drafts import Drafter
 from .grammar import GrammarError
 from .kernels import KERNELS, Guess, Kernel
 from .results import Step, Telemetry
@@ -42,6 +45,8 @@ __all__ = ["BodyRun", "DecodeState", "MAX_SKIP", "PREFILL_CHUNK", "decode", "run
 #: The longest run of body-free steps before an exact step is forced: caps how far predictions
 #: chain (their error grows) and how much a rollback can throw away.
 MAX_SKIP = 8
+#: The ``--plan`` choices whose policy may draft by prompt lookup.
+DRAFTING = ("lookup", "auto", "router")
 #: Positions per forward of a long run (a prefill, a full recompute) when the caller may stop the
 #: decode (``should_stop``): it is asked between chunks.
 PREFILL_CHUNK = 64
@@ -154,6 +159,10 @@ class DecodeState:
         self._wait: _Pending | None = None
         self._run: BodyRun | None = None
         self.batch = 1  # sequences sharing the body pass (a scheduler sets it each pass)
+        drafting = options.plan in DRAFTING and not options.recalibrate
+        self.drafter = (
+            Drafter(options.draft) if drafting and "PromptLookup" in self.kernels else None
+        )
 
     # -- what to run ----------------------------------------------------------------------
     @property
@@ -253,6 +262,9 @@ class DecodeState:
             self.last_run, self.cur_run = self.cur_run, 0
 
     def _telemetry(self, index: int, legal: np.ndarray, forced: int) -> Telemetry:
+        match = draft = 0
+        if self.drafter is not None and legal.shape[0] > 1:
+            match, draft = self.drafter.peek(self, index)
         return Telemetry(
             request=self.req.id,
             index=index,
@@ -268,6 +280,9 @@ class DecodeState:
             amortizer=self.amortizer is not None,
             last_head=self.last_head,
             batch=self.batch,
+            match=match,
+            draft=draft,
+            draft_accept=self.drafter.acceptance(match) if self.drafter is not None else 0.0,
         )
 
     # -- advancing, given the body's states ------------------------------------------------
@@ -303,10 +318,13 @@ class DecodeState:
         for i, legal, token in self.unverified:
             if i - s >= len(states):
                 continue
-            exact, margin = plans.sparse_head(self.output, states[i - s], legal)
+            exact, margin = self._exact(states[i - s], legal)
+            drafted = self.drafter is not None and self.drafter.verified(i, exact == token)
             if i < len(self.steps):
-                self.steps[i] = replace(self.steps[i], exact_margin=margin)
-            self.accept_ema = 0.9 * self.accept_ema + 0.1 * (exact == token)
+                more = {"margin": margin} if drafted else {}
+                self.steps[i] = replace(self.steps[i], exact_margin=margin, **more)
+            if not drafted:  # the amortizer's acceptance (a feature of the router)
+                self.accept_ema = 0.9 * self.accept_ema + 0.1 * (exact == token)
             if exact != token:
                 self._rollback(i, states[i - s], exact, margin, share)
                 return i
@@ -317,6 +335,12 @@ class DecodeState:
         self.h = states[-1]
         self.pending = self.pending[n:]
         return None
+
+    def _exact(self, h: np.ndarray, legal: np.ndarray):
+        """(token, margin) of the exact state ``h`` under ``legal``: the cost rule's head (the
+        two pick the same token; SparseHead would gather all of a free-text step's rows)."""
+        dense = legal.shape[0] > getattr(self.e.rule, "k_star", legal.shape[0])
+        return (plans.dense_head if dense else plans.sparse_head)(self.output, h, legal)
 
     def _score(self, w: _Pending, body_s: float) -> None:
         """The exact step ``w``: score from ``self.h`` and commit its token."""
@@ -377,6 +401,8 @@ class DecodeState:
     def _rollback(self, i, h_i, exact, margin, share) -> None:
         """x_i was wrong: back to position i, take the exact token, drop the steps after it."""
         t = len(self.tokens)
+        if self.drafter is not None:
+            self.drafter.rolled_back(i)
         self.cache.truncate(len(self.prompt) + i)
         if self.constraint:
             self.constraint.rollback(t - i)

@@ -16,6 +16,7 @@ from ..model.registry import PLANS
 from ..model.validate import check_choice, check_float, check_int
 from ..router.registry import REAL_ROUTERS
 from .amortized import DEFAULT_RERANK_R
+from .drafts import MAX_DRAFT
 from .plans import AMORTIZED_CHOICES, PLAN_CHOICES
 
 __all__ = ["DecodeOptions", "Param", "PARAMETER_CONSTRAINTS", "RECALIBRATE_PRESETS"]
@@ -63,6 +64,7 @@ PARAMETER_CONSTRAINTS: dict[str, Param] = {
     "rerank_r": Param(lambda n, v: check_int(n, v, 1, 1 << 20), plans=("rerank", "router")),
     "oracle": Param(_check_costs, plans=("oracle",), required_by=("oracle",)),
     "recalibrate": Param(lambda n, v: check_choice(n, v, RECALIBRATE_PRESETS), plans=("auto",)),
+    "draft": Param(lambda n, v: check_int(n, v, 1, MAX_DRAFT), plans=("lookup",)),
 }
 
 
@@ -75,7 +77,8 @@ class DecodeOptions:
     ``lossy`` trust accepted amortized tokens without verification; ``rerank_r`` the rerank's
     shortlist length (default 8); ``oracle`` the per-step costs ``{(request id, index): {plan:
     seconds}}`` of ``plan="oracle"``; ``recalibrate`` a hardware preset: ``plan="auto"`` starts
-    K* there and recalibrates it from measured head times.
+    K* there and recalibrates it from measured head times; ``draft`` the prompt-lookup plan's
+    draft length, 1 … ``MAX_DRAFT`` tokens (default: the calibrated rule, app.engine.drafts).
     """
 
     plan: str = "auto"
@@ -85,6 +88,7 @@ class DecodeOptions:
     rerank_r: int | None = None
     oracle: Mapping | None = None
     recalibrate: str | None = None
+    draft: int | None = None
 
     def __post_init__(self):
         defaults = {f.name: f.default for f in fields(self)}

@@ -20,7 +20,10 @@ class Telemetry:
     first); ``position`` the decode position (prompt + index); ``pending`` tokens not yet run
     through the body; ``accept`` the amortizer's recent acceptance (an EMA in [0, 1]);
     ``amortizer`` whether one is loaded; ``last_head`` (plan, k, seconds) of the last exact
-    step's head, or None; ``batch`` the sequences sharing this step's body pass (1 alone).
+    step's head, or None; ``batch`` the sequences sharing this step's body pass (1 alone);
+    ``match`` the prompt-lookup n-gram match length here (0: none or not drafting), ``draft``
+    the tokens the drafter would draft from here (0: none) and ``draft_accept`` its per-token
+    acceptance estimate at that match length (app.engine.drafts).
     """
 
     request: str
@@ -37,6 +40,9 @@ class Telemetry:
     amortizer: bool = False
     last_head: tuple[str, int, float] | None = None
     batch: int = 1
+    match: int = 0
+    draft: int = 0
+    draft_accept: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class DecodeResult:
     rollbacks: int = 0  # amortized guesses that were wrong and rolled back
     lost_s: float = 0.0  # the time those guesses cost
     policy: object = None  # the policy that chose the plans (a router keeps its log)
+    drafts: dict | None = None  # prompt-lookup drafts: drafts, drafted, accepted, rejected, …
 
     @property
     def tokens_per_s(self) -> float:

@@ -65,11 +65,13 @@ class Policy(Protocol):
 def features(tel: Telemetry) -> np.ndarray:
     """The router's context (len(ROUTER_FEATURES),) float64 from a step's telemetry."""
     return context_features(tel.k, tel.vocab, tel.last_forced_run, tel.last_margin,
-                            tel.position, tel.pending, tel.accept)  # fmt: skip
+                            tel.position, tel.pending, tel.accept, tel.match,
+                            tel.draft_accept)  # fmt: skip
 
 
 class FixedPolicy:
-    """One plan every step (``None``: the cost rule). The amortized plans (not exact in
+    """One plan every step (``None``: the cost rule, which drafts — ``PromptLookup`` — where the
+    drafter's calibrated rule would draft, ``tel.draft`` > 0). The amortized plans (not exact in
     ``plans``) run ForcedToken where K = 1; a plan that does not apply runs its fallback."""
 
     def __init__(self, plan: str | None, rule, plans=PLANS):
@@ -79,6 +81,8 @@ class FixedPolicy:
     def choose(self, tel: Telemetry) -> str:
         k = tel.k
         if self.plan is None:  # the cost rule, priced at the pass's batch size where it can be
+            if k > 1 and tel.draft > 0:
+                return "PromptLookup"
             at = getattr(self.rule, "at_batch", None)
             return (at(tel.batch) if at and tel.batch > 1 else self.rule).select(k)
         spec = get_plan(self.plan, self.plans)

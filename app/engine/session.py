@@ -162,4 +162,5 @@ def result_of(engine, req, state: DecodeState, seconds: float) -> DecodeResult:
         rollbacks=state.rollbacks,
         lost_s=state.lost_s,
         policy=state.policy,
+        drafts=state.drafter.report() if state.drafter is not None else None,
     )

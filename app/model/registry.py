@@ -36,6 +36,9 @@ Physical plans, in arm order:
                        one body forward over the n positions (a short prefill), 1/n per token.
                        Where K > 1 it does not apply and runs (and is priced as) ``DenseHead``,
                        as the engine's ``--plan forced`` does.
+6. ``PromptLookup``    draft L tokens by prompt lookup (n-gram continuation), verify them in one
+                       forward over 1 + L rows (a prefill of 1 + L) shared by the accepted
+                       tokens; exact by verification (a wrong draft is rolled back)
 """
 
 from __future__ import annotations
@@ -109,12 +112,15 @@ class Setting:
 class Step:
     """A step's telemetry, scalars or equally long ``(T,)`` arrays: legal-set size ``k``, decode
     position ``context``, KV-cache ``missing`` positions and the ``forced`` run length (tokens
-    the grammar forces in a row; 1 when nothing is forced beyond this one)."""
+    the grammar forces in a row; 1 when nothing is forced beyond this one), the ``draft``
+    length a drafting plan verifies with it and the drafted tokens ``accepted`` (expected)."""
 
     k: np.ndarray | float
     context: np.ndarray | float
     missing: np.ndarray | float = 0.0
     forced: np.ndarray | float = 1.0
+    draft: np.ndarray | float = 0.0
+    accepted: np.ndarray | float = 0.0
 
     @classmethod
     def of(cls, s) -> Step:
@@ -146,6 +152,11 @@ TERMS: dict[str, Callable[[Setting, Step], Cost]] = {
     # A run of n forced tokens: one forward over n positions after the context, 1/n per token.
     "ForcedPrefill": lambda c, x: prefill_cost(c.shape, x.forced, x.context, *_args(c)).scale(
         1.0 / np.asarray(x.forced, dtype=np.float64)
+    ),
+    # A draft of L tokens verified with its token: one forward over 1 + L positions after the
+    # context, shared by the 1 + accepted tokens it yields.
+    "DraftVerify": lambda c, x: prefill_cost(c.shape, 1 + x.draft, x.context, *_args(c)).scale(
+        1.0 / (1.0 + np.asarray(x.accepted, dtype=np.float64))
     ),
 }
 
@@ -202,6 +213,12 @@ def _forced_token(c, x):
     n = _n(x.forced)
     run = Operator("ForcedPrefill", f"run of {n} forced tokens: one forward over {n}, no head")
     return (*_cache_miss(x), run)
+
+
+def _prompt_lookup(c, x):
+    n = _n(1 + x.draft)
+    verify = Operator("DraftVerify", f"one forward over {n} rows (a token + its draft), shared")
+    return (*_cache_miss(x), verify, _sparse(c, x))
 
 
 def _no_error(s) -> float:
@@ -271,6 +288,11 @@ PLANS: tuple[PlanSpec, ...] = (
              "K = 1 (one legal token, or a forced run of n): score nothing, feed the run "
              "through the body in one n-position forward; where K > 1 it runs `DenseHead`",
              applies=lambda k: np.asarray(k) == 1, fallback="DenseHead", choice="forced"),
+    PlanSpec("PromptLookup", True, _prompt_lookup,
+             "draft the continuation of the longest n-gram match in prompt + output (the prefix "
+             "the grammar accepts), verify it in one forward of 1 + L rows, keep the agreeing "
+             "prefix", "yes by verification (a wrong draft is rolled back)", routed=True,
+             choice="lookup"),
 )  # fmt: skip
 
 PLAN_NAMES = tuple(p.name for p in PLANS)

@@ -45,6 +45,8 @@ REAL_FEATURES = (
     "position",  # decode position / 1024, clipped to 1
     "pending",  # positions not yet in the KV cache / 8, clipped to 1 (the cache state)
     "accept",  # the amortizer's recent acceptance (an EMA in [0, 1])
+    "match",  # the prompt-lookup n-gram match length here / 3, clipped to 1 (0: no draft)
+    "draft_accept",  # that match length's recent per-token draft acceptance (0: no draft)
 )
 
 COMPILER_FEATURES = (
@@ -75,10 +77,12 @@ def synthetic_features(s, k, margin, position, miss) -> np.ndarray:
     )
 
 
-def real_features(k, vocab, last_forced_run, last_margin, position, pending, accept):
+def real_features(k, vocab, last_forced_run, last_margin, position, pending, accept, match=0,
+                  draft_accept=0.0):  # fmt: skip
     """The real loop's context, (len(REAL_FEATURES),) or (T, len(REAL_FEATURES)) float64.
 
-    ``last_margin`` may be None / NaN (no exact margin yet): it reads as 0."""
+    ``last_margin`` may be None / NaN (no exact margin yet): it reads as 0. ``match`` and
+    ``draft_accept`` are 0 where nothing drafts (a trace records no drafts: zero columns)."""
     k = np.asarray(k, dtype=np.float64)
     m = np.nan_to_num(np.asarray(last_margin if last_margin is not None else np.nan, float))
     cols = [
@@ -89,6 +93,8 @@ def real_features(k, vocab, last_forced_run, last_margin, position, pending, acc
         np.minimum(np.asarray(position, float) / 1024.0, 1.0),
         np.minimum(np.asarray(pending, float) / 8.0, 1.0),
         np.asarray(accept, float),
+        np.minimum(np.asarray(match, float) / 3.0, 1.0),
+        np.asarray(draft_accept, float),
     ]
     return np.stack(np.broadcast_arrays(*cols), axis=-1)
 

@@ -23,7 +23,7 @@ from ..model import PLAN_NAMES, Scenario
 from ..model.validate import check_choice, check_float, check_instance, check_int
 from .environment import Drift, make_stream
 from .features import REAL_FEATURES, SYNTHETIC_FEATURES
-from .real_trace import REAL_ARMS, REAL_ROUTER_PARAMS, looped_stream
+from .real_trace import REAL_ROUTER_PARAMS, looped_stream, trace_arms
 from .registry import LEARNERS, REAL_ROUTERS, REGISTRY
 
 __all__ = ["Workload", "SyntheticWorkload", "RealWorkload", "DEFAULT_ALPHA"]
@@ -93,15 +93,17 @@ class SyntheticWorkload:
 class RealWorkload:
     """``steps`` routed steps of ``trace`` (a dict from
     :func:`~app.router.real_trace.load_trace`) replayed in request orders drawn from ``seed``;
-    the routers of :data:`~app.router.registry.REAL_ROUTERS` with their real-trace arguments."""
+    the routers of :data:`~app.router.registry.REAL_ROUTERS` with their real-trace arguments.
+    ``plans``: the routed plans the trace records (a routed plan it lacks, such as one added
+    after it was collected, is not an arm of its replay)."""
 
     name = "real"
-    plans = REAL_ARMS
     features = REAL_FEATURES
     routers = REAL_ROUTERS
 
     def __init__(self, trace: dict, seed: int, steps: int):
         self.trace = trace
+        self.plans = trace_arms(trace)
         self.seed = check_int("seed", seed, 0, 2**32 - 1)
         self.steps = check_int("steps", steps, 1, 10_000_000)
         self._stream = None

@@ -18,6 +18,7 @@ __all__ = [
     "AmortizedRerankKernel",
     "FullRecomputeKernel",
     "ForcedTokenKernel",
+    "PromptLookupKernel",
 ]
 
 
@@ -134,6 +135,31 @@ class ForcedTokenKernel(Kernel):
         return p.grammar_s + p.batch_s if p.k == 1 else None
 
 
+class PromptLookupKernel(Kernel):
+    """Draft with prompt lookup (app.engine.drafts): each step of a draft takes the next token
+    of the n-gram continuation, unverified, with no body; K = 1 takes the forced token, which
+    joins the same forward. The step after the draft is exact: the body runs the token, the
+    draft and the forced tokens in one forward (T = 1 + L rows), each drafted token is checked
+    against the exact argmax under its own mask and the first wrong one is rolled back. Exact
+    steps score with the cost rule's head (SparseHead while K ≤ K*, else DenseHead)."""
+
+    name = "PromptLookup"
+
+    def guess(self, state, legal, index):
+        if legal.shape[0] == 1:
+            token, margin = forced_token(legal)
+            return Guess(token, margin)
+        if state.drafter is None:
+            return None
+        token = state.drafter.take(state, legal, index)
+        return None if token is None else Guess(token, None, verify=True)
+
+    def score(self, state, legal, guess):
+        head = sparse_head if legal.shape[0] <= state.e.rule.k_star else dense_head
+        token, margin = head(state.output, state.h, legal)
+        return token, margin, self.name
+
+
 #: This file's entries of the kernel table, one per registry plan (a new plan's kernel joins here).
 NUMPY_KERNELS = (
     DenseHeadKernel(),
@@ -142,4 +168,5 @@ NUMPY_KERNELS = (
     AmortizedRerankKernel(),
     FullRecomputeKernel(),
     ForcedTokenKernel(),
+    PromptLookupKernel(),
 )
