@@ -223,7 +223,8 @@ class PlanSpec:
     plan that runs (and is priced, and errs) where it cannot; ``routed`` whether the router on the
     real engine offers it on K ≥ 2 steps (its arms; the trace collector records its cost);
     ``summary`` and ``equivalence`` the two text columns of README's plan table
-    (:func:`plan_table`); ``choice`` its ``llmqp decode --plan`` name (None: not offered there).
+    (:func:`plan_table`); ``choice`` its ``llmqp decode --plan`` name (None: not offered there);
+    ``compiled`` whether the compiled step (``app.compiler``) has a branch for it (its arms).
     The engine's kernel is ``app.engine.kernels.KERNELS[name]``.
     """
 
@@ -238,6 +239,7 @@ class PlanSpec:
     fallback: str | None = None
     routed: bool = False
     choice: str | None = None
+    compiled: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -251,15 +253,16 @@ class PlanSpec:
 PLANS: tuple[PlanSpec, ...] = (
     PlanSpec("DenseHead", True, _dense_head,
              "exact decoder state, logits over all of V, mask, argmax", routed=True,
-             choice="dense"),
+             choice="dense", compiled=True),
     PlanSpec("SparseHead", True, _sparse_head,
              "exact decoder state, score only the K legal rows", "yes (the lemma)", routed=True,
-             choice="sparse"),
+             choice="sparse", compiled=True),
     PlanSpec("AmortizedHead", False, _amortized_head,
              "reuse a stable state, refine with a full step when the margin is below τ",
              "in the engine, yes by verification (a wrong guess is rolled back); under the "
              "paper's lossy rule once τ ≥ 2ε (the certificate)",
-             error_share=lambda s: 1.0, refines=True, routed=True, choice="amortized"),
+             error_share=lambda s: 1.0, refines=True, routed=True, choice="amortized",
+             compiled=True),
     PlanSpec("AmortizedRerank", False, _amortized_rerank,
              "amortized state, rerank the top-r with an exact last layer",
              "ε-equivalent (the paper's); the engine's kernel runs the body, shortlists with the "
