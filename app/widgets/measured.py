@@ -23,12 +23,22 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import panel as pn
 
-from app.model import Hardware, k_grid
+from app.model import k_grid
 
 from .controls import hooked
+from .measured_answers import (
+    BATCHES,
+    batch_grid,
+    body_points,
+    calibrated_hardware,
+    head_key,
+    head_points,
+    kstar_by_batch,
+    measured_notes,
+    same_head,
+)
 
 __all__ = [
     "MeasuredPanel",
@@ -54,9 +64,6 @@ BODY_LAYERS = 2
 BODY_CONTEXT = (0, 64, 256, 1024)
 #: K values of one head sweep.
 HEAD_POINTS = 12
-#: Batch sizes "Measure K* over batch" sweeps (with the scenario's own), as far as the backend's
-#: ``batch`` limit allows.
-BATCHES = (1, 2, 4, 8, 16)
 #: SmolLM2-135M-Instruct, the model ``llmqp serve`` decodes (its public model card; the GGUF's
 #: own metadata replaces it when the file is here): Scenario fields through the engine's bridge.
 SMOLLM2 = {"d": 576, "layers": 30, "vocab": 49_152}
@@ -143,105 +150,6 @@ def in_process_url() -> str:
             allow_origins=origins, engine=engine_loader()
         )
     return _IN_PROCESS["url"]
-
-
-def measured_notes(head: dict | None, body: dict | None, body_note: str = "") -> str:
-    """HTML beside Figure 1: what the measured points are — the head's shape and device, how
-    it was measured (row blocks over the memory budget), and the body the amortized sweep
-    timed."""
-    if not head or "params" not in head:
-        return ""
-    p, dev = head["params"], head.get("device") or {}
-    parts = [
-        f"Measured on {html.escape(str(dev.get('device_name') or dev.get('device') or '?'))} "
-        f"({html.escape(str(dev.get('impl', '?')))}): head d {p['d']}, |V| {p['vocab']:,}, "
-        f"batch {p['batch']}, {html.escape(str(p['dtype']))}"
-    ]
-    blocks = head.get("measured_in")
-    if blocks:
-        parts.append(html.escape(blocks["note"]))
-    if body and "params" in body:
-        b = body["params"]
-        parts.append(
-            f"body: the engine's Llama body, {b['layers']} layers at d {b['d']} "
-            f"({html.escape(str(b.get('weights', 'random')))} weights)"
-        )
-    if body_note:
-        parts.append(html.escape(body_note))
-    return "<small>" + "; ".join(parts) + ".</small>"
-
-
-def head_points(answer: dict | None) -> dict | None:
-    """``{"k", "dense_s", "sparse_s"}`` (measured medians) of a head-sweep answer."""
-    if not answer or "plans" not in answer:
-        return None
-    plans = answer["plans"]
-    return {
-        "k": list(answer["k"]),
-        "dense_s": list(plans["dense_head"]["median_s"]),
-        "sparse_s": list(plans["sparse_head"]["median_s"]),
-    }
-
-
-def body_points(answer: dict | None, context: int) -> dict | None:
-    """Measured and modelled seconds of the amortized and the full step at the swept context
-    nearest ``context``, and the measured crossover length."""
-    if not answer or "plans" not in answer:
-        return None
-    ctx = np.asarray(answer["context"])
-    i = int(np.argmin(np.abs(ctx - context)))
-    plans = answer["plans"]
-    return {
-        "context": int(ctx[i]),
-        "amortized_s": float(plans["amortized_step"]["median_s"][i]),
-        "full_s": float(plans["full_step"]["median_s"][i]),
-        "amortized_model_s": float(plans["amortized_step"]["model_s"][i]),
-        "full_model_s": float(plans["full_step"]["model_s"][i]),
-        "n_star": (answer.get("crossover") or {}).get("measured_n"),
-    }
-
-
-def batch_grid(batch: int, limits: dict | None) -> list[int]:
-    """Batches of a K*-over-batch sweep: :data:`BATCHES` and ``batch``, within the backend's
-    ``batch`` limit (``GET /v1/device``'s ``limits``; 64 when it does not say)."""
-    top = int(((limits or {}).get("batch") or (1, 64))[1])
-    return sorted({b for b in (*BATCHES, int(batch)) if 1 <= b <= top})
-
-
-def kstar_by_batch(heads: dict, s) -> list[dict]:
-    """``[{"batch", "measured_k", "model_k"}]`` for every head answer in ``heads`` (keyed by
-    :func:`_head_key`) at ``s``'s head shape and dtype, whatever its batch: the measured
-    crossover (interpolated; None where the sparse head loses at the first K) and the model's
-    roofline K* at that batch on ``s``'s hardware (the curve Figure 1 draws)."""
-    from app.measure.answers import measured_crossover
-    from app.model import find_crossover
-
-    rows = []
-    for (d, vocab, batch, dtype), answer in heads.items():
-        if (d, vocab, dtype) != (s.d, s.vocab, s.dtype):
-            continue
-        pts = head_points(answer)
-        _, k = measured_crossover(pts["k"], pts["sparse_s"], pts["dense_s"][0])
-        model = find_crossover(d, vocab, batch, dtype, s.hw).k_roofline
-        rows.append({"batch": batch, "measured_k": k, "model_k": model})
-    return sorted(rows, key=lambda r: r["batch"])
-
-
-def calibrated_hardware(answer: dict | None) -> Hardware | None:
-    """The calibrated profile an answer carries, ``None`` while the backend has only a preset."""
-    hw = (answer or {}).get("hardware") or {}
-    if hw.get("source") != "calibrated" or not hw.get("profile"):
-        return None
-    return Hardware.from_dict(hw["profile"])
-
-
-def _head_key(answer: dict | None) -> tuple:
-    p = (answer or {}).get("params") or {}
-    return (p.get("d"), p.get("vocab"), p.get("batch"), p.get("dtype"))
-
-
-def _same_head(answer: dict | None, s) -> bool:
-    return _head_key(answer) == (s.d, s.vocab, s.batch, s.dtype)
 
 
 class MeasuredPanel(pn.viewable.Viewer):
@@ -456,7 +364,7 @@ class MeasuredPanel(pn.viewable.Viewer):
     def keep_head(self, head: dict | None) -> None:
         """Keep a head answer under its shape and batch (a newer one replaces it)."""
         if head and "params" in head:
-            self.heads[_head_key(head)] = head
+            self.heads[head_key(head)] = head
 
     def apply(self, head: dict | None, body: dict | None, rows: list | None = None) -> None:
         """Keep the answers, adopt the calibrated profile, and draw the measured points."""
@@ -488,11 +396,11 @@ class MeasuredPanel(pn.viewable.Viewer):
         """Draw the stored answers that match the current head shape (else clear them)."""
         s = self.state.scenario
         head = self.heads.get((s.d, s.vocab, s.batch, s.dtype))
-        note = measured_notes(head, self.body if _same_head(self.body, s) else None,
+        note = measured_notes(head, self.body if same_head(self.body, s) else None,
                               self.body_note)  # fmt: skip
         self.app.crossover.set_measured(head_points(head), note)
         self.app.crossover.set_measured_kstar(kstar_by_batch(self.heads, s), s.batch)
-        body = body_points(self.body, s.context) if _same_head(self.body, s) else None
+        body = body_points(self.body, s.context) if same_head(self.body, s) else None
         self.app.amortization.set_measured(body)
 
     def __panel__(self):
