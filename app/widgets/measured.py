@@ -278,10 +278,11 @@ class MeasuredPanel(pn.viewable.Viewer):
             self.body_note = f"body not measured: {exc}"
         return head, body, self.client.results()
 
-    def run_batch_sweeps(self, s, batches) -> tuple[dict, None, list]:
+    def run_batch_sweeps(self, s, batches) -> tuple[dict, dict | None, list]:
         """Blocking: the head sweep at ``s``'s head shape at every batch in ``batches`` (each
         answer kept at once, :attr:`_partial`, to be drawn while the next runs), then every
-        stored row. Returns the answer at ``s.batch`` (or the last), no body, the rows."""
+        stored row. Returns the answer at ``s.batch`` (else the first), the body answer kept
+        from before (this sweeps no body), the rows."""
         ks = k_grid(s.vocab, HEAD_POINTS).tolist()
         here = None
         for b in batches:
@@ -291,7 +292,7 @@ class MeasuredPanel(pn.viewable.Viewer):
             self._partial.append(head)
             if b == s.batch or here is None:
                 here = head
-        return here, None, self.client.results()
+        return here, self.body, self.client.results()
 
     def _on_job(self, job: dict) -> None:  # worker thread: only store it, the loop draws it
         self._job = job
@@ -369,8 +370,7 @@ class MeasuredPanel(pn.viewable.Viewer):
     def apply(self, head: dict | None, body: dict | None, rows: list | None = None) -> None:
         """Keep the answers, adopt the calibrated profile, and draw the measured points."""
         self.keep_head(head)
-        if body is not None or head is None:
-            self.body = body
+        self.body = body
         if rows is not None:
             self.rows = rows
         self.latency_toggle.disabled = not self.rows
