@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.measure.llama import body_shape
 from app.measure.modelled import SWEEP_KERNELS, model_cost
 from app.model import (
     EXACT_PLANS,
@@ -189,9 +190,7 @@ def test_sweep_kernels_are_registry_terms_or_plans():
                context=100, rerank_r=0)  # fmt: skip
     hw = S.hw
     got = model_cost(row, hw)
-    from app.measure.llama import body_shape
-
-    shape = body_shape(64, 2, 1000)  # the measured body is the engine's Llama at this shape
+    shape = body_shape(64, 2, 1000)  # the Llama body the backend times at (d, layers)
     want = decode_step_cost(shape, 100, 1, "float32", hw) + sparse_head_cost(
         64, 1000, 16, 1, "float32", hw
     )

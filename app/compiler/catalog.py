@@ -9,6 +9,10 @@ smallest bucket that holds K and costs no more than DenseHead" is exactly the Py
 
 Branch order: ForcedToken, DenseHead, SparseHead[b] for every bucket b (ascending),
 AmortizedHead. AmortizedHead scores through the largest bucket (all of V when there is none).
+
+LinUCB's arms (:data:`ARMS`) are the registry's plans marked ``compiled`` (``PlanSpec.compiled``),
+in registry order; the branches look each arm up by name, so a plan added to the registry moves
+nothing here (a plan marked ``compiled`` needs its kernel in ``plans_jax.KERNELS``).
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ from dataclasses import dataclass
 
 from ..engine.rule import CostRule
 from ..model import dense_head_cost, get_hardware, select_cost, sparse_head_cost
+from ..model.registry import PLANS
 from ..model.validate import check_int
 
-__all__ = ["LADDER", "ARMS", "Catalog", "PlanEntry", "build_catalog"]
+__all__ = ["LADDER", "ARMS", "Catalog", "PlanEntry", "build_catalog", "compiled_arms"]
 
 LADDER = (16, 64, 256, 1024, 4096)
+
+
+def compiled_arms(plans=PLANS) -> tuple[str, ...]:
+    """Names of the plans in ``plans`` marked ``compiled``, in registry order: LinUCB's arms
+    (each has a kernel in :data:`app.compiler.plans_jax.KERNELS`; a test checks it)."""
+    return tuple(p.name for p in plans if p.compiled)
+
+
 #: LinUCB's arms: the plan families the bandit chooses between (the bucket follows from K).
-ARMS = ("DenseHead", "SparseHead", "AmortizedHead")
+ARMS = compiled_arms()
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ Every backend provides the same primitives on its own tensors (numpy arrays or t
 * ``sparse_scores(W, h, ids)`` -> (B, K) scores of the gathered rows;
   ``sparse_head(W, h, ids)`` -> (B,) tokens (argmax over them).
 * ``top_ids(scores, ids, r)`` -> (B, r) ids of the ``r`` best scores, ascending.
-* ``body(d, layers, batch, dtype, context, seed)`` -> a small transformer with a KV cache of
-  ``context`` positions: ``decode()``, ``amortized()``, ``last_layer(h)`` each return (B, d).
+* ``body(d, layers, batch, dtype, context, seed, weights=None)`` -> the engine's Llama body in
+  this library (:class:`app.measure.llama.LlamaBody`) with a KV cache of ``context`` positions:
+  ``decode()``, ``amortized()``, ``last_layer(h)`` each return (B, d).
 * ``clock()`` -> a :class:`~app.measure.timing.Clock`; ``flusher(nbytes)`` -> a callable that
   evicts caches (or ``None``); ``info()`` -> device name, dtype support, library versions.
 

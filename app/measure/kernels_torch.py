@@ -1,7 +1,10 @@
 """Kernels in PyTorch on the CPU or a CUDA device (the optional ``[gpu]`` extra).
 
-This is the only module that imports ``torch``; :func:`app.measure.kernels.get_kernels` imports it
-when ``impl='torch'`` is asked for. On CUDA the clock records events around each sample and
+This is the only module of ``app.measure`` that imports ``torch`` (with the engine's torch body,
+:mod:`app.engine.forward_torch`, which it times); :func:`app.measure.kernels.get_kernels` imports
+it when ``impl='torch'`` is asked for. The body is the engine's Llama body in torch at the
+requested shape and dtype, through the same adapter as the numpy backend's
+(:mod:`app.measure.llama`). On CUDA the clock records events around each sample and
 synchronises on the end event; caches are flushed by zeroing a scratch buffer (as Triton's
 ``do_bench`` does).
 """
@@ -14,12 +17,15 @@ import numpy as np
 import torch
 
 from ..model.validate import check_choice
+from . import llama
 from .kernels_numpy import cpu_name
 from .timing import Clock, PerfCounterClock
 
-__all__ = ["TorchKernels", "TorchBody", "CudaEventClock"]
+__all__ = ["TorchKernels", "CudaEventClock"]
 
-VERSION = "torch-1"
+# 2: the body is the engine's torch Llama body (app/measure/llama.py), no longer a one-layer ReLU
+# stand-in.
+VERSION = "torch-2"
 CHUNK_BYTES = 256 << 20  # gathered rows materialised at once by the sparse head
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,12 +45,6 @@ class CudaEventClock(Clock):
         return start.elapsed_time(end) * 1e-3  # ms -> s
 
 
-def _rmsnorm(x, g, eps=1e-6):
-    """(B, d) -> (B, d), computed in float32 and cast back."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * g
-
-
 class TorchKernels:
     """The PyTorch implementation of the primitives in :mod:`app.measure.kernels`."""
 
@@ -61,6 +61,7 @@ class TorchKernels:
         self.device = device
         self.torch_device = torch.device(device)
         self.device_name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+        self._bodies = llama.LlamaModels(self._build)
 
     # -- facts and tools ------------------------------------------------------------------
     def info(self) -> dict:
@@ -161,63 +162,22 @@ class TorchKernels:
         idx = torch.topk(scores, r, dim=1).indices
         return ids.gather(1, idx).sort(dim=1).values
 
-    def body(self, d, layers, batch, dtype, context, seed):
-        return TorchBody(self, d, layers, batch, self._dtype(dtype), context, seed)
+    def release(self) -> None:
+        """Drop the body (a sweep's model must not outlive it)."""
+        self._bodies.clear()
 
+    def body(self, d, layers, batch, dtype, context, seed, weights=None):
+        """The engine's torch Llama body (:class:`app.measure.llama.LlamaBody` over
+        :class:`app.engine.forward_torch.TorchLlama` on this device, in ``dtype``): on
+        ``weights`` when given (the served model's), else random weights at the Llama shape of
+        ``(d, layers)``."""
+        self._dtype(dtype)
+        models = self._bodies.get(d, layers, seed, weights, dtype)  # one build for every context
+        return llama.LlamaBody(
+            models, batch, context, seed + 1, native=lambda x: self.asarray(x, dtype)
+        )
 
-class TorchBody:
-    """The same decoder as :class:`app.measure.kernels_numpy.NumpyBody`, in torch."""
+    def _build(self, weights, dtype):
+        from ..engine.forward_torch import TorchLlama
 
-    def __init__(self, kernels, d, layers, batch, dtype, context, seed):
-        self.d, self.context = d, context
-        self.hd = 64 if d % 64 == 0 else d
-        self.heads = d // self.hd
-        dev, t = kernels.torch_device, context + 1
-        g = kernels._generator(seed)
-
-        def w(*shape, scale=1.0):
-            x = torch.randn(shape, generator=g, device=dev, dtype=torch.float32)
-            return (x * scale).to(dtype)
-
-        s = d**-0.5
-        self.layers = [
-            {
-                "g1": torch.ones(d, dtype=dtype, device=dev),
-                "wqkv": w(d, 3 * d, scale=s),
-                "wo": w(d, d, scale=s),
-                "g2": torch.ones(d, dtype=dtype, device=dev),
-                "w1": w(d, 4 * d, scale=s),
-                "w2": w(4 * d, d, scale=0.5 * s),
-                "kc": w(batch, self.heads, self.hd, t),
-                "vc": w(batch, self.heads, t, self.hd),
-            }
-            for _ in range(layers)
-        ]
-        self.gf = torch.ones(d, dtype=dtype, device=dev)
-        self.x0, self.h_stable, self.e = w(batch, d), w(batch, d), w(batch, d)
-        self.U = w(d, d, scale=0.1 * s)
-
-    def _layer(self, p, x):
-        batch, t = x.shape[0], self.context
-        qkv = _rmsnorm(x, p["g1"]) @ p["wqkv"]
-        q, k, v = (a.reshape(batch, self.heads, self.hd) for a in qkv.split(self.d, dim=1))
-        p["kc"][:, :, :, t] = k
-        p["vc"][:, :, t, :] = v
-        s = torch.matmul(q.unsqueeze(2), p["kc"]) * (self.hd**-0.5)  # (B, H, 1, T)
-        s = torch.softmax(s.float(), dim=-1).to(x.dtype)
-        o = torch.matmul(s, p["vc"]).reshape(batch, self.d)
-        x = x + o @ p["wo"]
-        m = torch.relu(_rmsnorm(x, p["g2"]) @ p["w1"])
-        return x + m @ p["w2"]
-
-    def decode(self):
-        x = self.x0
-        for p in self.layers:
-            x = self._layer(p, x)
-        return _rmsnorm(x, self.gf)
-
-    def amortized(self):
-        return self.h_stable + self.e @ self.U
-
-    def last_layer(self, h):
-        return _rmsnorm(self._layer(self.layers[-1], h), self.gf)
+        return TorchLlama(weights, device=self.device, dtype=dtype)

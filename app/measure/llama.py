@@ -1,8 +1,10 @@
 """The engine's Llama body as the backend times it, and its bridge to the cost model's shape.
 
-The backend measures and calibrates the body that decodes: :class:`LlamaBody` runs
-:class:`app.engine.forward_numpy.NumpyLlama` (the real SmolLM2 weights, or random weights at a
-requested Llama shape) behind the three calls the amortized sweep times. Every call into the
+The backend measures and calibrates the body that decodes: :class:`LlamaBody` runs the engine's
+body — :class:`app.engine.forward_numpy.NumpyLlama` for the numpy backend,
+:class:`app.engine.forward_torch.TorchLlama` for the torch one (the same API) — on the real
+SmolLM2 weights, or random weights at a requested Llama shape, behind the three calls the
+amortized sweep times. Every call into the
 engine's body goes through :func:`_forward` and :func:`_cache`, so a change of the body's
 signature is a change here only.
 
@@ -145,46 +147,67 @@ def model_weights(path: str | None = None) -> LlamaWeights:
 def _forward(model, ids, cache, start: int) -> np.ndarray:
     """The one call into the engine's body: ``ids`` (T,) at positions ``start …`` over
     ``cache`` (anything past ``start`` is dropped first); returns their states (T, d)."""
-    cache.truncate(start)
-    return model.forward(ids, cache)
+    return model.forward(ids, cache, start)
 
 
-def _cache(model, cfg: LlamaConfig, context: int, rng: np.random.Generator):
+def _cache(model, cfg: LlamaConfig, context: int, rng: np.random.Generator, native):
     """A KV cache holding ``context`` positions of random keys and values (a prefill through
-    the body would cost a forward per position, for the same timing), room for one more."""
+    the body would cost a forward per position, for the same timing), room for one more.
+    ``native`` turns a numpy array into the body's own (a torch tensor for the torch body)."""
     cache = model.new_cache(context + 1)
     shape = (cfg.n_layers, cfg.n_kv_heads, context, cfg.head_dim)
-    cache.k[:, :, :context] = rng.standard_normal(shape, dtype=np.float32)
-    cache.v[:, :, :context] = rng.standard_normal(shape, dtype=np.float32)
+    cache.k[:, :, :context] = native(rng.standard_normal(shape, dtype=np.float32))
+    cache.v[:, :, :context] = native(rng.standard_normal(shape, dtype=np.float32))
     cache.length = context
     return cache
 
 
+def _numpy_body(weights: LlamaWeights, dtype: str):
+    from ..engine.forward_numpy import NumpyLlama
+
+    return NumpyLlama(weights)
+
+
+def _embedding(model):
+    """The (rows, d) embedding a body reads token rows from: the numpy body reads its weights'
+    array, the torch body its own copy on the device."""
+    return model.tok_embd if hasattr(model, "tok_embd") else model.w.tok_embd
+
+
+def _same(x):
+    return x
+
+
 class Models(NamedTuple):
-    """The engine's body, its last layer alone (fed through ``row``, a one-row embedding),
-    and their configs."""
+    """The engine's body, its last layer alone (fed through ``row``, the one-row embedding it
+    reads), and their configs."""
 
     body: object
     last: object
-    row: np.ndarray
+    row: object
     cfg: LlamaConfig
     one: LlamaConfig
 
 
 class LlamaModels:
     """The engine's body built once per shape and kept while a sweep runs (every context's
-    :class:`LlamaBody` shares it; only the KV caches differ); :meth:`clear` drops it."""
+    :class:`LlamaBody` shares it; only the KV caches differ); :meth:`clear` drops it.
 
-    def __init__(self):
+    ``build(weights, dtype)`` makes the body: the engine's numpy body by default; the torch
+    backend passes one that makes :class:`app.engine.forward_torch.TorchLlama` (same API:
+    ``new_cache``, ``forward(ids, cache, start)``)."""
+
+    def __init__(self, build=_numpy_body):
+        self._build = build
         self._key = self._models = None
 
-    def get(self, d: int, layers: int, seed: int, weights: LlamaWeights | None = None):
+    def get(
+        self, d: int, layers: int, seed: int, weights: LlamaWeights | None = None, dtype="float32"
+    ):
         """The :class:`Models` for ``weights``, else for random
         weights at :func:`llama_config` ``(d, layers)`` drawn from ``seed``."""
-        key = (d, layers, seed, id(weights))
+        key = (d, layers, seed, id(weights), dtype)
         if self._key != key:
-            from ..engine.forward_numpy import NumpyLlama
-
             self.clear()
             if weights is None:
                 rng = np.random.Generator(np.random.PCG64(seed))
@@ -193,9 +216,12 @@ class LlamaModels:
             # The last layer alone, fed a state through a one-row embedding that holds it.
             row = np.zeros((1, cfg.d), np.float32)
             one = dataclasses.replace(cfg, n_layers=1, vocab=1)
-            last = LlamaWeights(one, row, (weights.layers[-1],), weights.norm, row)
+            last = self._build(
+                LlamaWeights(one, row, (weights.layers[-1],), weights.norm, row), dtype
+            )
+            body = self._build(weights, dtype)
             self._key = key
-            self._models = Models(NumpyLlama(weights), NumpyLlama(last), row, cfg, one)
+            self._models = Models(body, last, _embedding(last), cfg, one)
         return self._models
 
     def clear(self) -> None:
@@ -209,33 +235,35 @@ class LlamaBody:
     ``context`` (the engine decodes one sequence at a time, so a batch is that many
     forwards); ``amortized()`` is ``h_stable + e @ U`` (the amortized state update: a d×d map
     plus the add); ``last_layer(h)`` runs only the last layer on states ``h`` (B, d). All
-    return final-normed states (B, d) float32; every call does the same work.
+    return final-normed states (B, d) in the backend's arrays (``native`` turns the body's
+    float32 numpy output into them: identity for numpy, a device tensor for torch); every call
+    does the same work.
     """
 
-    def __init__(self, models: Models, batch: int, context: int, seed: int):
+    def __init__(self, models: Models, batch: int, context: int, seed: int, native=_same):
         self.model, self.last, self._row = models.body, models.last, models.row
+        self._native = native
         cfg, one = models.cfg, models.one
         rng = np.random.Generator(np.random.PCG64(seed))
         self.d, self.context, self.batch = cfg.d, context, batch
-        self.caches = [_cache(self.model, cfg, context, rng) for _ in range(batch)]
-        self.last_caches = [_cache(self.last, one, context, rng) for _ in range(batch)]
+        self.caches = [_cache(self.model, cfg, context, rng, native) for _ in range(batch)]
+        self.last_caches = [_cache(self.last, one, context, rng, native) for _ in range(batch)]
         self.ids = rng.integers(0, cfg.vocab, size=(batch, 1))
-        self.h_stable = rng.standard_normal((batch, cfg.d), dtype=np.float32)
-        self.e = rng.standard_normal((batch, cfg.d), dtype=np.float32)
-        self.U = rng.standard_normal((cfg.d, cfg.d), dtype=np.float32) * np.float32(
-            0.1 / np.sqrt(cfg.d)
-        )
+        self.h_stable = native(rng.standard_normal((batch, cfg.d), dtype=np.float32))
+        self.e = native(rng.standard_normal((batch, cfg.d), dtype=np.float32))
+        U = rng.standard_normal((cfg.d, cfg.d), dtype=np.float32) * np.float32(0.1 / np.sqrt(cfg.d))
+        self.U = native(U)
 
-    def decode(self) -> np.ndarray:
+    def decode(self):
         rows = [_forward(self.model, ids, c, self.context) for ids, c in zip(self.ids, self.caches)]
-        return np.concatenate(rows)
+        return self._native(np.concatenate(rows))
 
-    def amortized(self) -> np.ndarray:
+    def amortized(self):
         return self.h_stable + self.e @ self.U
 
-    def last_layer(self, h) -> np.ndarray:
+    def last_layer(self, h):
         out = []
-        for row, cache in zip(np.asarray(h, np.float32), self.last_caches):
-            self._row[0] = row
+        for i, cache in enumerate(self.last_caches):
+            self._row[0] = h[i]
             out.append(_forward(self.last, [0], cache, self.context))
-        return np.concatenate(out)
+        return self._native(np.concatenate(out))

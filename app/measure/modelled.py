@@ -3,19 +3,24 @@
 The measured transformer is the engine's Llama body at :func:`app.measure.llama.llama_config`
 ``(d, layers)`` (SwiGLU MLP of 8/3·d, a third of the heads for keys and values where three
 divide them), priced through the bridge :func:`app.measure.llama.transformer_shape`.
-Each sweep kernel is a registry term or a registry plan (:data:`SWEEP_KERNELS`), priced by the
-registry's own recipe, so the sweeps and the router's latencies compose kernels the same way.
+Each sweep kernel is a registry term or a registry plan, stored under :func:`stored_name` and
+priced by the registry's own recipe (:data:`SWEEP_KERNELS`, derived from the registry), so the
+sweeps and the router's latencies compose kernels the same way, and a plan added to the registry
+can be measured and priced with no edit here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..model import TERMS, Cost, Hardware, Setting, Step, get_plan, plan_cost
+from ..model import PLAN_NAMES, TERMS, Cost, Hardware, Setting, Step, get_plan, plan_cost
 from .llama import body_shape
 
 __all__ = [
     "SWEEP_KERNELS",
+    "STORED_NAMES",
+    "stored_name",
+    "registry_name",
     "model_cost",
     "model_costs",
     "model_seconds",
@@ -23,22 +28,43 @@ __all__ = [
     "level_features",
 ]
 
-#: What each sweep kernel runs: a registry term (one leaf operator) or a registry plan's recipe
-#: (at a warm KV cache, no refines).
-SWEEP_KERNELS = {
-    "dense_head": "DenseScore",
-    "sparse_head": "SparseScore",
-    "full_step": "SparseHead",
-    "amortized_step": "AmortizedHead",
-    "amortized_rerank": "AmortizedRerank",
+#: Stored names of the kernels first measured before sweeps were keyed by the registry: the
+#: result store keys rows by plan name, so these names stay. Any other registry term or plan is
+#: stored under its own (CamelCase) name, which never collides with these snake-case ones.
+STORED_NAMES = {
+    "DenseScore": "dense_head",
+    "SparseScore": "sparse_head",
+    "SparseHead": "full_step",
+    "AmortizedHead": "amortized_step",
+    "AmortizedRerank": "amortized_rerank",
 }
+_REGISTRY_NAMES = {v: k for k, v in STORED_NAMES.items()}
+
+
+def stored_name(what: str) -> str:
+    """The result store's plan name of the registry term or plan ``what``."""
+    if what not in TERMS and what not in PLAN_NAMES:
+        raise ValueError(f"No registry term or plan {what!r}.")
+    return STORED_NAMES.get(what, what)
+
+
+def registry_name(stored: str) -> str:
+    """The registry term or plan a stored plan name measures (the inverse of :func:`stored_name`);
+    ``ValueError`` when it names neither."""
+    what = _REGISTRY_NAMES.get(stored, stored)
+    if what not in TERMS and what not in PLAN_NAMES:
+        raise ValueError(f"No cost model for plan {stored!r}.")
+    return what
+
+
+#: What each sweep kernel runs, keyed by its stored name: every registry term (one leaf operator)
+#: and every registry plan's recipe (at a warm KV cache, no refines), derived from the registry.
+SWEEP_KERNELS = {stored_name(w): w for w in (*TERMS, *PLAN_NAMES)}
 
 
 def _price(plan, d, vocab, batch, dtype, k, layers, context, rerank_r, hw) -> Cost:
     """The kernel's cost; ``k`` and ``context`` may be equally long arrays (one point each)."""
-    if plan not in SWEEP_KERNELS:
-        raise ValueError(f"No cost model for plan {plan!r}.")
-    what = SWEEP_KERNELS[plan]
+    what = registry_name(plan)
     # Head rows carry layers = rerank_r = 0: their terms read neither.
     c = Setting(body_shape(d, layers or 1, vocab), batch, dtype, hw, rerank_r or 1)
     x = Step(k, context)
@@ -47,7 +73,7 @@ def _price(plan, d, vocab, batch, dtype, k, layers, context, rerank_r, hw) -> Co
 
 _SHAPE = ("plan", "d", "vocab", "batch", "dtype")
 _FIELDS = ("k", "layers", "context", "rerank_r")
-HEAD_PLANS = ("dense_head", "sparse_head")
+HEAD_PLANS = (STORED_NAMES["DenseScore"], STORED_NAMES["SparseScore"])
 COST_FIELDS = ("flops", "bytes", "seconds", "compute_s", "memory_s", "overhead_s", "kernels")
 
 

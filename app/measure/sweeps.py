@@ -26,7 +26,7 @@ from .limits import (
     parse_fields,
 )
 from .llama import model_weights, served_config
-from .modelled import model_seconds
+from .modelled import model_seconds, stored_name
 from .store import Point, ResultStore
 from .timing import TimingConfig, default_timing, measure
 
@@ -423,12 +423,12 @@ def _amortized_rerank(kn, body, W, ids, blocked, r):
     return fn, check
 
 
-#: The amortized sweep's kernels, keyed by their stored plan names (what each prices in the
-#: registry: app.measure.modelled.SWEEP_KERNELS).
+#: The amortized sweep's kernels, keyed by the stored names (:func:`modelled.stored_name`) of
+#: the registry plans they run, so each is priced by that plan's recipe.
 BODY_PLANS = {
-    "full_step": _sparse_on(lambda body: body.decode()),
-    "amortized_step": _sparse_on(lambda body: body.amortized()),
-    "amortized_rerank": _amortized_rerank,
+    stored_name("SparseHead"): _sparse_on(lambda body: body.decode()),
+    stored_name("AmortizedHead"): _sparse_on(lambda body: body.amortized()),
+    stored_name("AmortizedRerank"): _amortized_rerank,
 }
 
 

@@ -28,9 +28,11 @@ Physical plans, in arm order:
 2. ``AmortizedHead``   amortized state + sparse scoring; refine (exact state + sparse) if m < τ
 3. ``AmortizedRerank`` amortized state + sparse scoring, then rerank the top-r with an exactly
                        recomputed last layer; a share ``rerank_factor`` of amortized errors remain
-                       (the paper's plan, priced here; the real engine has no last-layer-only
-                       pass, so its kernel rescores the shortlist with the full exact state and
-                       refines where the shortlist is not certified: see app.engine.kernels)
+                       (the paper's plan: ``tree``). The real engine has no last-layer-only
+                       pass, so its kernel of this name runs the body, shortlists with the
+                       predicted state, rescores the shortlist with the exact state and refines
+                       where the shortlist is not certified: its ``engine_tree``, priced with
+                       ``engine=True``; app.engine.kernels)
 4. ``FullRecompute``   recompute the state over the whole context without the KV cache, sparse
 5. ``ForcedToken``     K = 1 (the grammar forces the token, or a run of n tokens): score nothing,
                        one body forward over the n positions (a short prefill), 1/n per token.
@@ -148,6 +150,10 @@ TERMS: dict[str, Callable[[Setting, Step], Cost]] = {
     "SparseScore": lambda c, x: sparse_head_cost(c.shape.d, c.shape.vocab, x.k, *_args(c)),
     "AmortizedUpdate": lambda c, x: amortized_update_cost(c.shape, *_args(c)),
     "Rerank": _rerank,
+    # The engine's rerank: the top-r of the K legal rows rescored (the shortlist's r rows only).
+    "ShortlistScore": lambda c, x: sparse_head_cost(
+        c.shape.d, c.shape.vocab, np.minimum(x.k, c.rerank_r), *_args(c)
+    ),
     "Prefill": lambda c, x: prefill_cost(c.shape, x.context + 1, 0, *_args(c)),
     # A run of n forced tokens: one forward over n positions after the context, 1/n per token.
     "ForcedPrefill": lambda c, x: prefill_cost(c.shape, x.forced, x.context, *_args(c)).scale(
@@ -204,6 +210,16 @@ def _amortized_rerank(c, x):
     return (_amortized(), _sparse(c, x), rerank)
 
 
+def _shortlist_rerank(c, x):
+    """What the engine's AmortizedRerank kernel runs (it has no last-layer-only pass): the whole
+    body, the predicted state to shortlist the top-r legal rows, the exact state to rescore them,
+    and SparseHead over all of K where the measured ε does not certify the winner."""
+    shortlist = Operator("SparseScore", f"shortlist: {_n(x.k)} rows on the predicted state")
+    rescore = Operator("ShortlistScore", f"rescore the top-{c.rerank_r} on the exact state")
+    refine = Operator("Refine", "if the lead ≤ ε", (_sparse(c, x),))
+    return (*_exact_state(c, x), _amortized(), shortlist, rescore, refine)
+
+
 def _full_recompute(c, x):
     n = _n(x.context + 1)
     return (Operator("Prefill", f"recompute {n} positions, no KV cache"), _sparse(c, x))
@@ -240,8 +256,11 @@ class PlanSpec:
     plan that runs (and is priced, and errs) where it cannot; ``routed`` whether the router on the
     real engine offers it on K ≥ 2 steps (its arms; the trace collector records its cost);
     ``summary`` and ``equivalence`` the two text columns of README's plan table
-    (:func:`plan_table`); ``choice`` its ``llmqp decode --plan`` name (None: not offered there).
-    The engine's kernel is ``app.engine.kernels.KERNELS[name]``.
+    (:func:`plan_table`); ``choice`` its ``llmqp decode --plan`` name (None: not offered there);
+    ``compiled`` whether the compiled step (``app.compiler``) has a branch for it (its arms).
+    The engine's kernel is ``app.engine.kernels.KERNELS[name]``; ``engine_tree`` the tree of
+    what that kernel runs where it is not the paper's plan (None: it runs ``tree``), priced with
+    ``engine=True`` (:func:`plan_tree`, :func:`plan_cost`).
     """
 
     name: str
@@ -255,6 +274,8 @@ class PlanSpec:
     fallback: str | None = None
     routed: bool = False
     choice: str | None = None
+    compiled: bool = False
+    engine_tree: Callable[[Setting, Step], tuple[Operator, ...]] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -268,20 +289,22 @@ class PlanSpec:
 PLANS: tuple[PlanSpec, ...] = (
     PlanSpec("DenseHead", True, _dense_head,
              "exact decoder state, logits over all of V, mask, argmax", routed=True,
-             choice="dense"),
+             choice="dense", compiled=True),
     PlanSpec("SparseHead", True, _sparse_head,
              "exact decoder state, score only the K legal rows", "yes (the lemma)", routed=True,
-             choice="sparse"),
+             choice="sparse", compiled=True),
     PlanSpec("AmortizedHead", False, _amortized_head,
              "reuse a stable state, refine with a full step when the margin is below τ",
              "in the engine, yes by verification (a wrong guess is rolled back); under the "
              "paper's lossy rule once τ ≥ 2ε (the certificate)",
-             error_share=lambda s: 1.0, refines=True, routed=True, choice="amortized"),
+             error_share=lambda s: 1.0, refines=True, routed=True, choice="amortized",
+             compiled=True),
     PlanSpec("AmortizedRerank", False, _amortized_rerank,
              "amortized state, rerank the top-r with an exact last layer",
              "ε-equivalent (the paper's); the engine's kernel runs the body, shortlists with the "
              "predicted state and refines where the measured ε does not certify the winner",
-             error_share=lambda s: s.rerank_factor, routed=True, choice="rerank"),
+             error_share=lambda s: s.rerank_factor, routed=True, choice="rerank",
+             engine_tree=_shortlist_rerank),
     PlanSpec("FullRecompute", True, _full_recompute,
              "recompute the state over the whole context, no KV cache", choice="full"),
     PlanSpec("ForcedToken", True, _forced_token,
@@ -358,11 +381,16 @@ def effective_plan(spec: PlanSpec, k, plans=PLANS) -> PlanSpec:
     return spec if bool(np.all(spec.applies(k))) else get_plan(spec.fallback, plans)
 
 
-def plan_tree(spec: PlanSpec, c: Setting, x: Step, plans=PLANS) -> Operator:
-    """The plan's unpriced root for one step. Where ``spec`` does not apply at ``x.k`` its only
-    child is a ``Fallback`` node over the fallback plan's tree."""
+def _tree(spec: PlanSpec, engine: bool):
+    return spec.engine_tree if engine and spec.engine_tree is not None else spec.tree
+
+
+def plan_tree(spec: PlanSpec, c: Setting, x: Step, plans=PLANS, engine=False) -> Operator:
+    """The plan's unpriced root for one step (``engine``: what the engine's kernel runs). Where
+    ``spec`` does not apply at ``x.k`` its only child is a ``Fallback`` node over the fallback
+    plan's tree."""
     if bool(np.all(spec.applies(x.k))):
-        return Operator(spec.name, children=spec.tree(c, x))
+        return Operator(spec.name, children=_tree(spec, engine)(c, x))
     fb = get_plan(spec.fallback, plans)
     note = f"not applicable at K={_n(x.k)}: runs {fb.name}"
     return Operator(spec.name, children=(Operator("Fallback", note, fb.tree(c, x)),))
@@ -398,9 +426,10 @@ def _walk(op, price, refine, probability):
     return Operator(op.op, op.detail, kids, probability, total)
 
 
-def plan_cost(spec: PlanSpec, c: Setting, x: Step, refine=0.0, plans=PLANS) -> Cost:
-    """The plan's :class:`~.costs.Cost` for the step(s) ``x`` (scalars or arrays)."""
-    own = price_tree(Operator(spec.name, children=spec.tree(c, x)), c, x, refine).cost
+def plan_cost(spec: PlanSpec, c: Setting, x: Step, refine=0.0, plans=PLANS, engine=False) -> Cost:
+    """The plan's :class:`~.costs.Cost` for the step(s) ``x`` (scalars or arrays); ``engine``:
+    of what the engine's kernel runs (its ``engine_tree``), not the paper's plan."""
+    own = price_tree(Operator(spec.name, children=_tree(spec, engine)(c, x)), c, x, refine).cost
     where = spec.applies(x.k)
     if bool(np.all(where)):
         return own

@@ -9,7 +9,9 @@ line renderers ``crossover_dense``, ``crossover_sparse``; the label ``crossover_
 contains ``K*``); spans ``crossover_kstar_span``, ``crossover_flop_span``, ``k_marker``; the
 regime readout Div ``crossover_readout``; measured scatter ``crossover_measured_dense`` /
 ``crossover_measured_sparse`` (sources with ``_source`` appended) and the Div saying what was
-measured, ``crossover_measured_note``; the real trace's K histogram
+measured, ``crossover_measured_note``; the measured K* at the current batch, span
+``crossover_measured_kstar_span``, and the measured K* at every batch measured beside the
+model's, Div ``crossover_batch_readout``; the real trace's K histogram
 ``crossover_trace_hist`` (source ``crossover_trace_source``, right axis ``crossover_trace_axis``;
 hidden on the synthetic workload).
 """
@@ -182,7 +184,19 @@ class CrossoverFigure:
         self.figures = [fig]
         # What the measured points are (shape, blocks, device), beside the curves.
         self.measured_note = Div(name="crossover_measured_note", sizing_mode="stretch_width")
-        shown = [fig, self.measured_note] if measured else [fig]  # browser mode: no backend
+        # Measured K* at the current batch (a span) and at every batch measured (a readout).
+        self.measured_kstar_span = Span(
+            dimension="height",
+            line_dash="dotted",
+            line_width=3,
+            line_color=COLORS["SparseHead"],
+            visible=False,
+            name="crossover_measured_kstar_span",
+        )
+        fig.add_layout(self.measured_kstar_span)
+        self.batch_readout = Div(name="crossover_batch_readout", sizing_mode="stretch_width")
+        extra = [self.measured_note, self.batch_readout]
+        shown = [fig, *extra] if measured else [fig]  # browser mode: no backend
         self.layout = column(*shown, self.readout, sizing_mode="stretch_width")
         self.crossover = None
         self.trace_note = ""
@@ -297,6 +311,34 @@ class CrossoverFigure:
             f"<br><small>Whole plans: {html.escape(plans)}</small>{self.trace_note}"
         )
         return verdict
+
+    def set_measured_kstar(self, rows: list, batch: int) -> None:
+        """Measured K* by batch: ``rows`` of ``{"batch", "measured_k", "model_k"}`` (K* values
+        or None where the sparse head never wins), one per batch measured at this head shape.
+        The span marks the measured K* at ``batch`` (the Batch slider's value)."""
+        here = next((r for r in rows if r["batch"] == batch), None)
+        k = here and here["measured_k"]
+        self.measured_kstar_span.visible = bool(k)
+        if k:
+            self.measured_kstar_span.location = float(k)
+        if not rows:
+            self.batch_readout.text = ""
+            return
+
+        def kstar(v):
+            return "none" if v is None else f"{v:,.0f}"
+
+        cells = [
+            f"{'<b>' if r['batch'] == batch else ''}B {r['batch']}: {kstar(r['measured_k'])} "
+            f"(model {kstar(r['model_k'])}){'</b>' if r['batch'] == batch else ''}"
+            for r in sorted(rows, key=lambda r: r["batch"])
+        ]
+        self.batch_readout.text = (
+            "<small>Measured K* by batch (dotted line: at this batch): "
+            + " · ".join(cells)
+            + ". Each sequence gathers its own K rows while the dense head reads the "
+            "weights once, so K* falls as B grows.</small>"
+        )
 
     def set_measured(self, points: dict | None, note: str = "") -> None:
         """Show measured head times: ``{"k": …, "dense_s": …, "sparse_s": …}`` (None clears),

@@ -6,10 +6,14 @@ Never imported in Pyodide (``app.widgets.app`` imports it only when not running 
 The backend is reached by URL (``LLMQP_BACKEND_URL`` or the text box) or started in-process
 (``app.serving.client.start_in_process()``) when no URL is given. "Measure" runs a head sweep at
 the scenario's head shape and an amortized sweep of a small body in a worker thread, polling the
-backend's progress, so the page stays live. Results (dicts as ``app.measure.sweeps.Runner.result``
-returns them) are drawn as scatter over Figures 1–2, and the backend's calibrated profile becomes
-the ``calibrated`` hardware choice, so the curves are then the calibrated model. If the backend is
-unreachable a banner says so and the app keeps working on the model alone.
+backend's progress, so the page stays live. "Measure K* over batch" runs the head sweep at
+each batch of :func:`batch_grid` (each sequence gathers its own K rows; the dense head reads the
+weights once for all B), so Figure 1 shows the measured K* at each B beside the model's, and
+moving the Batch slider shows that batch's measured points. Results (dicts as
+``app.measure.sweeps.Runner.result`` returns them) are drawn as scatter over Figures 1–2, and the
+backend's calibrated profile becomes the ``calibrated`` hardware choice, so the curves are then
+the calibrated model. If the backend is unreachable a banner says so and the app keeps working on
+the model alone.
 """
 
 from __future__ import annotations
@@ -19,12 +23,22 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import panel as pn
 
-from app.model import Hardware, k_grid
+from app.model import k_grid
 
 from .controls import hooked
+from .measured_answers import (
+    BATCHES,
+    batch_grid,
+    body_points,
+    calibrated_hardware,
+    head_key,
+    head_points,
+    kstar_by_batch,
+    measured_notes,
+    same_head,
+)
 
 __all__ = [
     "MeasuredPanel",
@@ -35,7 +49,10 @@ __all__ = [
     "apply_served_scenario",
     "body_layers",
     "measured_notes",
+    "kstar_by_batch",
+    "batch_grid",
     "BODY_LAYERS",
+    "BATCHES",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,90 +152,24 @@ def in_process_url() -> str:
     return _IN_PROCESS["url"]
 
 
-def measured_notes(head: dict | None, body: dict | None, body_note: str = "") -> str:
-    """HTML beside Figure 1: what the measured points are — the head's shape and device, how
-    it was measured (row blocks over the memory budget), and the body the amortized sweep
-    timed."""
-    if not head or "params" not in head:
-        return ""
-    p, dev = head["params"], head.get("device") or {}
-    parts = [
-        f"Measured on {html.escape(str(dev.get('device_name') or dev.get('device') or '?'))} "
-        f"({html.escape(str(dev.get('impl', '?')))}): head d {p['d']}, |V| {p['vocab']:,}, "
-        f"batch {p['batch']}, {html.escape(str(p['dtype']))}"
-    ]
-    blocks = head.get("measured_in")
-    if blocks:
-        parts.append(html.escape(blocks["note"]))
-    if body and "params" in body:
-        b = body["params"]
-        parts.append(
-            f"body: the engine's Llama body, {b['layers']} layers at d {b['d']} "
-            f"({html.escape(str(b.get('weights', 'random')))} weights)"
-        )
-    if body_note:
-        parts.append(html.escape(body_note))
-    return "<small>" + "; ".join(parts) + ".</small>"
-
-
-def head_points(answer: dict | None) -> dict | None:
-    """``{"k", "dense_s", "sparse_s"}`` (measured medians) of a head-sweep answer."""
-    if not answer or "plans" not in answer:
-        return None
-    plans = answer["plans"]
-    return {
-        "k": list(answer["k"]),
-        "dense_s": list(plans["dense_head"]["median_s"]),
-        "sparse_s": list(plans["sparse_head"]["median_s"]),
-    }
-
-
-def body_points(answer: dict | None, context: int) -> dict | None:
-    """Measured and modelled seconds of the amortized and the full step at the swept context
-    nearest ``context``, and the measured crossover length."""
-    if not answer or "plans" not in answer:
-        return None
-    ctx = np.asarray(answer["context"])
-    i = int(np.argmin(np.abs(ctx - context)))
-    plans = answer["plans"]
-    return {
-        "context": int(ctx[i]),
-        "amortized_s": float(plans["amortized_step"]["median_s"][i]),
-        "full_s": float(plans["full_step"]["median_s"][i]),
-        "amortized_model_s": float(plans["amortized_step"]["model_s"][i]),
-        "full_model_s": float(plans["full_step"]["model_s"][i]),
-        "n_star": (answer.get("crossover") or {}).get("measured_n"),
-    }
-
-
-def calibrated_hardware(answer: dict | None) -> Hardware | None:
-    """The calibrated profile an answer carries, ``None`` while the backend has only a preset."""
-    hw = (answer or {}).get("hardware") or {}
-    if hw.get("source") != "calibrated" or not hw.get("profile"):
-        return None
-    return Hardware.from_dict(hw["profile"])
-
-
-def _same_head(answer: dict | None, s) -> bool:
-    p = (answer or {}).get("params") or {}
-    shape = (p.get("d"), p.get("vocab"), p.get("batch"), p.get("dtype"))
-    return shape == (s.d, s.vocab, s.batch, s.dtype)
-
-
 class MeasuredPanel(pn.viewable.Viewer):
     """Backend connection, the Measure button with its progress bar, and the banner.
 
-    Hooks: ``backend_url_input``, ``connect_button``, ``measure_button``, ``measure_progress``,
-    ``backend_banner``, ``backend_device``, ``measured_toggle``.
+    Hooks: ``backend_url_input``, ``connect_button``, ``measure_button``,
+    ``measure_batch_button``, ``measure_progress``, ``backend_banner``, ``backend_device``,
+    ``measured_toggle``. Head answers are kept per head shape and batch (:attr:`heads`), so the
+    Batch slider shows each measured batch's points again.
     """
 
     def __init__(self, app, client=None):
         super().__init__()
         self.app, self.state = app, app.state
         self.client = None
-        self.head = self.body = None
+        self.body = None
+        self.heads: dict = {}  # (d, vocab, batch, dtype) -> head answer
         self.info, self.rows, self._job = {}, [], None
-        self._future = self._poller = self._partial = None
+        self._future = self._poller = None
+        self._partial: list = []  # head answers the worker has finished, not drawn yet
         self.body_note = ""
         self.url = hooked(
             pn.widgets.TextInput,
@@ -232,6 +183,12 @@ class MeasuredPanel(pn.viewable.Viewer):
             "measure_button",
             label="Measure",
             color="success",
+            disabled=True,
+        )
+        self.batch_button = hooked(
+            pn.widgets.Button,
+            "measure_batch_button",
+            label="Measure K* over batch",
             disabled=True,
         )
         self.progress = hooked(
@@ -257,6 +214,7 @@ class MeasuredPanel(pn.viewable.Viewer):
         )
         self.connect_button.on_click(lambda e: self.connect())
         self.measure_button.on_click(self.measure)
+        self.batch_button.on_click(lambda e: self.measure(batches=True))
         self.state.param.watch(self.show, ["d", "vocab", "batch", "dtype", "k"])
         self.connect(client)
 
@@ -277,7 +235,7 @@ class MeasuredPanel(pn.viewable.Viewer):
             return False
         self.client = client
         self.banner.visible = False
-        self.measure_button.disabled = False
+        self.measure_button.disabled = self.batch_button.disabled = False
         self.latency_toggle.disabled = not self.rows
         self.device.object = "<small>" + html.escape(_describe(self.info)) + "</small>"
         if self.state.served:
@@ -291,7 +249,7 @@ class MeasuredPanel(pn.viewable.Viewer):
         log.warning(message)
         self.banner.object = html.escape(message)
         self.banner.visible = True
-        self.measure_button.disabled = self.client is None
+        self.measure_button.disabled = self.batch_button.disabled = self.client is None
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -305,7 +263,7 @@ class MeasuredPanel(pn.viewable.Viewer):
         kw = dict(batch=s.batch, dtype=s.dtype, on_progress=self._on_job)
         ks = k_grid(s.vocab, HEAD_POINTS).tolist()
         head = self.client.sweep_head(s.d, s.vocab, k=ks, **kw)
-        self._partial = head
+        self._partial.append(head)
         layers, body = body_layers(s, self.info.get("limits") or {}), None
         if layers == 0:  # not even one layer beside this head fits: ask, the backend decides
             layers = min(BODY_LAYERS, s.layers)
@@ -320,6 +278,22 @@ class MeasuredPanel(pn.viewable.Viewer):
             self.body_note = f"body not measured: {exc}"
         return head, body, self.client.results()
 
+    def run_batch_sweeps(self, s, batches) -> tuple[dict, dict | None, list]:
+        """Blocking: the head sweep at ``s``'s head shape at every batch in ``batches`` (each
+        answer kept at once, :attr:`_partial`, to be drawn while the next runs), then every
+        stored row. Returns the answer at ``s.batch`` (else the first), the body answer kept
+        from before (this sweeps no body), the rows."""
+        ks = k_grid(s.vocab, HEAD_POINTS).tolist()
+        here = None
+        for b in batches:
+            head = self.client.sweep_head(
+                s.d, s.vocab, k=ks, batch=b, dtype=s.dtype, on_progress=self._on_job
+            )
+            self._partial.append(head)
+            if b == s.batch or here is None:
+                here = head
+        return here, self.body, self.client.results()
+
     def _on_job(self, job: dict) -> None:  # worker thread: only store it, the loop draws it
         self._job = job
 
@@ -333,19 +307,26 @@ class MeasuredPanel(pn.viewable.Viewer):
             )
             self.state.dtype = dtypes[0]
 
-    def measure(self, event=None) -> bool:
-        """Start both sweeps in a worker thread; :meth:`poll` (a session periodic callback under
-        ``panel serve``, holding the document lock) follows the job and draws the answers, so
-        the page stays live meanwhile. Returns False when there is nothing to start."""
+    def measure(self, event=None, batches=None) -> bool:
+        """Start both sweeps in a worker thread (``batches``: the head sweep at each batch of
+        :func:`batch_grid` instead, or at the batches listed); :meth:`poll` (a session periodic
+        callback under ``panel serve``, holding the document lock) follows the job and draws
+        the answers, so the page stays live meanwhile. Returns False when there is nothing to
+        start."""
         if self.client is None or self._future is not None:
             return False
         self._adopt_dtype()
         s = self.state.scenario
-        self.measure_button.disabled = True
+        self.measure_button.disabled = self.batch_button.disabled = True
         self.progress.value, self.progress.visible = -1, True
-        self._job = self._partial = None
-        self.body_note = ""
-        self._future = _worker().submit(self.run_sweeps, s)
+        self._job, self._partial = None, []
+        if batches is None:
+            self.body_note = ""
+            self._future = _worker().submit(self.run_sweeps, s)
+        else:
+            if batches is True:
+                batches = batch_grid(s.batch, self.info.get("limits"))
+            self._future = _worker().submit(self.run_batch_sweeps, s, list(batches))
         if pn.state.curdoc is not None:
             self._poller = pn.state.add_periodic_callback(self.poll, 250)
         return True
@@ -360,17 +341,19 @@ class MeasuredPanel(pn.viewable.Viewer):
         done, total = job.get("done"), job.get("total")
         if isinstance(done, int) and isinstance(total, int) and total > 0:
             self.progress.value = int(100 * min(done / total, 1.0))
+        drawn = bool(self._partial)
+        while self._partial:  # heads measured so far: keep them (and draw them now)
+            self.keep_head(self._partial.pop(0))
         if not future.done():
-            if self._partial is not None:  # the head is measured: draw it now
-                self.apply(self._partial, self.body)
-                self._partial = None
+            if drawn:
+                self.show()
             return False
         self._future = None
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
         self.progress.visible = False
-        self.measure_button.disabled = self.client is None
+        self.measure_button.disabled = self.batch_button.disabled = self.client is None
         try:
             head, body, rows = future.result()
         except (*_errors(), ValueError, LookupError) as exc:
@@ -379,9 +362,15 @@ class MeasuredPanel(pn.viewable.Viewer):
         self.apply(head, body, rows)
         return True
 
+    def keep_head(self, head: dict | None) -> None:
+        """Keep a head answer under its shape and batch (a newer one replaces it)."""
+        if head and "params" in head:
+            self.heads[head_key(head)] = head
+
     def apply(self, head: dict | None, body: dict | None, rows: list | None = None) -> None:
         """Keep the answers, adopt the calibrated profile, and draw the measured points."""
-        self.head, self.body = head, body
+        self.keep_head(head)
+        self.body = body
         if rows is not None:
             self.rows = rows
         self.latency_toggle.disabled = not self.rows
@@ -406,18 +395,19 @@ class MeasuredPanel(pn.viewable.Viewer):
     def show(self, *events) -> None:
         """Draw the stored answers that match the current head shape (else clear them)."""
         s = self.state.scenario
-        match = _same_head(self.head, s)
-        note = measured_notes(self.head, self.body if _same_head(self.body, s) else None,
+        head = self.heads.get((s.d, s.vocab, s.batch, s.dtype))
+        note = measured_notes(head, self.body if same_head(self.body, s) else None,
                               self.body_note)  # fmt: skip
-        self.app.crossover.set_measured(head_points(self.head) if match else None, note)
-        body = body_points(self.body, s.context) if _same_head(self.body, s) else None
+        self.app.crossover.set_measured(head_points(head), note)
+        self.app.crossover.set_measured_kstar(kstar_by_batch(self.heads, s), s.batch)
+        body = body_points(self.body, s.context) if same_head(self.body, s) else None
         self.app.amortization.set_measured(body)
 
     def __panel__(self):
         return pn.Column(
             self.banner,
             self.url,
-            pn.Row(self.connect_button, self.measure_button),
+            pn.Row(self.connect_button, self.measure_button, self.batch_button),
             self.progress,
             self.device,
             self.latency_toggle,

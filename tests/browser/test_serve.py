@@ -130,3 +130,29 @@ def test_make_run_then_measure_with_the_defaults_draws_measured_points(open_page
     note = app.prop("crossover_measured_note", "text")
     assert "d 576" in note and "49,152" in note
     assert not app.prop("backend_banner", "visible")
+
+
+def test_served_app_measures_k_star_over_batch(open_page, served_app):
+    """Server mode, Batch set to 4, Measure: the head is timed at B = 4 (one pass over the
+    weights for 4 rows against 4 gathers of K rows) and its points and measured K* land on
+    Figure 1; Measure K* over batch then lists measured vs model K* at every batch."""
+    app = open_page(served_app + "?d=64&V=2048&K=64&dtype=float32")
+    app.wait_model("measure_button")
+    app.page.wait_for_function("!window.__find('measure_button').disabled", timeout=60_000)
+    app.set_value("batch_input", 4)
+    app.page.wait_for_function("window.__find('batch_input').value == 4", timeout=15_000)
+    app.click("measure_button")
+    app.page.wait_for_function(
+        "window.__data('crossover_measured_sparse_source').k.length > 3", timeout=300_000
+    )
+    assert "batch 4" in app.prop("crossover_measured_note", "text")
+    app.page.wait_for_function("!window.__find('measure_batch_button').disabled", timeout=300_000)
+    app.click("measure_batch_button")
+    app.page.wait_for_function(
+        "(window.__find('crossover_batch_readout').text || '').includes('B 16:')",
+        timeout=400_000,
+    )
+    text = app.prop("crossover_batch_readout", "text")
+    assert all(f"B {b}:" in text for b in (1, 2, 4, 8, 16)) and "<b>B 4:" in text
+    assert "model" in text and len(app.data("crossover_measured_sparse_source")["k"]) > 3
+    assert not app.prop("backend_banner", "visible")

@@ -71,3 +71,32 @@ def test_lower_emits_module_plans_summary_and_export(tmp_path, capsys):
     assert f"{len(cat.plans)} branches" in summary and "K* = 504" in summary
     assert main([*args, "--emit", "stablehlo"]) == 0
     assert capsys.readouterr().out.strip() == text.strip()
+
+
+def test_arms_are_the_registry_plans_marked_compiled_in_order():
+    """LinUCB's arms come from the registry (``PlanSpec.compiled``), not a list of their own: a
+    plan inserted at position 0 moves no arm, and one marked compiled becomes an arm."""
+    import dataclasses
+
+    from app.compiler.catalog import ARMS, compiled_arms
+    from app.model.registry import PLANS, PlanSpec, get_plan
+
+    assert ARMS == tuple(p.name for p in PLANS if p.compiled)
+    assert ARMS == ("DenseHead", "SparseHead", "AmortizedHead")
+    toy = PlanSpec("ToyHead", True, get_plan("SparseHead").tree)
+    assert compiled_arms((toy, *PLANS)) == ARMS
+    marked = dataclasses.replace(toy, compiled=True)
+    assert compiled_arms((marked, *PLANS)) == ("ToyHead", *ARMS)
+    # arm_branch looks the arm up by name: SparseHead's position decides nothing else.
+    cat = build_catalog(64, 1000)
+    assert cat.plans[cat.arm_branch(ARMS.index("SparseHead"), 10)].plan == "SparseHead"
+    assert cat.plans[cat.arm_branch(ARMS.index("AmortizedHead"), 10)].plan == "AmortizedHead"
+    assert cat.plans[cat.arm_branch(ARMS.index("DenseHead"), 10)].plan == "DenseHead"
+
+
+def test_every_compiled_arm_has_a_jax_kernel():
+    pytest.importorskip("jax")
+    from app.compiler.catalog import ARMS
+    from app.compiler.plans_jax import KERNELS
+
+    assert set(ARMS) <= set(KERNELS)

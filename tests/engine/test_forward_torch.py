@@ -148,3 +148,21 @@ def test_real_model_matches_transformers(real, device):
             np.testing.assert_allclose(row[subset], r["subset_logits"], atol=ATOL_REFERENCE)
             stats = [row.max(), row.astype(np.float64).mean(), row.astype(np.float64).std()]
             np.testing.assert_allclose(stats, [r["max"], r["mean"], r["std"]], atol=ATOL_REFERENCE)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_batch_matches_numpy_and_its_own_forward(small, device):
+    """Mixed lengths in one call: each sequence's states are its own forward's, bit for bit,
+    and the numpy body's within float32 rounding."""
+    w, ids = small
+    ref, tl = NumpyLlama(w), TorchLlama(w, device=device)
+    runs = [(ids[:5], 0), (ids[5:6], 0), (ids[6:9], 0)]
+    t_caches, n_caches = [tl.new_cache() for _ in runs], [ref.new_cache() for _ in runs]
+    got = tl.forward_batch([(i, c, s) for (i, s), c in zip(runs, t_caches)])
+    want = ref.forward_batch([(i, c, s) for (i, s), c in zip(runs, n_caches)])
+    for (i, _), g, r, c in zip(runs, got, want, t_caches):
+        assert g.shape == (len(i), CFG.d) and c.length == len(i)
+        np.testing.assert_allclose(g, r, rtol=0, atol=ATOL_NUMPY)
+        np.testing.assert_array_equal(g, tl.forward(i, tl.new_cache()))
+    with pytest.raises(ValueError, match="own cache"):
+        tl.forward_batch([(ids[:1], t_caches[0], None), (ids[1:2], t_caches[0], None)])
