@@ -62,6 +62,10 @@ def test_snapshot_restores_with_the_same_numbers(open_page, static_url, cpython,
     app.wait_static_ready()
     assert app.page.evaluate(SNAPSHOT_STATE) == "restored"
     assert app.page.evaluate("llmqp.hydrated") is True
+    # The snapshot holds what the app build imports (app.web.preimport): the build after a
+    # restore imports next to nothing (was ~100 modules: markdown-it, numpy.random, …).
+    late = app.page.evaluate("llmqp.snapshot.build_imports")
+    assert len(late) <= 5, late
     assert app.eval("import sys, numpy; [sys.platform, int(numpy.arange(5).sum())]") == [
         "emscripten",
         10,

@@ -302,7 +302,14 @@ async function startApplication() {
   self.pyodide.globals.set("sendPatch", sendPatch);
   self.pyodide.globals.set("reportFailure", (text) => fail("patch", text));
   status("Starting the app", "app");
+  self.pyodide.runPython("import sys; _llmqp_modules = set(sys.modules)");
   const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
+  // What the app build imported (the snapshot should hold nearly all of it): llmqp.snapshot.
+  const imported = self.pyodide.runPython(
+    "_llmqp_new = sorted(set(sys.modules) - _llmqp_modules); del _llmqp_modules; _llmqp_new"
+  );
+  self.postMessage({type: "snapshot", build_imports: imported.toJs()});
+  imported.destroy();
   status("Drawing the live figures", "render");
   self.postMessage({type: "hydrate", fingerprint: fingerprint});
 }
