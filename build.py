@@ -324,7 +324,7 @@ EMBED_PROBE = """
 import panel as pn
 from app.widgets.embed import build_embed
 pn.extension(sizing_mode="stretch_width", apply_signatures=False)
-for root in build_embed(%(figures)r):
+for root in build_embed([{"figure": name} for name in %(figures)r]):
     root.servable()
 """
 

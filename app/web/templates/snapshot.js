@@ -15,6 +15,7 @@
 
 const SNAPSHOT_CACHE = "llmqp.snapshot"; // not "llmqp-…": sw.js deletes those of old builds
 const SNAPSHOT_MAGIC = "LLMQPSN1";
+const SNAPSHOT_SIZE_HEADER = "x-llmqp-heap-size"; // the heap's bytes (before reading the body)
 // Emscripten 3.1.58's `struct dso` (libc dynlink): +8 flag "placed", +12 memory base,
 // +16 memory size, +20 table base, +24 table size; +36 the name (unused here).
 const DSO_HANDLE_SIZE = 40;
@@ -57,8 +58,10 @@ function loadLibraries(module, site, libs, placed) {
   return records;
 }
 
-// The saved snapshot for this build: {state: "found", meta, heap}, or a state saying why not
-// ("missing", "stale": one of another build, "off": no Cache Storage or no snapshot build).
+// The saved snapshot for this build: {state: "found", size, parsed} (``size``: the heap's
+// bytes, from the entry's header, known before its body is read; ``parsed``: a promise of
+// {meta, heap}), or a state saying why not ("missing", "stale": one of another build, "off":
+// no Cache Storage or no snapshot build). A damaged entry throws, here or from ``parsed``.
 async function openSnapshot() {
   if (CONFIG.snapshot == null || typeof caches === "undefined") {
     return {state: "off"};
@@ -70,7 +73,18 @@ async function openSnapshot() {
     const others = (await cache.keys()).filter((r) => r.url.startsWith(prefix));
     return {state: others.length ? "stale" : "missing"};
   }
+  const size = Number(response.headers.get(SNAPSHOT_SIZE_HEADER));
+  if (!(size > 0)) {
+    throw new Error("the saved snapshot is damaged (no size)");
+  }
+  const parsed = readSnapshot(response, size);
+  parsed.catch(() => {}); // awaited by the restore
+  return {state: "found", size: size, parsed: parsed};
+}
+
+async function readSnapshot(response, heapSize) {
   const bytes = new Uint8Array(await response.arrayBuffer());
+  restoreMark("snapshot_read");
   const text = new TextDecoder();
   if (bytes.length < 16 || text.decode(bytes.subarray(0, 8)) !== SNAPSHOT_MAGIC) {
     throw new Error("the saved snapshot is damaged (no header)");
@@ -79,42 +93,55 @@ async function openSnapshot() {
   const meta = JSON.parse(text.decode(bytes.subarray(16, 16 + size)));
   const heap = bytes.subarray(16 + size);
   if (meta.key !== CONFIG.snapshot.key) {
-    return {state: "stale"};
+    throw new Error("the saved snapshot is of another build");
   }
-  if (heap.length !== meta.size) {
+  if (heap.length !== meta.size || heap.length !== heapSize) {
     throw new Error("the saved snapshot is damaged (" + heap.length + " of " + meta.size + " bytes)");
   }
-  return {state: "found", meta: meta, heap: heap};
+  return {meta: meta, heap: heap};
 }
 
-// loadPyodide from ``saved``: the libraries are placed between the runtime's creation and the
-// heap's restoration (loadPyodide calls the global _createPyodideModule, wrapped meanwhile).
-async function restoreSnapshot(options, saved, startup) {
+// Where a restore's time goes (ms since the worker started), sent with the snapshot's state.
+const RESTORE_TIMES = {};
+function restoreMark(name) {
+  RESTORE_TIMES[name] = Math.round(performance.now() - T0);
+}
+
+// loadPyodide from ``found`` (openSnapshot's): the runtime is created while the snapshot is
+// read (Pyodide needs only its size first), and the libraries are placed between the runtime's
+// creation and the heap's restoration (loadPyodide calls the global _createPyodideModule,
+// wrapped meanwhile). Returns [the interpreter, the snapshot's meta].
+async function restoreSnapshot(options, found, startup) {
   if (typeof _createPyodideModule !== "function") {
     importScripts(options.indexURL + "pyodide.asm.js");
   }
   const create = _createPyodideModule;
-  const meta = saved.meta;
+  const heap = new Uint8Array(found.size); // filled before Pyodide copies it into the runtime
+  let meta = null;
   self._createPyodideModule = async (config) => {
-    const module = await create(config);
-    const [, libs] = await startup;
+    const [module, saved, [, libs]] = await Promise.all([create(config), found.parsed, startup]);
+    restoreMark("runtime_created");
+    meta = saved.meta;
+    heap.set(saved.heap);
     const site = meta.libs.length ? meta.libs[0].path.slice(0, -libs[0][0].length - 1) : "";
     loadLibraries(module, site, libs, meta.libs);
     if (module.wasmTable.length !== meta.table) {
       throw new Error("function table " + module.wasmTable.length + " != " + meta.table);
     }
+    restoreMark("libraries_placed");
     return module;
   };
   let py;
   try {
     py = await loadPyodide({
       ...options,
-      _loadSnapshot: saved.heap,
+      _loadSnapshot: heap,
       _snapshotDeserializer: deserializeJs,
     });
   } finally {
     self._createPyodideModule = create;
   }
+  restoreMark("heap_restored");
   const module = py._module;
   for (const [handle, name, global] of meta.handles) {
     const exports = module.preloadedWasm[name];
@@ -128,7 +155,7 @@ async function restoreSnapshot(options, saved, startup) {
       module.mergeLibSymbols(exports, name);
     }
   }
-  return py;
+  return [py, meta];
 }
 
 // The JS objects Python holds are saved as paths from the global object (``["JSON"]``,
@@ -205,9 +232,11 @@ function deserializeJs(saved) {
   return saved.path.reduce((object, key) => object[key], globalThis);
 }
 
-// A copy of the heap and what a restore needs to place the libraries: call right after the
-// imports, before the app runs (the app's JS references could not be restored).
-function takeSnapshot(py, records, tableAfterLibs) {
+// A copy of the heap and what a restore needs to place the libraries and show the app: taken
+// right after the app build, before the worker links its document to the page's (the app's
+// JS references then are global functions, or code recorded by RECORD_RUN_JS).
+// ``fingerprint``: the built document's (the page compares it with its pre-rendered one).
+function takeSnapshot(py, records, tableAfterLibs, fingerprint) {
   const module = py._module;
   if (module.wasmTable.length !== tableAfterLibs) {
     throw new Error("the function table grew after the libraries were loaded");
@@ -234,9 +263,21 @@ function takeSnapshot(py, records, tableAfterLibs) {
     libs: records,
     handles: handles,
     table: module.wasmTable.length,
+    fingerprint: fingerprint,
   };
   return {meta: meta, heap: heap};
 }
+
+// After a restore: the app's background work (a router run finishing in chunks) was scheduled
+// through the snapshot visit's JS timers, which are gone; the app restarts it
+// (app.widgets.app.on_restore).
+const RESUME = `
+import sys
+_llmqp_app = sys.modules.get("app.widgets.app")
+if _llmqp_app is not None and hasattr(_llmqp_app, "on_restore"):
+    _llmqp_app.on_restore()
+del _llmqp_app
+`;
 
 // After the files are back: the generators must not repeat per visit (hash randomisation
 // stays fixed by the snapshot), and a library call checks the placed libraries.
@@ -258,6 +299,8 @@ async function storeSnapshot(made) {
     }
   }
   const body = new Blob([header, made.heap]);
-  await cache.put(snapshotUrl(), new Response(body, {headers: {"content-type": "application/octet-stream"}}));
+  const headers = {"content-type": "application/octet-stream"};
+  headers[SNAPSHOT_SIZE_HEADER] = String(made.heap.length);
+  await cache.put(snapshotUrl(), new Response(body, {headers: headers}));
   return 16 + size + made.heap.length;
 }
