@@ -14,7 +14,10 @@
 // Storage (own cache, not the service worker's), keyed by the worker's URL and build key.
 
 const SNAPSHOT_CACHE = "llmqp.snapshot"; // not "llmqp-…": sw.js deletes those of old builds
-const SNAPSHOT_MAGIC = "LLMQPSN1";
+const SNAPSHOT_MAGIC = "LLMQPSN2";
+// Only the heap's non-zero pages are stored (meta.runs: [first page, pages]); a restore starts
+// from zeros. Much of a fresh interpreter's heap is still zero: less to read on every visit.
+const SNAPSHOT_PAGE = 4096;
 const SNAPSHOT_SIZE_HEADER = "x-llmqp-heap-size"; // the heap's bytes (before reading the body)
 // Emscripten 3.1.58's `struct dso` (libc dynlink): +8 flag "placed", +12 memory base,
 // +16 memory size, +20 table base, +24 table size; +36 the name (unused here).
@@ -91,14 +94,15 @@ async function readSnapshot(response, heapSize) {
   }
   const size = new DataView(bytes.buffer).getUint32(8, true);
   const meta = JSON.parse(text.decode(bytes.subarray(16, 16 + size)));
-  const heap = bytes.subarray(16 + size);
+  const pages = bytes.subarray(16 + size);
   if (meta.key !== CONFIG.snapshot.key) {
     throw new Error("the saved snapshot is of another build");
   }
-  if (heap.length !== meta.size || heap.length !== heapSize) {
-    throw new Error("the saved snapshot is damaged (" + heap.length + " of " + meta.size + " bytes)");
+  const stored = meta.runs.reduce((sum, run) => sum + runBytes(run, meta.size), 0);
+  if (pages.length !== stored || meta.size !== heapSize) {
+    throw new Error("the saved snapshot is damaged (" + pages.length + " of " + stored + " bytes)");
   }
-  return {meta: meta, heap: heap};
+  return {meta: meta, pages: pages};
 }
 
 // Where a restore's time goes (ms since the worker started), sent with the snapshot's state.
@@ -122,7 +126,12 @@ async function restoreSnapshot(options, found, startup) {
     const [module, saved, [, libs]] = await Promise.all([create(config), found.parsed, startup]);
     restoreMark("runtime_created");
     meta = saved.meta;
-    heap.set(saved.heap);
+    let offset = 0;
+    for (const run of meta.runs) {
+      const length = runBytes(run, meta.size);
+      heap.set(saved.pages.subarray(offset, offset + length), run[0] * SNAPSHOT_PAGE);
+      offset += length;
+    }
     const site = meta.libs.length ? meta.libs[0].path.slice(0, -libs[0][0].length - 1) : "";
     loadLibraries(module, site, libs, meta.libs);
     if (module.wasmTable.length !== meta.table) {
@@ -283,10 +292,47 @@ del _llmqp_app
 // stays fixed by the snapshot), and a library call checks the placed libraries.
 const RESEED = "import random, numpy.random; random.seed(); numpy.random.seed(); numpy.add(1, 2)";
 
+// The bytes of a run of pages ([first, count]) of a heap of ``size`` bytes (the last page may
+// be partial).
+function runBytes([first, n], size) {
+  return Math.min((first + n) * SNAPSHOT_PAGE, size) - first * SNAPSHOT_PAGE;
+}
+
+// The runs of non-zero pages of ``heap``: [[first, count], …] (a partial last page counts).
+function nonZeroRuns(heap) {
+  const words = new Int32Array(heap.buffer, heap.byteOffset, heap.length >> 2);
+  const perPage = SNAPSHOT_PAGE >> 2;
+  const pages = Math.ceil(heap.length / SNAPSHOT_PAGE);
+  const runs = [];
+  for (let page = 0; page < pages; page++) {
+    let used = page === pages - 1 && heap.length % 4 !== 0; // (bytes past the last word)
+    const end = Math.min(page * perPage + perPage, words.length);
+    for (let i = page * perPage; i < end; i++) {
+      if (words[i] !== 0) {
+        used = true;
+        break;
+      }
+    }
+    if (!used) {
+      continue;
+    }
+    const last = runs[runs.length - 1];
+    if (last != null && last[0] + last[1] === page) {
+      last[1] += 1;
+    } else {
+      runs.push([page, 1]);
+    }
+  }
+  return runs;
+}
+
 // Save ``made`` for the next visit, replacing this worker's snapshots of other builds.
 async function storeSnapshot(made) {
-  const meta = new TextEncoder().encode(JSON.stringify(made.meta));
-  const size = Math.ceil(meta.length / 16) * 16; // the heap must stay 4-byte aligned
+  const heap = made.heap;
+  const runs = nonZeroRuns(heap);
+  const metaText = JSON.stringify({...made.meta, runs: runs});
+  const meta = new TextEncoder().encode(metaText);
+  const size = Math.ceil(meta.length / 16) * 16; // the pages must stay 4-byte aligned
   const header = new Uint8Array(16 + size).fill(32);
   header.set(new TextEncoder().encode(SNAPSHOT_MAGIC));
   new DataView(header.buffer).setUint32(8, size, true);
@@ -298,9 +344,12 @@ async function storeSnapshot(made) {
       await cache.delete(request);
     }
   }
-  const body = new Blob([header, made.heap]);
+  const parts = runs.map((run) =>
+    heap.subarray(run[0] * SNAPSHOT_PAGE, run[0] * SNAPSHOT_PAGE + runBytes(run, heap.length))
+  );
+  const body = new Blob([header, ...parts]);
   const headers = {"content-type": "application/octet-stream"};
-  headers[SNAPSHOT_SIZE_HEADER] = String(made.heap.length);
+  headers[SNAPSHOT_SIZE_HEADER] = String(heap.length);
   await cache.put(snapshotUrl(), new Response(body, {headers: headers}));
-  return 16 + size + made.heap.length;
+  return body.size;
 }
