@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.web import assets, fetch, page, pyc, startup, wheels
+from app.web import assets, fetch, page, preimport, pyc, startup, wheels
 from app.web.fetch import BuildError
 
 ROOT = Path(__file__).resolve().parent
@@ -318,6 +318,17 @@ def write_pages(args: argparse.Namespace, out: Path, worker_config: dict) -> Non
             raise BuildError(f"{name} still refers to {remote[0]} (and {len(remote) - 1} more)")
 
 
+# app/embed.py without its `js` import, building every figure: run at build time to list the
+# modules the embed's worker imports while building (app.web.preimport).
+EMBED_PROBE = """
+import panel as pn
+from app.widgets.embed import build_embed
+pn.extension(sizing_mode="stretch_width", apply_signatures=False)
+for root in build_embed([{"figure": name} for name in %(figures)r]):
+    root.servable()
+"""
+
+
 def write_embed(args: argparse.Namespace, out: Path, worker_config: dict) -> None:
     """``embed.js``, its worker, BokehJS, Panel's JS and one snapshot per figure (the defaults,
     as Bokeh JSON items) for pages that embed live figures (docs/embedding.md)."""
@@ -330,8 +341,12 @@ def write_embed(args: argparse.Namespace, out: Path, worker_config: dict) -> Non
 
     log("embed: embed.js, embed-worker.js, snapshots of " + ", ".join(FIGURES))
     source = (ROOT / "app" / "embed.py").read_text(encoding="utf-8")
+    during = []
+    if args.snapshot:  # what building every figure imports (embed.py reads its list from JS)
+        probe = EMBED_PROBE % {"figures": list(FIGURES)}
+        during = preimport.build_imports(probe, page.snapshot_imports(source))
     (out / "embed-worker.js").write_text(
-        page.worker_script(worker_config, source, args.snapshot), "utf-8"
+        page.worker_script(worker_config, source, args.snapshot, during), "utf-8"
     )
     version = bokeh.__version__
     scripts = [f"bokeh/{name}-{version}.min.js" for name in EMBED_BUNDLES]

@@ -140,3 +140,21 @@ def test_worker_snapshot_imports_and_key():
     assert len(key(one)) == 16 and key(one) != key(two)
     assert key(page.worker_script(config, source, snapshot=False)) is None
     assert "__SNAPSHOT" not in one
+    # Modules the app build imports lazily come after, each guarded (CPython's list may name
+    # one that Pyodide lacks).
+    code = page.startup_imports(source, ["markdown_it.main", "no_such_module"])
+    guarded = code[code.index("import importlib as") :]  # (the rest needs Pyodide's `js`)
+    exec(guarded, {})
+    assert "markdown_it.main" in __import__("sys").modules
+    assert page.snapshot_imports(source)[0] == "panel"
+
+
+def test_build_imports_lists_what_the_app_build_imports():
+    """A fresh CPython runs the app as the worker does and lists the modules it imported, only
+    of packages the browser has (app.web.preimport)."""
+    from app.web import page, preimport
+
+    source = "import panel as pn\npn.pane.Markdown('# *x*').servable()\n"
+    names = preimport.build_imports(source, page.snapshot_imports(source))
+    assert "markdown_it.main" in names
+    assert all(n.split(".")[0] in preimport.PREIMPORTABLE for n in names)

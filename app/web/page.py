@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.web.fetch import BuildError
+from app.web.preimport import build_imports
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -251,7 +252,8 @@ def build_page(app: Path, config: dict, prefixes: dict[str, str]) -> Page:
     for name in config.get("scripts", ()):  # page-specific scripts (templates/<name>)
         script = (TEMPLATES / name).read_text()
         html = html.replace("</body>", f"<script>\n{script}</script>\n</body>", 1)
-    worker = worker_script(config["worker_config"], source, config.get("snapshot", True))
+    during = build_imports(source, snapshot_imports(source)) if config.get("snapshot", True) else []
+    worker = worker_script(config["worker_config"], source, config.get("snapshot", True), during)
     bundled = frozenset(re.findall(r"dist/bundled/([^/\"']+)/", html))
     return Page(html=html, worker=worker, bundled=bundled)
 
@@ -273,9 +275,16 @@ SNAPSHOT_IMPORTS = (
 )
 
 
-def startup_imports(source: str) -> str:
+def snapshot_imports(source: str) -> list[str]:
+    """The modules :func:`startup_imports` imports (before ``during_build``)."""
+    return [line.split()[1] for line in startup_imports(source).splitlines()]
+
+
+def startup_imports(source: str, during_build: list[str] = ()) -> str:
     """Python importing what the app ``source`` imports at its top level (not ``js``), after
-    :data:`SNAPSHOT_IMPORTS`: run before the worker's snapshot, so a restore skips them."""
+    :data:`SNAPSHOT_IMPORTS`, then the modules ``during_build`` that running the app imports
+    lazily (:func:`app.web.preimport.build_imports`; each guarded, as CPython's list may hold
+    one that Pyodide lacks): run before the worker's snapshot, so a restore skips them."""
     names = list(SNAPSHOT_IMPORTS)
     for node in ast.parse(source).body:
         if isinstance(node, ast.Import):
@@ -283,17 +292,31 @@ def startup_imports(source: str) -> str:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
     names = [n for n in dict.fromkeys(names) if n.split(".")[0] not in ("js", "pyodide_js")]
-    return "\n".join(f"import {name}" for name in names)
+    lines = [f"import {name}" for name in names]
+    if during_build:
+        lines += [
+            "import importlib as _llmqp_importlib",
+            f"for _llmqp_name in {sorted(during_build)!r}:",
+            "    try:",
+            "        _llmqp_importlib.import_module(_llmqp_name)",
+            "    except ImportError:",
+            "        pass",
+            "del _llmqp_importlib, _llmqp_name",
+        ]
+    return "\n".join(lines)
 
 
-def worker_script(worker_config: dict, source: str, snapshot: bool = True) -> str:
+def worker_script(
+    worker_config: dict, source: str, snapshot: bool = True, during_build: list[str] = ()
+) -> str:
     """``worker.js`` running the app ``source`` with ``worker_config`` (runtime, packages).
 
     With ``snapshot`` (and the start-up archive), the worker restores a snapshot of the
     interpreter saved by an earlier visit (``templates/snapshot.js``); its key is a hash of
     the whole worker, so any change of runtime, packages, app or worker makes it stale.
+    ``during_build``: modules the app imports while building, imported before the snapshot.
     """
-    config = dict(worker_config, imports=startup_imports(source))
+    config = dict(worker_config, imports=startup_imports(source, during_build))
     config["snapshot"] = {"key": "__SNAPSHOT_KEY__"} if snapshot and "bundle" in config else None
     worker = (TEMPLATES / "worker.js").read_text()
     worker = worker.replace("__SNAPSHOT_JS__", (TEMPLATES / "snapshot.js").read_text())

@@ -16,8 +16,10 @@ import asyncio
 import logging
 import os
 import sys
+import weakref
 
 import panel as pn
+from bokeh.core.property.validation import validate
 
 from .amortization import AmortizationFigure
 from .controls import Player, hooked, model_controls, router_controls
@@ -29,7 +31,7 @@ from .session import RouterSession
 from .state import MODEL_PARAMS, REAL_RUN_PARAMS, ROUTER_PARAMS, URL_PARAMS, ScenarioState
 from .workload import real_workload
 
-__all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "IN_BROWSER"]
+__all__ = ["LLMQPApp", "build_app", "sync_url", "defer", "on_restore", "IN_BROWSER"]
 
 #: Browser mode: running in Pyodide, or pre-rendered for the static site (``build.py`` sets
 #: ``LLMQP_STATIC_BUILD=1``). No measurement panel, no ``app.serving`` import.
@@ -81,6 +83,7 @@ class LLMQPApp:
         self._router_pending = False
         self.state.param.watch(lambda e: self.session.set_compare(e.new), "compare")
         self.measured = self.decode = None
+        _LIVE.add(self)
         self.update_model()
         self.update_router()
         if server:
@@ -96,12 +99,16 @@ class LLMQPApp:
         return [*self.crossover.figures, *self.amortization.figures, *self.router.figures]
 
     def update_model(self, *events) -> None:
-        """Refill Figures 1–2 and the plan table from the current scenario."""
+        """Refill Figures 1–2 and the plan table from the current scenario.
+
+        In Pyodide without Bokeh's property validation (a third of this call's time there;
+        the values are the cost model's own arrays and strings, validated in CPython's tests)."""
         s = self.state.scenario
         real = real_workload() if self.state.workload == "real" else None
-        self.crossover.update(s, real)
-        self.amortization.update(s, real)
-        self.explain.update(s)
+        with validate(sys.platform != "emscripten"):
+            self.crossover.update(s, real)
+            self.amortization.update(s, real)
+            self.explain.update(s)
 
     def _router_inputs_changed(self, *events) -> None:
         if self.state.workload == "real" and not {e.name for e in events} & {*REAL_RUN_PARAMS}:
@@ -178,6 +185,23 @@ class LLMQPApp:
             pn.Row(pn.Column(*sidebar, width=300), main, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+
+
+#: The apps built in this interpreter (the browser worker's snapshot holds them: on_restore).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def on_restore() -> None:
+    """Restart the background work of every app after the worker restored a snapshot of the
+    interpreter taken right after the app build (``app/web/templates/snapshot.js``): the
+    turns a router run was finishing in were scheduled on the snapshot visit's JS timers,
+    which a restore does not bring back. The run goes on from where it stood: the numbers are
+    those of an uninterrupted run."""
+    for app in list(_LIVE):
+        if app._router_pending:
+            app._restart_router()
+        elif app.session.finishing:
+            app.session.run_to_end(FINISH_CHUNK)
 
 
 def defer(callback) -> None:

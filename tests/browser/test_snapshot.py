@@ -54,6 +54,9 @@ def test_snapshot_restores_with_the_same_numbers(open_page, static_url, cpython,
     app.wait_static_ready()
     report = _stored(app)
     assert report["bytes"] > 20e6, report
+    # The worker imports what the app build imports before it (app.web.preimport): the
+    # build itself imports next to nothing (was ~100 modules: markdown-it, numpy.random, …).
+    assert len(report["build_imports"]) <= 5, report["build_imports"]
     without = _play_summary(app)
     want = json.loads(json.dumps(cpython_app_after(without["steps"]).session.summary()))
     assert_close(without, want)
@@ -62,6 +65,9 @@ def test_snapshot_restores_with_the_same_numbers(open_page, static_url, cpython,
     app.wait_static_ready()
     assert app.page.evaluate(SNAPSHOT_STATE) == "restored"
     assert app.page.evaluate("llmqp.hydrated") is True
+    # The snapshot holds the built app: a restored visit does not build it again.
+    assert app.page.evaluate("llmqp.timings.app") is None
+    assert app.page.evaluate("llmqp.snapshot.times.resumed") > 0
     assert app.eval("import sys, numpy; [sys.platform, int(numpy.arange(5).sum())]") == [
         "emscripten",
         10,

@@ -14,7 +14,11 @@
 // Storage (own cache, not the service worker's), keyed by the worker's URL and build key.
 
 const SNAPSHOT_CACHE = "llmqp.snapshot"; // not "llmqp-…": sw.js deletes those of old builds
-const SNAPSHOT_MAGIC = "LLMQPSN1";
+const SNAPSHOT_MAGIC = "LLMQPSN2";
+// Only the heap's non-zero pages are stored (meta.runs: [first page, pages]); a restore starts
+// from zeros. Much of a fresh interpreter's heap is still zero: less to read on every visit.
+const SNAPSHOT_PAGE = 4096;
+const SNAPSHOT_SIZE_HEADER = "x-llmqp-heap-size"; // the heap's bytes (before reading the body)
 // Emscripten 3.1.58's `struct dso` (libc dynlink): +8 flag "placed", +12 memory base,
 // +16 memory size, +20 table base, +24 table size; +36 the name (unused here).
 const DSO_HANDLE_SIZE = 40;
@@ -57,8 +61,10 @@ function loadLibraries(module, site, libs, placed) {
   return records;
 }
 
-// The saved snapshot for this build: {state: "found", meta, heap}, or a state saying why not
-// ("missing", "stale": one of another build, "off": no Cache Storage or no snapshot build).
+// The saved snapshot for this build: {state: "found", size, parsed} (``size``: the heap's
+// bytes, from the entry's header, known before its body is read; ``parsed``: a promise of
+// {meta, heap}), or a state saying why not ("missing", "stale": one of another build, "off":
+// no Cache Storage or no snapshot build). A damaged entry throws, here or from ``parsed``.
 async function openSnapshot() {
   if (CONFIG.snapshot == null || typeof caches === "undefined") {
     return {state: "off"};
@@ -70,51 +76,81 @@ async function openSnapshot() {
     const others = (await cache.keys()).filter((r) => r.url.startsWith(prefix));
     return {state: others.length ? "stale" : "missing"};
   }
+  const size = Number(response.headers.get(SNAPSHOT_SIZE_HEADER));
+  if (!(size > 0)) {
+    throw new Error("the saved snapshot is damaged (no size)");
+  }
+  const parsed = readSnapshot(response, size);
+  parsed.catch(() => {}); // awaited by the restore
+  return {state: "found", size: size, parsed: parsed};
+}
+
+async function readSnapshot(response, heapSize) {
   const bytes = new Uint8Array(await response.arrayBuffer());
+  restoreMark("snapshot_read");
   const text = new TextDecoder();
   if (bytes.length < 16 || text.decode(bytes.subarray(0, 8)) !== SNAPSHOT_MAGIC) {
     throw new Error("the saved snapshot is damaged (no header)");
   }
   const size = new DataView(bytes.buffer).getUint32(8, true);
   const meta = JSON.parse(text.decode(bytes.subarray(16, 16 + size)));
-  const heap = bytes.subarray(16 + size);
+  const pages = bytes.subarray(16 + size);
   if (meta.key !== CONFIG.snapshot.key) {
-    return {state: "stale"};
+    throw new Error("the saved snapshot is of another build");
   }
-  if (heap.length !== meta.size) {
-    throw new Error("the saved snapshot is damaged (" + heap.length + " of " + meta.size + " bytes)");
+  const stored = meta.runs.reduce((sum, run) => sum + runBytes(run, meta.size), 0);
+  if (pages.length !== stored || meta.size !== heapSize) {
+    throw new Error("the saved snapshot is damaged (" + pages.length + " of " + stored + " bytes)");
   }
-  return {state: "found", meta: meta, heap: heap};
+  return {meta: meta, pages: pages};
 }
 
-// loadPyodide from ``saved``: the libraries are placed between the runtime's creation and the
-// heap's restoration (loadPyodide calls the global _createPyodideModule, wrapped meanwhile).
-async function restoreSnapshot(options, saved, startup) {
+// Where a restore's time goes (ms since the worker started), sent with the snapshot's state.
+const RESTORE_TIMES = {};
+function restoreMark(name) {
+  RESTORE_TIMES[name] = Math.round(performance.now() - T0);
+}
+
+// loadPyodide from ``found`` (openSnapshot's): the runtime is created while the snapshot is
+// read (Pyodide needs only its size first), and the libraries are placed between the runtime's
+// creation and the heap's restoration (loadPyodide calls the global _createPyodideModule,
+// wrapped meanwhile). Returns [the interpreter, the snapshot's meta].
+async function restoreSnapshot(options, found, startup) {
   if (typeof _createPyodideModule !== "function") {
     importScripts(options.indexURL + "pyodide.asm.js");
   }
   const create = _createPyodideModule;
-  const meta = saved.meta;
+  const heap = new Uint8Array(found.size); // filled before Pyodide copies it into the runtime
+  let meta = null;
   self._createPyodideModule = async (config) => {
-    const module = await create(config);
-    const [, libs] = await startup;
+    const [module, saved, [, libs]] = await Promise.all([create(config), found.parsed, startup]);
+    restoreMark("runtime_created");
+    meta = saved.meta;
+    let offset = 0;
+    for (const run of meta.runs) {
+      const length = runBytes(run, meta.size);
+      heap.set(saved.pages.subarray(offset, offset + length), run[0] * SNAPSHOT_PAGE);
+      offset += length;
+    }
     const site = meta.libs.length ? meta.libs[0].path.slice(0, -libs[0][0].length - 1) : "";
     loadLibraries(module, site, libs, meta.libs);
     if (module.wasmTable.length !== meta.table) {
       throw new Error("function table " + module.wasmTable.length + " != " + meta.table);
     }
+    restoreMark("libraries_placed");
     return module;
   };
   let py;
   try {
     py = await loadPyodide({
       ...options,
-      _loadSnapshot: saved.heap,
+      _loadSnapshot: heap,
       _snapshotDeserializer: deserializeJs,
     });
   } finally {
     self._createPyodideModule = create;
   }
+  restoreMark("heap_restored");
   const module = py._module;
   for (const [handle, name, global] of meta.handles) {
     const exports = module.preloadedWasm[name];
@@ -128,7 +164,7 @@ async function restoreSnapshot(options, saved, startup) {
       module.mergeLibSymbols(exports, name);
     }
   }
-  return py;
+  return [py, meta];
 }
 
 // The JS objects Python holds are saved as paths from the global object (``["JSON"]``,
@@ -205,9 +241,11 @@ function deserializeJs(saved) {
   return saved.path.reduce((object, key) => object[key], globalThis);
 }
 
-// A copy of the heap and what a restore needs to place the libraries: call right after the
-// imports, before the app runs (the app's JS references could not be restored).
-function takeSnapshot(py, records, tableAfterLibs) {
+// A copy of the heap and what a restore needs to place the libraries and show the app: taken
+// right after the app build, before the worker links its document to the page's (the app's
+// JS references then are global functions, or code recorded by RECORD_RUN_JS).
+// ``fingerprint``: the built document's (the page compares it with its pre-rendered one).
+function takeSnapshot(py, records, tableAfterLibs, fingerprint) {
   const module = py._module;
   if (module.wasmTable.length !== tableAfterLibs) {
     throw new Error("the function table grew after the libraries were loaded");
@@ -234,18 +272,67 @@ function takeSnapshot(py, records, tableAfterLibs) {
     libs: records,
     handles: handles,
     table: module.wasmTable.length,
+    fingerprint: fingerprint,
   };
   return {meta: meta, heap: heap};
 }
+
+// After a restore: the app's background work (a router run finishing in chunks) was scheduled
+// through the snapshot visit's JS timers, which are gone; the app restarts it
+// (app.widgets.app.on_restore).
+const RESUME = `
+import sys
+_llmqp_app = sys.modules.get("app.widgets.app")
+if _llmqp_app is not None and hasattr(_llmqp_app, "on_restore"):
+    _llmqp_app.on_restore()
+del _llmqp_app
+`;
 
 // After the files are back: the generators must not repeat per visit (hash randomisation
 // stays fixed by the snapshot), and a library call checks the placed libraries.
 const RESEED = "import random, numpy.random; random.seed(); numpy.random.seed(); numpy.add(1, 2)";
 
+// The bytes of a run of pages ([first, count]) of a heap of ``size`` bytes (the last page may
+// be partial).
+function runBytes([first, n], size) {
+  return Math.min((first + n) * SNAPSHOT_PAGE, size) - first * SNAPSHOT_PAGE;
+}
+
+// The runs of non-zero pages of ``heap``: [[first, count], …] (a partial last page counts).
+function nonZeroRuns(heap) {
+  const words = new Int32Array(heap.buffer, heap.byteOffset, heap.length >> 2);
+  const perPage = SNAPSHOT_PAGE >> 2;
+  const pages = Math.ceil(heap.length / SNAPSHOT_PAGE);
+  const runs = [];
+  for (let page = 0; page < pages; page++) {
+    let used = page === pages - 1 && heap.length % 4 !== 0; // (bytes past the last word)
+    const end = Math.min(page * perPage + perPage, words.length);
+    for (let i = page * perPage; i < end; i++) {
+      if (words[i] !== 0) {
+        used = true;
+        break;
+      }
+    }
+    if (!used) {
+      continue;
+    }
+    const last = runs[runs.length - 1];
+    if (last != null && last[0] + last[1] === page) {
+      last[1] += 1;
+    } else {
+      runs.push([page, 1]);
+    }
+  }
+  return runs;
+}
+
 // Save ``made`` for the next visit, replacing this worker's snapshots of other builds.
 async function storeSnapshot(made) {
-  const meta = new TextEncoder().encode(JSON.stringify(made.meta));
-  const size = Math.ceil(meta.length / 16) * 16; // the heap must stay 4-byte aligned
+  const heap = made.heap;
+  const runs = nonZeroRuns(heap);
+  const metaText = JSON.stringify({...made.meta, runs: runs});
+  const meta = new TextEncoder().encode(metaText);
+  const size = Math.ceil(meta.length / 16) * 16; // the pages must stay 4-byte aligned
   const header = new Uint8Array(16 + size).fill(32);
   header.set(new TextEncoder().encode(SNAPSHOT_MAGIC));
   new DataView(header.buffer).setUint32(8, size, true);
@@ -257,7 +344,12 @@ async function storeSnapshot(made) {
       await cache.delete(request);
     }
   }
-  const body = new Blob([header, made.heap]);
-  await cache.put(snapshotUrl(), new Response(body, {headers: {"content-type": "application/octet-stream"}}));
-  return 16 + size + made.heap.length;
+  const parts = runs.map((run) =>
+    heap.subarray(run[0] * SNAPSHOT_PAGE, run[0] * SNAPSHOT_PAGE + runBytes(run, heap.length))
+  );
+  const body = new Blob([header, ...parts]);
+  const headers = {"content-type": "application/octet-stream"};
+  headers[SNAPSHOT_SIZE_HEADER] = String(heap.length);
+  await cache.put(snapshotUrl(), new Response(body, {headers: headers}));
+  return body.size;
 }

@@ -216,6 +216,7 @@ async function fromSnapshot(saved, startup) {
     return null;
   }
   self.snapshotState = found.state;
+  restoreMark("snapshot_read");
   if (found.state !== "found") {
     if (found.state === "stale") {
       console.warn("snapshot of another build, starting without it (a new one follows)");
@@ -223,10 +224,14 @@ async function fromSnapshot(saved, startup) {
     return null;
   }
   try {
-    const py = await restoreSnapshot(pyodideOptions(), found, startup);
-    writeStartup(py, await startup, CONFIG.bundle.packages);
+    const [py, meta] = await restoreSnapshot(pyodideOptions(), found, startup);
     py.runPython(RESEED);
+    restoreMark("reseeded");
+    // Site-packages is written once the page is live (filesAfterRestore): everything the
+    // app imported is in the heap, and nothing before the link reads a file.
+    self.filesPending = async () => writeStartup(py, await startup, CONFIG.bundle.packages);
     self.snapshotState = "restored";
+    self.restored = meta;
     return py;
   } catch (e) {
     console.warn("snapshot failed to restore, starting without it: " + e);
@@ -235,8 +240,9 @@ async function fromSnapshot(saved, startup) {
   }
 }
 
-// Start Python: from the snapshot if there is a usable one, else boot, install, import (and
-// take a snapshot for the next visit). Returns the snapshot taken, if any.
+// Start Python: from the snapshot if there is a usable one (``self.restored``: its meta), else
+// boot, install, import. Returns the libraries' records where a snapshot should be taken
+// after the app build (buildApplication), else null.
 async function startPython() {
   const bundle = CONFIG.bundle;
   const startup = fetchStartup(bundle);
@@ -245,7 +251,7 @@ async function startPython() {
     saved.catch(() => {});
     self.pyodide = await fromSnapshot(saved, startup);
     if (self.pyodide != null) {
-      status("Python restored from the snapshot", "packages");
+      status("Python and the app restored from the snapshot", "packages");
       return null;
     }
   }
@@ -283,28 +289,57 @@ async function startPython() {
       self.pyodide.runPython(STOP_RECORDING_RUN_JS);
     }
   }
-  if (!wantSnapshot || placed == null) {
-    return null;
-  }
-  try {
-    return takeSnapshot(self.pyodide, placed.records, placed.table);
-  } catch (e) {
-    console.warn("no snapshot made: " + e);
-    self.snapshotState = "unsupported";
-    return null;
-  }
+  return wantSnapshot ? placed : null;
+}
+
+// Called from Python (the link) when a patch could not be sent: the page shows the error state.
+// A named global, so that a snapshot can hold it (snapshot.js serialises JS objects by path).
+function reportFailure(text) {
+  fail("patch", text);
+}
+
+// Build the app (APP_CODE); its fingerprint. A snapshot taken right after (startApplication)
+// lets a later visit restore the built app and skip both the imports and the build.
+async function buildApplication() {
+  self.pyodide.globals.set("sendPatch", sendPatch);
+  self.pyodide.globals.set("reportFailure", reportFailure);
+  status("Starting the app", "app");
+  self.pyodide.runPython("import sys; _llmqp_modules = set(sys.modules)");
+  const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
+  // What the app build imported (the worker imports it all before the build): llmqp.snapshot.
+  const imported = self.pyodide.runPython(
+    "_llmqp_new = sorted(set(sys.modules) - _llmqp_modules); del _llmqp_modules; _llmqp_new"
+  );
+  self.postMessage({type: "snapshot", build_imports: imported.toJs()});
+  imported.destroy();
+  self.pyodide.runPython("del _llmqp_new");
+  return fingerprint;
 }
 
 async function startApplication() {
   status("Loading Python runtime (Pyodide " + CONFIG.pyodide_version + ")", "runtime");
-  self.snapshot = await startPython();
-  self.postMessage({type: "snapshot", state: self.snapshotState || "off"});
-  self.pyodide.globals.set("sendPatch", sendPatch);
-  self.pyodide.globals.set("reportFailure", (text) => fail("patch", text));
-  status("Starting the app", "app");
-  const fingerprint = await self.pyodide.runPythonAsync(APP_CODE);
+  const placed = await startPython();
+  let fingerprint;
+  if (self.restored != null) {
+    // The app as the snapshot's visit built it; its background work restarts (RESUME).
+    fingerprint = self.restored.fingerprint;
+    self.pyodide.runPython(RESUME);
+    restoreMark("resumed");
+  } else {
+    fingerprint = await buildApplication();
+  }
   status("Drawing the live figures", "render");
   self.postMessage({type: "hydrate", fingerprint: fingerprint});
+  if (placed != null) {
+    // While the page hydrates: the heap as built, before the link changes it.
+    try {
+      self.snapshot = takeSnapshot(self.pyodide, placed.records, placed.table, fingerprint);
+    } catch (e) {
+      console.warn("no snapshot made: " + e);
+      self.snapshotState = "unsupported";
+    }
+  }
+  self.postMessage({type: "snapshot", state: self.snapshotState || "off", times: RESTORE_TIMES});
 }
 
 // Once the page is live: save the snapshot taken at start-up for the next visit.
@@ -329,7 +364,21 @@ const ready = startApplication().catch((e) => {
   throw e;
 });
 
+// After a restore: write site-packages (once), before any Python that may read a file.
+async function filesAfterRestore() {
+  const write = self.filesPending;
+  self.filesPending = null;
+  if (write != null) {
+    await write();
+    restoreMark("files_written");
+    self.postMessage({type: "snapshot", times: RESTORE_TIMES});
+  }
+}
+
 async function handle(msg) {
+  if (msg.type !== "rendered") {
+    await filesAfterRestore();
+  }
   if (msg.type === "doc") {
     // The page could not keep its pre-rendered document: send ours to draw.
     const [docs_json, render_items, root_ids] = self.pyodide.runPython("_llmqp_doc_json()");
@@ -338,6 +387,7 @@ async function handle(msg) {
     self.pyodide.runPython(LINK);
     const urls = performance.getEntriesByType("resource").map((e) => e.name);
     self.postMessage({type: "linked", t: performance.now() - T0, urls: urls});
+    await filesAfterRestore();
     saveSnapshot();
   } else if (msg.type === "patch") {
     self.pyodide.globals.set("patch", msg.patch);
