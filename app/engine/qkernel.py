@@ -158,10 +158,12 @@ def pack_stored(kind: str, raw: np.ndarray, shape: tuple[int, int]) -> Packed:
             raise ValueError("Q4_0 scale too large for m = -8d in f16")  # read it as float32
         m = d * np.float16(-8.0)  # a power-of-two scaling: exact in f16
         qs = blocks[..., 2:18]
-    # stored: byte j holds element j (low) and j + 16 (high); packed: byte k holds 2k and 2k+1
+    # stored: byte j holds element j (low) and j + 16 (high); packed: byte k holds 2k and 2k+1,
+    # and each output's 4 bytes of a chunk of 8 inputs form one little-endian uint32 lane
     vals = np.concatenate([qs & 15, qs >> 4], axis=-1)  # (out, nb, 32) in element order
-    pairs = vals[..., 0::2] | (vals[..., 1::2] << 4)  # (out, nb, 16)
-    return Packed(Q4, _lanes(pairs, out), _lanes(d, out), _lanes(m, out), out, inp)
+    pairs = (vals[..., 0::2] | (vals[..., 1::2] << 4)).reshape(out, inp // 8, 4)
+    q = np.ascontiguousarray(np.swapaxes(_lanes(pairs, out), -1, -2))  # (G, in/8, 16, 4)
+    return Packed(Q4, q, _lanes(d, out), _lanes(m, out), out, inp)
 
 
 def matmul(x: np.ndarray, p: Packed, out: np.ndarray | None = None, col: int = 0) -> np.ndarray:

@@ -107,15 +107,18 @@ def test_f16_scales_widen_exactly_subnormals_included(isa):
     assert np.any((np.abs(d) < 6.1e-5) & (d != 0))  # subnormal scales are there
 
 
-def test_selected_rows_equal_the_dense_rows():
+@pytest.mark.parametrize("isa", qk.ISAS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_selected_rows_equal_the_dense_rows(kind, isa):
     """The head's gather variant: any legal set scores exactly the dense call's floats."""
     rng = np.random.default_rng(6)
-    p, _ = _weights("Q8_0", (200, 64), rng)
-    x = rng.standard_normal((1, 64), dtype=np.float32)
-    dense = qk.matmul(x, p)
-    for k in (1, 5, 17, 64, 200):
-        rows = np.sort(rng.choice(200, size=k, replace=False))
-        assert np.array_equal(qk.matmul_rows(x, p, rows), dense[:, rows])
-    assert qk.matmul_rows(x, p, []).shape == (1, 0)
+    p, _ = _weights(kind, (200, 64), rng)
+    x = rng.standard_normal((3, 64), dtype=np.float32)
+    with qk.forced_isa(isa):
+        dense = qk.matmul(x, p)
+        for k in (1, 5, 17, 64, 200):
+            rows = np.sort(rng.choice(200, size=k, replace=False))
+            assert np.array_equal(qk.matmul_rows(x, p, rows), dense[:, rows])
+    assert qk.matmul_rows(x, p, []).shape == (3, 0)
     with pytest.raises(ValueError, match="rows must be in"):
         qk.matmul_rows(x, p, [200])
