@@ -128,9 +128,9 @@ class NumpyLlama:
                     )
                 )
                 lo += len(seq_ids)
-            x = x + p.o(att[0] if len(att) == 1 else np.concatenate(att))
+            x += p.o(att[0] if len(att) == 1 else np.concatenate(att))  # x: this pass's own
             gu = p.gate_up(rowops.rmsnorm(x, lw.ffn_norm, c.norm_eps))
-            x = x + p.down(rowops.silu_gate(gu))
+            x += p.down(rowops.silu_gate(gu))
         h = rowops.rmsnorm(x, w.norm, c.norm_eps)
         out, lo = [], 0
         for seq_ids, cache, start in runs:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import qkernel
+from .qkernel import _qkernel
 from .weights import LlamaWeights
 
 __all__ = ["KERNELS", "LayerProjections", "BlasLinear", "QLinear", "layer_projections"]
@@ -65,18 +66,33 @@ class BlasLinear:
 
 class QLinear:
     """Packed parts side by side along the outputs: one kernel call per part, each writing
-    its own columns of one (T, out) result."""
+    its own columns of one (T, out) result.
+
+    The body calls this 120 times a step, so a call goes straight to the C kernel with the
+    part's arguments bound at load: only the cheap checks on ``x`` and ``out`` stay in Python
+    (the C side checks every buffer's size). The floats are :func:`qkernel.matmul`'s."""
 
     def __init__(self, parts: list[qkernel.Packed]):
         self.parts = parts
         self.cols = np.cumsum([0] + [p.out for p in parts])[:-1].tolist()
         self.out = sum(p.out for p in parts)
+        self.inp = parts[0].inp
+        self._calls = [((p.fmt, p.q, p.d, p.m, p.out, p.inp), c) for p, c in zip(parts, self.cols)]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = np.empty((x.shape[0], self.out), np.float32)
-        for p, col in zip(self.parts, self.cols):
-            qkernel.matmul(x, p, y, col)
-        return y
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(T, in) float32 C-contiguous -> (T, out), into ``out`` (T, out) when given."""
+        t = x.shape[0]
+        if x.dtype != np.float32 or x.shape != (t, self.inp) or not x.flags.c_contiguous:
+            raise ValueError(f"x must be (T, {self.inp}) C-contiguous float32, got {x.shape}")
+        if out is None:
+            out = np.empty((t, self.out), np.float32)
+        elif out.dtype != np.float32 or out.shape != (t, self.out) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be ({t}, {self.out}) C-contiguous float32")
+        isa, threads = qkernel.isa_code(), qkernel.call_threads(t)
+        for (fmt, q, d, m, o, i), col in self._calls:
+            y = out.reshape(-1)[col:] if col else out
+            _qkernel.proj(fmt, q, d, m, o, i, x, t, i, y, self.out, isa, qkernel.NO_GROUPS, threads)
+        return out
 
 
 @dataclass(frozen=True)

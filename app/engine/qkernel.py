@@ -57,7 +57,7 @@ F32, Q4, Q8 = 0, 1, 2
 LANES, BLOCK = 16, 32
 _EMPTY = np.empty(0, np.float32)
 _EMPTY_H = np.empty(0, np.float16)
-_NONE = np.empty(0, np.int64)  # no group selection: every output
+NO_GROUPS = np.empty(0, np.int64)  # no group selection: every output
 _forced: list[str | None] = [os.environ.get("LLMQP_KERNEL_ISA") or None]
 #: Rows from which a call splits its outputs between threads (fewer: one thread; a thread's start
 #: costs tens of µs, a one-row call of a layer a few hundred).
@@ -115,7 +115,8 @@ def set_threads(n: int) -> int:
     return old
 
 
-def _call_threads(t: int) -> int:
+def call_threads(t: int) -> int:
+    """The threads a call of ``t`` rows runs on."""
     return _threads[0] if t >= THREAD_MIN_ROWS else 1
 
 
@@ -180,8 +181,8 @@ def matmul(x: np.ndarray, p: Packed, out: np.ndarray | None = None, col: int = 0
         raise ValueError(f"out must be ({t}, >= {col + p.out}) C-contiguous float32")
     isa = isa_code()
     flat = out.reshape(-1)[col:]
-    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa, _NONE,
-                  _call_threads(t))  # fmt: skip
+    _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, t, p.inp, flat, out.shape[1], isa,
+                  NO_GROUPS, call_threads(t))  # fmt: skip
     return out
 
 
@@ -202,5 +203,5 @@ def matmul_rows(x: np.ndarray, p: Packed, rows: np.ndarray) -> np.ndarray:
     y = np.empty((x.shape[0], len(groups) * LANES), np.float32)
     isa = isa_code()
     _qkernel.proj(p.fmt, p.q, p.d, p.m, p.out, p.inp, x, x.shape[0], p.inp, y, y.shape[1], isa,
-                  groups, _call_threads(x.shape[0]))  # fmt: skip
+                  groups, call_threads(x.shape[0]))  # fmt: skip
     return y[:, where * LANES + rows % LANES]
