@@ -1,11 +1,15 @@
 """The body's projection kernel: the quantized kernel (``q``) against float32 BLAS GEMVs.
 
-    python bench/body_kernel.py [--repeats 7] [--requests 3] [--out bench/results/body_kernel.json]
+    python bench/body_kernel.py [--repeats 7] [--requests 3] [--base PATH]
+                                [--out bench/results/body_kernel.json]
 
 On one core (threadpoolctl: one BLAS thread), the real SmolLM2 weights:
 
-* projection pass: the 120 body projections over T = 1, 2, 4, 8, 16 rows, q and blas
-  interleaved in every repeat; medians of wall time and of this thread's CPU time;
+* projection pass: the 120 body projections over T = 1, 2, 4, 8, 16 rows — ``q`` (the body's
+  ``QLinear`` calls), ``q_kernel`` (the same 120 C kernel calls with preallocated outputs and no
+  Python around them: what the calls cost beyond the kernel), ``blas`` and, with ``--base``, a
+  checkout of an older engine's ``q`` pass (a worker process of its own) — interleaved in every
+  repeat, the order rotating; medians of wall time and of the timing thread's CPU time;
 * one decode step's body (T = 1 at position ~100), split into projections and the rest
   (attention, RoPE, norms, Python);
 * whole steps: always-DenseHead tokens/s with each kernel on the first ``--requests`` workload
@@ -28,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+# --base's worker process imports the older checkout's engine; every other run this checkout's
+_BASE = sys.argv[sys.argv.index("--base-worker") + 1] if "--base-worker" in sys.argv else None
+sys.path.insert(0, _BASE or str(HERE.parent))
 
 from app.engine.engine import Engine  # noqa: E402
 from app.engine.forward_numpy import NumpyLlama  # noqa: E402
@@ -45,25 +51,63 @@ def _clock(fn):
     return time.perf_counter() - w0, time.thread_time() - c0
 
 
-def projection_pass(bodies: dict, repeats: int) -> dict:
-    """Every body projection once over T rows of the right widths: medians in ms."""
-    rng = np.random.default_rng(0)
-    d, ff = bodies["q"].cfg.d, bodies["q"].cfg.d_ff
+def _rows(body, t: int):
+    """The pass's inputs at T = t, the same in every process: (t, d) and (t, d_ff) float32."""
+    rng = np.random.default_rng(t)
+    d, ff = body.cfg.d, body.cfg.d_ff
+    return rng.standard_normal((t, d), dtype=np.float32), rng.standard_normal(
+        (t, ff), dtype=np.float32
+    )
+
+
+def _pass(body, t: int):
+    """One projection pass of ``body`` over T = t rows, through the body's own calls."""
+    x, h = _rows(body, t)
+
+    def run():
+        for p in body.proj:
+            p.qkv(x), p.o(x), p.gate_up(x), p.down(h)
+
+    return run
+
+
+def _kernel_pass(body, t: int):
+    """The same 120 C kernel calls, outputs preallocated, nothing around them."""
+    from app.engine import qkernel
+
+    x, h = _rows(body, t)
+    calls = []
+    for p in body.proj:
+        for lin, inp in ((p.qkv, x), (p.o, x), (p.gate_up, x), (p.down, h)):
+            (k,) = lin.parts  # one packed part per projection (SmolLM2: all Q4_1)
+            y = np.empty((t, k.out), np.float32)
+            calls.append((k.fmt, k.q, k.d, k.m, k.out, k.inp, inp, t, k.inp, y, k.out))
+    isa, none = qkernel.isa_code(), qkernel.NO_GROUPS
+
+    def run():
+        for c in calls:
+            qkernel._qkernel.proj(*c, isa, none, 1)
+
+    return run
+
+
+def projection_pass(bodies: dict, repeats: int, base=None) -> dict:
+    """Every body projection once over T rows of the right widths: medians in ms. ``base``: a
+    worker process timing an older checkout's q pass on request (:func:`base_worker`)."""
     out = {}
     for t in ROWS:
-        x, h = (
-            rng.standard_normal((t, d), dtype=np.float32),
-            rng.standard_normal((t, ff), dtype=np.float32),
-        )
-
-        def run(body, x=x, h=h):
-            for p in body.proj:
-                p.qkv(x), p.o(x), p.gate_up(x), p.down(h)
-
-        times = {k: [] for k in KERNELS}
-        for _ in range(repeats):
-            for k in KERNELS:  # interleaved: both see the same machine load
-                times[k].append(_clock(lambda k=k: run(bodies[k])))
+        runs = {"q": _pass(bodies["q"], t), "q_kernel": _kernel_pass(bodies["q"], t),
+                "blas": _pass(bodies["blas"], t)}  # fmt: skip
+        times = {k: [] for k in list(runs) + (["q_base"] if base else [])}
+        order = list(times)
+        for r in range(repeats):  # interleaved, the order rotating: all see the same load
+            for k in order[r % len(order) :] + order[: r % len(order)]:
+                if k == "q_base":
+                    base.stdin.write(f"{t}\n")
+                    base.stdin.flush()
+                    times[k].append(tuple(json.loads(base.stdout.readline())))
+                else:
+                    times[k].append(_clock(runs[k]))
         out[t] = {
             k: {
                 "wall_ms": 1e3 * float(np.median([w for w, _ in v])),
@@ -71,9 +115,29 @@ def projection_pass(bodies: dict, repeats: int) -> dict:
             }  # fmt: skip
             for k, v in times.items()
         }
-        q, b = out[t]["q"]["cpu_ms"], out[t]["blas"]["cpu_ms"]
-        print(f"T={t:2d}  q {q:7.1f} ms  blas {b:7.1f} ms  (cpu, median)  blas/q {b / q:.2f}")
+        cpu = {k: v["cpu_ms"] for k, v in out[t].items()}
+        print(f"T={t:2d} cpu ms (median): " + "  ".join(f"{k} {v:6.1f}" for k, v in cpu.items())
+              + f"  blas/q {cpu['blas'] / cpu['q']:.2f}")  # fmt: skip
     return out
+
+
+def base_worker(root: str) -> None:
+    """In a checkout ``root`` of an older engine: answer each ``T`` line on stdin with the
+    [wall s, thread CPU s] of one q projection pass over T rows."""
+    body = Engine.load(kernel="q").body  # the older checkout's: see the sys.path set-up above
+    runs = {t: _pass(body, t) for t in ROWS}
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(_clock(runs[int(line)])), flush=True)
+
+
+def _spawn_base(root: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "LLMQP_KERNEL_THREADS": "1"}  # fmt: skip
+    args = [sys.executable, __file__, "--base-worker", root]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "ready"
+    return p
 
 
 def step_split(body: NumpyLlama, repeats: int, position: int = 100) -> dict:
@@ -155,20 +219,30 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=3)
     ap.add_argument("--requests-file", type=Path, default=HERE / "workload" / "requests.jsonl")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "body_kernel.json")
+    ap.add_argument("--base", default=None, help="a checkout of an older engine to time beside")
+    ap.add_argument("--base-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.base_worker:
+        base_worker(args.base_worker)
+        return 0
     if not 1 <= args.repeats <= 50 or not 0 <= args.requests <= 20:
         raise SystemExit("--repeats must be in [1, 50] and --requests in [0, 20]")
     engines = {k: Engine.load(kernel=k) for k in KERNELS}  # one BLAS thread (Engine sets it)
     bodies = {k: e.body for k, e in engines.items()}
+    base = _spawn_base(args.base) if args.base else None
     result = {
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
         "kernel_isa": __import__("app.engine.qkernel", fromlist=["x"]).best_isa(),
+        "base": args.base,
         "packed_mb": {k: sum(p.nbytes for p in b.proj) / 2**20 for k, b in bodies.items()},
-        "projection_pass": projection_pass(bodies, args.repeats),
+        "projection_pass": projection_pass(bodies, args.repeats, base),
         "step_body": {k: step_split(b, args.repeats) for k, b in bodies.items()},
     }
     reqs = load_requests(args.requests_file)[: args.requests]
     result["dense_decode"] = whole_steps(engines, reqs) if reqs else None
+    if base:
+        base.stdin.close()
+        base.wait()
     result["peak_rss_mib"] = {k: peak_rss(k, args.requests_file) for k in KERNELS}
     result["machine"]["loadavg_end"] = os.getloadavg()
     print(f"peak RSS MiB: {result['peak_rss_mib']}")
