@@ -9,7 +9,8 @@ On one core (threadpoolctl: one BLAS thread), the real SmolLM2 weights:
   ``QLinear`` calls), ``q_kernel`` (the same 120 C kernel calls with preallocated outputs and no
   Python around them: what the calls cost beyond the kernel), ``blas`` and, with ``--base``, a
   checkout of an older engine's ``q`` pass (a worker process of its own) — interleaved in every
-  repeat, the order rotating; medians of wall time and of the timing thread's CPU time;
+  repeat, the order rotating, each timed pass right after an untimed one of its own (the cache
+  state its own decode loop leaves); medians of wall time and of the timing thread's CPU time;
 * one decode step's body (T = 1 at position ~100), split into projections and the rest
   (attention, RoPE, norms, Python);
 * whole steps: always-DenseHead tokens/s with each kernel on the first ``--requests`` workload
@@ -60,6 +61,14 @@ def _rows(body, t: int):
     )
 
 
+def _warm_clock(run):
+    """(wall s, thread CPU s) of ``run()`` right after an untimed ``run()``: each kernel timed in
+    the cache state its own decode loop leaves (q's 63 MB stay in a large last-level cache
+    between steps, blas's 405 MB do not), not in the state the other kernel's pass left."""
+    run()
+    return _clock(run)
+
+
 def _pass(body, t: int):
     """One projection pass of ``body`` over T = t rows, through the body's own calls."""
     x, h = _rows(body, t)
@@ -107,7 +116,7 @@ def projection_pass(bodies: dict, repeats: int, base=None) -> dict:
                     base.stdin.flush()
                     times[k].append(tuple(json.loads(base.stdout.readline())))
                 else:
-                    times[k].append(_clock(runs[k]))
+                    times[k].append(_warm_clock(runs[k]))
         out[t] = {
             k: {
                 "wall_ms": 1e3 * float(np.median([w for w, _ in v])),
@@ -128,7 +137,7 @@ def base_worker(root: str) -> None:
     runs = {t: _pass(body, t) for t in ROWS}
     print("ready", flush=True)
     for line in sys.stdin:
-        print(json.dumps(_clock(runs[int(line)])), flush=True)
+        print(json.dumps(_warm_clock(runs[int(line)])), flush=True)
 
 
 def _spawn_base(root: str) -> subprocess.Popen:
