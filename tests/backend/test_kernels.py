@@ -196,7 +196,8 @@ def _counted_body(kn, layers, monkeypatch):
     from app.engine.weights import LayerWeights, LlamaWeights, random_weights
     from app.measure.llama import llama_config
 
-    for mod, names in ((qkernel, ("matmul",)), (rowops, ("rmsnorm", "attention", "silu_gate"))):
+    calls = ((qkernel._qkernel, ("proj",)), (rowops, ("rmsnorm", "attention", "silu_gate")))
+    for mod, names in calls:  # proj: every projection-kernel call, through any wrapper
         for name in names:
             fn = getattr(mod, name)
             if getattr(fn, "counted", False):
