@@ -8,9 +8,10 @@ On one core (threadpoolctl: one BLAS thread), the real SmolLM2 weights:
 * projection pass: the 120 body projections over T = 1, 2, 4, 8, 16 rows — ``q`` (the body's
   ``QLinear`` calls), ``q_kernel`` (the same 120 C kernel calls with preallocated outputs and no
   Python around them: what the calls cost beyond the kernel), ``blas`` and, with ``--base``, a
-  checkout of an older engine's ``q`` pass (a worker process of its own) — interleaved in every
-  repeat, the order rotating, each timed pass right after an untimed one of its own (the cache
-  state its own decode loop leaves); medians of wall time and of the timing thread's CPU time;
+  checkout of an older engine's ``q`` pass — each engine in a worker process of its own, as it
+  runs in use; interleaved in every repeat, the order rotating, each timed pass right after an
+  untimed one of its own (the cache state its own decode loop leaves); medians of wall time and
+  of the worker thread's CPU time;
 * one decode step's body (T = 1 at position ~100), split into projections and the rest
   (attention, RoPE, norms, Python);
 * whole steps: always-DenseHead tokens/s with each kernel on the first ``--requests`` workload
@@ -33,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-# --base's worker process imports the older checkout's engine; every other run this checkout's
-_BASE = sys.argv[sys.argv.index("--base-worker") + 1] if "--base-worker" in sys.argv else None
-sys.path.insert(0, _BASE or str(HERE.parent))
+# a pass worker imports the engine of the checkout it is given (--base: an older one)
+_ROOT = sys.argv[sys.argv.index("--worker") + 1] if "--worker" in sys.argv else None
+sys.path.insert(0, _ROOT or str(HERE.parent))
 
 from app.engine.engine import Engine  # noqa: E402
 from app.engine.forward_numpy import NumpyLlama  # noqa: E402
@@ -100,23 +101,20 @@ def _kernel_pass(body, t: int):
     return run
 
 
-def projection_pass(bodies: dict, repeats: int, base=None) -> dict:
-    """Every body projection once over T rows of the right widths: medians in ms. ``base``: a
-    worker process timing an older checkout's q pass on request (:func:`base_worker`)."""
+def projection_pass(workers: dict, repeats: int) -> dict:
+    """Every body projection once over T rows of the right widths: medians in ms. ``workers``:
+    column -> (worker process, mode), each kernel in a process of its own (:func:`pass_worker`),
+    as an engine runs — one kernel's weights never share a process, or its heap, with another's."""
     out = {}
     for t in ROWS:
-        runs = {"q": _pass(bodies["q"], t), "q_kernel": _kernel_pass(bodies["q"], t),
-                "blas": _pass(bodies["blas"], t)}  # fmt: skip
-        times = {k: [] for k in list(runs) + (["q_base"] if base else [])}
+        times = {k: [] for k in workers}
         order = list(times)
         for r in range(repeats):  # interleaved, the order rotating: all see the same load
             for k in order[r % len(order) :] + order[: r % len(order)]:
-                if k == "q_base":
-                    base.stdin.write(f"{t}\n")
-                    base.stdin.flush()
-                    times[k].append(tuple(json.loads(base.stdout.readline())))
-                else:
-                    times[k].append(_warm_clock(runs[k]))
+                proc, mode = workers[k]
+                proc.stdin.write(f"{mode} {t}\n")
+                proc.stdin.flush()
+                times[k].append(tuple(json.loads(proc.stdout.readline())))
         out[t] = {
             k: {
                 "wall_ms": 1e3 * float(np.median([w for w, _ in v])),
@@ -130,20 +128,27 @@ def projection_pass(bodies: dict, repeats: int, base=None) -> dict:
     return out
 
 
-def base_worker(root: str) -> None:
-    """In a checkout ``root`` of an older engine: answer each ``T`` line on stdin with the
-    [wall s, thread CPU s] of one q projection pass over T rows."""
-    body = Engine.load(kernel="q").body  # the older checkout's: see the sys.path set-up above
-    runs = {t: _pass(body, t) for t in ROWS}
+def pass_worker(root: str, kernel: str) -> None:
+    """In the checkout ``root`` (see the sys.path set-up above): load the engine with ``kernel``
+    and answer each ``MODE T`` line on stdin with the [wall s, thread CPU s] of one pass over
+    T rows — MODE ``pass`` the body's own calls, ``kernel`` the bare C calls (this checkout)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    body = Engine.load(kernel=kernel).body
+    make = {"pass": _pass, "kernel": _kernel_pass}
+    runs: dict = {}
     print("ready", flush=True)
     for line in sys.stdin:
-        print(json.dumps(_warm_clock(runs[int(line)])), flush=True)
+        mode, t = line.split()
+        run = runs.setdefault((mode, t), make[mode](body, int(t)))
+        print(json.dumps(_warm_clock(run)), flush=True)
 
 
-def _spawn_base(root: str) -> subprocess.Popen:
+def _spawn(root: str, kernel: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "LLMQP_KERNEL_THREADS": "1"}  # fmt: skip
-    args = [sys.executable, __file__, "--base-worker", root]
+    args = [sys.executable, __file__, "--worker", root, "--worker-kernel", kernel]
     p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert p.stdout.readline().strip() == "ready"
     return p
@@ -229,29 +234,36 @@ def main(argv=None) -> int:
     ap.add_argument("--requests-file", type=Path, default=HERE / "workload" / "requests.jsonl")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "body_kernel.json")
     ap.add_argument("--base", default=None, help="a checkout of an older engine to time beside")
-    ap.add_argument("--base-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-kernel", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.base_worker:
-        base_worker(args.base_worker)
+    if args.worker:
+        pass_worker(args.worker, args.worker_kernel)
         return 0
     if not 1 <= args.repeats <= 50 or not 0 <= args.requests <= 20:
         raise SystemExit("--repeats must be in [1, 50] and --requests in [0, 20]")
     engines = {k: Engine.load(kernel=k) for k in KERNELS}  # one BLAS thread (Engine sets it)
     bodies = {k: e.body for k, e in engines.items()}
-    base = _spawn_base(args.base) if args.base else None
+    root = str(HERE.parent)
+    procs = {"q": _spawn(root, "q"), "blas": _spawn(root, "blas")}
+    workers = {"q": (procs["q"], "pass"), "q_kernel": (procs["q"], "kernel"),
+               "blas": (procs["blas"], "pass")}  # fmt: skip
+    if args.base:
+        procs["q_base"] = _spawn(args.base, "q")
+        workers["q_base"] = (procs["q_base"], "pass")
     result = {
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
         "kernel_isa": __import__("app.engine.qkernel", fromlist=["x"]).best_isa(),
         "base": args.base,
         "packed_mb": {k: sum(p.nbytes for p in b.proj) / 2**20 for k, b in bodies.items()},
-        "projection_pass": projection_pass(bodies, args.repeats, base),
+        "projection_pass": projection_pass(workers, args.repeats),
         "step_body": {k: step_split(b, args.repeats) for k, b in bodies.items()},
     }
     reqs = load_requests(args.requests_file)[: args.requests]
     result["dense_decode"] = whole_steps(engines, reqs) if reqs else None
-    if base:
-        base.stdin.close()
-        base.wait()
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
     result["peak_rss_mib"] = {k: peak_rss(k, args.requests_file) for k in KERNELS}
     result["machine"]["loadavg_end"] = os.getloadavg()
     print(f"peak RSS MiB: {result['peak_rss_mib']}")
