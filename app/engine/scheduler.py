@@ -9,7 +9,9 @@ Each pass (:meth:`Scheduler.step`):
 3. every active sequence's next body run — a prompt, one token, a forced run, a draft of guesses,
    a whole context: mixed lengths — is packed into one :meth:`forward_batch` of at most
    ``max_tokens`` tokens (short runs first, so decoding sequences are not held up by a long
-   prefill, which then runs in chunks over several passes);
+   prefill, which then runs in chunks over several passes); a prompt starts from the longest
+   prefix of a recent prompt it shares (:mod:`app.engine.prefix_cache`: the chat template's
+   system turn, a repeated request), so only its new positions run;
 4. each sequence whose run is complete advances (its plan's head scores its own exact state) and
    asks for its next run at once, so a finished sequence leaves the batch in the same pass.
 
@@ -21,6 +23,12 @@ of it is that sequence's solo logits bit for bit, and the weights are read once 
 plan decision is batch-aware: the ``auto`` rule prices K* at the pass's batch size
 (``Telemetry.batch``); every exact plan gives the same tokens, so the choice changes time only.
 
+Threads: a pass of at least :data:`THREAD_MIN_PASS_ROWS` rows (prefills, large batches:
+compute-bound) splits the q kernel's outputs between two threads, fewer rows run on one (measured
+in docs/results.md, "Continuous batching"); the kernel's results are the same for any thread
+count, so this changes time only. ``LLMQP_KERNEL_THREADS`` set in the environment gives the
+large passes' count.
+
 The scheduler runs on one thread: ``submit`` may be called from any thread, ``step`` (or the
 worker of :meth:`start`) on one; ``on_step`` and ``should_stop`` are called on that thread.
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -36,15 +45,22 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import qkernel
 from .batch_limits import DEFAULT_LIMITS, BatchLimits, Full, kv_bytes_per_position
+from .forward_numpy import KVCache
 from .loop import DecodeState
 from .options import DecodeOptions
+from .prefix_cache import PrefixCache
 from .routing import RouterPolicy
 from .session import result_of
 
 __all__ = ["Scheduler", "Sequence", "Full", "BatchLimits"]
 
 clock = time.perf_counter
+
+#: Rows (every sequence's new tokens) from which a pass runs the kernel on two threads: measured
+#: 1.2-1.5x from 32 rows on, slower below 16 (thread start-up against a few ms of work).
+THREAD_MIN_PASS_ROWS = 32
 
 
 class Sequence:
@@ -101,12 +117,25 @@ class _OwnIndices:
 
 
 class Scheduler:
-    """Continuous batching over ``session``'s engine (see the module doc) under ``limits``."""
+    """Continuous batching over ``session``'s engine (see the module doc) under ``limits``;
+    ``prefixes``: the prompts' :class:`PrefixCache` (default one of its default size; None: no
+    reuse); ``threads``: kernel threads for a large pass (default: 2 where the CPU has them)."""
 
-    def __init__(self, session, limits: BatchLimits | None = None):
+    def __init__(self, session, limits: BatchLimits | None = None, prefixes="default",
+                 threads: int | None = None):  # fmt: skip
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, BatchLimits):
             raise ValueError(f"The 'limits' parameter must be BatchLimits. Got {limits!r}.")
+        if prefixes == "default":
+            prefixes = PrefixCache()
+        if prefixes is not None and not isinstance(prefixes, PrefixCache):
+            raise ValueError(f"The 'prefixes' parameter must be a PrefixCache or None. "
+                             f"Got {prefixes!r}.")  # fmt: skip
+        self.prefixes = prefixes
+        self.threads = _pass_threads_default() if threads is None else int(threads)
+        if not 1 <= self.threads <= qkernel.MAX_THREADS:
+            raise ValueError(f"The 'threads' parameter must be in [1, {qkernel.MAX_THREADS}]. "
+                             f"Got {threads!r}.")  # fmt: skip
         self.session, self.engine, self.limits = session, session.engine, limits
         self.body = self.engine.body
         self.per_position = kv_bytes_per_position(self.engine.config)
@@ -226,6 +255,15 @@ class Scheduler:
         seq.off, seq.rows, seq.body_s = 0, [], 0.0
         if seq.run is None:
             self._retire(seq)
+        elif self._prefill(seq):
+            seq.off = self.prefixes.fill(seq.run.ids, seq.run.cache)
+
+    def _prefill(self, seq: Sequence) -> bool:
+        """Whether ``seq``'s run is its prompt's prefill into a fresh numpy cache (what the
+        prefix cache can fill and keep)."""
+        run = seq.run
+        return (self.prefixes is not None and seq.state.h is None and run.start == 0
+                and isinstance(run.cache, KVCache))  # fmt: skip
 
     def _pack(self) -> list[tuple[Sequence, int]]:
         """(sequence, tokens it runs now) for this pass: shortest remaining runs first, within
@@ -249,7 +287,8 @@ class Scheduler:
         total = sum(n for _, n in packed)
         t0 = clock()
         try:
-            outs = self.body.forward_batch(seqs)
+            with _kernel_threads(self.threads if total >= THREAD_MIN_PASS_ROWS else 1):
+                outs = self.body.forward_batch(seqs)
         except Exception as exc:  # noqa: BLE001  (fail this pass's sequences, keep serving)
             for seq, _ in packed:
                 seq.error = exc
@@ -265,6 +304,8 @@ class Scheduler:
             seq.body_s += seconds * n / total
             if seq.off < len(seq.run.ids):
                 continue  # a prefill in chunks: more passes to go
+            if self._prefill(seq):
+                self.prefixes.store(seq.run.ids, seq.run.cache)
             ready.append((seq, seq.rows[0] if len(seq.rows) == 1 else np.concatenate(seq.rows)))
         with self._dense_heads(ready):
             for seq, rows in ready:
@@ -302,6 +343,12 @@ class Scheduler:
         seq._done.set()
         if seq.on_done is not None:
             seq.on_done(seq)
+
+    def stats(self) -> dict:
+        """Passes, the dense heads they shared, the prefix cache's counts."""
+        prefixes = self.prefixes.stats() if self.prefixes is not None else None
+        return {"passes": self.passes, "dense_batched": self.dense_batched,
+                "kernel_threads": self.threads, "prefixes": prefixes}  # fmt: skip
 
     # -- offline: a list of requests -----------------------------------------------------------
     def decode_all(self, reqs, options: DecodeOptions | None = None, on_done=None) -> list:
@@ -351,3 +398,23 @@ class Scheduler:
             else:
                 with self._guard:
                     self.step()
+
+
+def _pass_threads_default() -> int:
+    """Two kernel threads for a large pass where the CPU has two cores (the environment's
+    ``LLMQP_KERNEL_THREADS`` wins)."""
+    env = os.environ.get("LLMQP_KERNEL_THREADS")
+    if env:
+        return max(1, min(qkernel.MAX_THREADS, int(env)))
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+@contextlib.contextmanager
+def _kernel_threads(n: int):
+    """The q kernel on ``n`` threads within the block (the scheduler's thread is the only one
+    decoding; the count is restored after)."""
+    old = qkernel.set_threads(n)
+    try:
+        yield
+    finally:
+        qkernel.set_threads(old)
