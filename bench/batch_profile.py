@@ -75,7 +75,7 @@ def profile(engine, reqs, batch: int, threads: int | None) -> dict:
     tokens = sum(len(r.tokens) for r in results)
     phases = {k: round(v, 3) for k, v in acc.items()}
     phases["other"] = round(wall - sum(acc.values()), 3)
-    return {"batch": batch, "threads": sched.threads, "wall_s": round(wall, 3),
+    return {"batch": batch, "threads": sched.threads.stats(), "wall_s": round(wall, 3),
             "tokens": tokens, "tokens_per_s": round(tokens / wall, 1), "passes": sched.passes,
             "body_rows": rows, "rows_per_request": round(rows / len(reqs), 1),
             "ms_per_row": round(1e3 * acc["body"] / rows, 2), "phases_s": phases,

@@ -23,11 +23,11 @@ of it is that sequence's solo logits bit for bit, and the weights are read once 
 plan decision is batch-aware: the ``auto`` rule prices K* at the pass's batch size
 (``Telemetry.batch``); every exact plan gives the same tokens, so the choice changes time only.
 
-Threads: a pass of at least :data:`THREAD_MIN_PASS_ROWS` rows (prefills, large batches:
-compute-bound) splits the q kernel's outputs between two threads, fewer rows run on one (measured
-in docs/results.md, "Continuous batching"); the kernel's results are the same for any thread
-count, so this changes time only. ``LLMQP_KERNEL_THREADS`` set in the environment gives the
-large passes' count.
+Threads: a pass of at least 32 rows (prefills, large batches: compute-bound) runs the q kernel on
+one or two threads, whichever its recent large passes measured faster per row
+(:mod:`app.engine.pass_threads`: a second thread pays only while the second core is free); the
+kernel's results are the same for any thread count, so this changes time only. ``threads`` (or
+``LLMQP_KERNEL_THREADS`` in the environment) fixes the large passes' count instead.
 
 The scheduler runs on one thread: ``submit`` may be called from any thread, ``step`` (or the
 worker of :meth:`start`) on one; ``on_step`` and ``should_stop`` are called on that thread.
@@ -50,6 +50,7 @@ from .batch_limits import DEFAULT_LIMITS, BatchLimits, Full, kv_bytes_per_positi
 from .forward_numpy import KVCache
 from .loop import DecodeState
 from .options import DecodeOptions
+from .pass_threads import ThreadChooser
 from .prefix_cache import PrefixCache
 from .routing import RouterPolicy
 from .session import result_of
@@ -58,8 +59,8 @@ __all__ = ["Scheduler", "Sequence", "Full", "BatchLimits"]
 
 clock = time.perf_counter
 
-#: Rows (every sequence's new tokens) from which a pass runs the kernel on two threads: measured
-#: 1.2-1.5x from 32 rows on, slower below 16 (thread start-up against a few ms of work).
+#: Rows (every sequence's new tokens) from which a pass may run the kernel on two threads: on a
+#: quiet machine 1.2-1.5x from 32 rows on, slower below 16 (thread start-up against a few ms).
 THREAD_MIN_PASS_ROWS = 32
 
 
@@ -119,7 +120,7 @@ class _OwnIndices:
 class Scheduler:
     """Continuous batching over ``session``'s engine (see the module doc) under ``limits``;
     ``prefixes``: the prompts' :class:`PrefixCache` (default one of its default size; None: no
-    reuse); ``threads``: kernel threads for a large pass (default: 2 where the CPU has them)."""
+    reuse); ``threads``: kernel threads for a large pass (default: measured, 1 or 2)."""
 
     def __init__(self, session, limits: BatchLimits | None = None, prefixes="default",
                  threads: int | None = None):  # fmt: skip
@@ -132,10 +133,13 @@ class Scheduler:
             raise ValueError(f"The 'prefixes' parameter must be a PrefixCache or None. "
                              f"Got {prefixes!r}.")  # fmt: skip
         self.prefixes = prefixes
-        self.threads = _pass_threads_default() if threads is None else int(threads)
-        if not 1 <= self.threads <= qkernel.MAX_THREADS:
+        env = os.environ.get("LLMQP_KERNEL_THREADS")
+        fixed = threads if threads is not None else (int(env) if env else None)
+        if fixed is not None and not 1 <= int(fixed) <= qkernel.MAX_THREADS:
             raise ValueError(f"The 'threads' parameter must be in [1, {qkernel.MAX_THREADS}]. "
-                             f"Got {threads!r}.")  # fmt: skip
+                             f"Got {fixed!r}.")  # fmt: skip
+        two = (1, 2) if (os.cpu_count() or 1) >= 2 else (1,)
+        self.threads = ThreadChooser(two, THREAD_MIN_PASS_ROWS, fixed=fixed)
         self.session, self.engine, self.limits = session, session.engine, limits
         self.body = self.engine.body
         self.per_position = kv_bytes_per_position(self.engine.config)
@@ -285,9 +289,10 @@ class Scheduler:
     def _run_pass(self, packed: list[tuple[Sequence, int]]) -> None:
         seqs = [(s.run.ids[s.off : s.off + n], s.run.cache, s.run.start + s.off) for s, n in packed]
         total = sum(n for _, n in packed)
+        threads = self.threads.choose(total)
         t0 = clock()
         try:
-            with _kernel_threads(self.threads if total >= THREAD_MIN_PASS_ROWS else 1):
+            with _kernel_threads(threads):
                 outs = self.body.forward_batch(seqs)
         except Exception as exc:  # noqa: BLE001  (fail this pass's sequences, keep serving)
             for seq, _ in packed:
@@ -295,6 +300,7 @@ class Scheduler:
                 self._retire(seq)
             return
         seconds = clock() - t0
+        self.threads.record(threads, total, seconds)
         self.passes += 1
         self.pass_sizes = self.pass_sizes[-9999:] + [(len(packed), total)]
         ready = []
@@ -348,7 +354,7 @@ class Scheduler:
         """Passes, the dense heads they shared, the prefix cache's counts."""
         prefixes = self.prefixes.stats() if self.prefixes is not None else None
         return {"passes": self.passes, "dense_batched": self.dense_batched,
-                "kernel_threads": self.threads, "prefixes": prefixes}  # fmt: skip
+                "kernel_threads": self.threads.stats(), "prefixes": prefixes}  # fmt: skip
 
     # -- offline: a list of requests -----------------------------------------------------------
     def decode_all(self, reqs, options: DecodeOptions | None = None, on_done=None) -> list:
@@ -398,15 +404,6 @@ class Scheduler:
             else:
                 with self._guard:
                     self.step()
-
-
-def _pass_threads_default() -> int:
-    """Two kernel threads for a large pass where the CPU has two cores (the environment's
-    ``LLMQP_KERNEL_THREADS`` wins)."""
-    env = os.environ.get("LLMQP_KERNEL_THREADS")
-    if env:
-        return max(1, min(qkernel.MAX_THREADS, int(env)))
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 @contextlib.contextmanager
