@@ -51,7 +51,7 @@ from .forward_numpy import KVCache
 from .loop import DecodeState
 from .options import DecodeOptions
 from .pass_threads import ThreadChooser
-from .prefix_cache import PrefixCache
+from .prefix_cache import PrefixCache, followers
 from .routing import RouterPolicy
 from .session import result_of
 
@@ -76,6 +76,7 @@ class Sequence:
         self.off = 0  # its tokens run so far (a prefill may take several passes)
         self.rows: list[np.ndarray] = []
         self.body_s = 0.0  # this run's share of the passes' seconds
+        self.looked = -1  # the prefix store's version at this prefill's last lookup
         self.result = self.error = None
         self.on_admit = self.on_done = None  # () and (sequence) callbacks, scheduler thread
         self._done = threading.Event()
@@ -256,11 +257,9 @@ class Scheduler:
             seq.run = seq.state.next_run()
         except Exception as exc:  # noqa: BLE001  (one request's failure is its own)
             seq.error, seq.run = exc, None
-        seq.off, seq.rows, seq.body_s = 0, [], 0.0
+        seq.off, seq.rows, seq.body_s, seq.looked = 0, [], 0.0, -1
         if seq.run is None:
             self._retire(seq)
-        elif self._prefill(seq):
-            seq.off = self.prefixes.fill(seq.run.ids, seq.run.cache)
 
     def _prefill(self, seq: Sequence) -> bool:
         """Whether ``seq``'s run is its prompt's prefill into a fresh numpy cache (what the
@@ -273,8 +272,9 @@ class Scheduler:
         """(sequence, tokens it runs now) for this pass: shortest remaining runs first, within
         ``max_tokens`` (the first always runs, at least partly)."""
         left = self.limits.max_tokens
+        waits = self._share_prefixes()
         order = sorted(
-            (s for s in self.active if s.run is not None),
+            (s for s in self.active if s.run is not None and s not in waits),
             key=lambda s: (len(s.run.ids) - s.off, s.order),
         )
         packed = []
@@ -285,6 +285,28 @@ class Scheduler:
             packed.append((seq, take))
             left -= take
         return packed
+
+    def _share_prefixes(self) -> set[Sequence]:
+        """Fill each fresh prefill (none of its rows run yet) from the prefix store, again when
+        the store has grown; return those that wait a pass for a running prompt's prefix."""
+        if self.prefixes is None:
+            return set()
+        fresh, running = [], []
+        for seq in self.active:
+            if seq.run is None or not self._prefill(seq):
+                continue
+            if seq.rows:
+                running.append(seq.run.ids)
+                continue
+            if seq.looked != self.prefixes.version:
+                seq.off = self.prefixes.fill(seq.run.ids, seq.run.cache, have=seq.off)
+                seq.looked = self.prefixes.version
+            fresh.append(seq)
+        if len(fresh) + len(running) < 2:
+            return set()
+        fresh.sort(key=lambda s: s.order)
+        waits = followers(running, [(s.run.ids, s.off) for s in fresh])
+        return {fresh[i] for i in waits}
 
     def _run_pass(self, packed: list[tuple[Sequence, int]]) -> None:
         seqs = [(s.run.ids[s.off : s.off + n], s.run.cache, s.run.start + s.off) for s, n in packed]

@@ -61,3 +61,14 @@ def test_bad_arguments(engine):
         Scheduler(engine.session(), threads=0)
     with pytest.raises(ValueError, match="prefixes"):
         Scheduler(engine.session(), prefixes="yes")
+
+
+def test_prompts_arriving_together_share_their_prefix(engine, requests, solo):
+    """16 slots, an empty store: the first prompt's prefill runs, the others wait a pass for it
+    (each shares the chat template's system turn), then reuse it; tokens unchanged."""
+    sched = Scheduler(engine.session(), BatchLimits(max_batch=16))
+    results = sched.decode_all(requests)
+    assert [r.tokens for r in results] == [solo[r.id] for r in requests]
+    stats = sched.prefixes.stats()
+    assert stats["hits"] == len(requests) - 1
+    assert sched.pass_sizes[0][0] == 1  # the first pass ran the leader's prefill alone

@@ -62,3 +62,17 @@ def test_memory_bound_evicts_least_recently_used():
 def test_bad_bound():
     with pytest.raises(ValueError, match="max_bytes"):
         PrefixCache(max_bytes=-1)
+
+
+def test_followers_wait_only_for_a_longer_shared_prefix():
+    from app.engine.prefix_cache import MIN_SHARED, followers
+
+    base = list(range(100, 100 + MIN_SHARED + 4))
+    a = base + [1, 2]
+    b = base + [3]  # shares MIN_SHARED + 4 positions with a
+    c = [7] + base  # shares nothing
+    # a leads (first fresh), b waits for it, c runs; b already holding most of it does not wait
+    assert followers([], [(a, 0), (b, 0), (c, 0)]) == {1}
+    assert followers([], [(a, 0), (b, 8)]) == set()
+    assert followers([b], [(a, 0)]) == {0}  # a running prompt leads too
+    assert followers([], [(a, 0), (list(a), 0)]) == {1}  # the same prompt twice
