@@ -14,7 +14,11 @@ Exactness: the kernel gives every output the same bits on any number of threads
 
 from __future__ import annotations
 
-__all__ = ["ThreadChooser"]
+import contextlib
+
+from . import qkernel
+
+__all__ = ["ThreadChooser", "kernel_threads"]
 
 
 class ThreadChooser:
@@ -62,3 +66,14 @@ class ThreadChooser:
         ms = {str(c): round(1e3 * v, 3) for c, v in self.per_row.items()}
         return {"fixed": self.fixed, "min_rows": self.min_rows, "large_passes": self.large,
                 "runs": {str(c): n for c, n in self.runs.items()}, "ms_per_row": ms}  # fmt: skip
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int):
+    """The q kernel on ``n`` threads within the block, the old count restored after (the
+    scheduler's thread is the only one decoding while a pass runs)."""
+    old = qkernel.set_threads(n)
+    try:
+        yield
+    finally:
+        qkernel.set_threads(old)

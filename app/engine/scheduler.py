@@ -11,7 +11,8 @@ Each pass (:meth:`Scheduler.step`):
    ``max_tokens`` tokens (short runs first, so decoding sequences are not held up by a long
    prefill, which then runs in chunks over several passes); a prompt starts from the longest
    prefix of a recent prompt it shares (:mod:`app.engine.prefix_cache`: the chat template's
-   system turn, a repeated request), so only its new positions run;
+   system turn, a repeated request), so only its new positions run, and a fresh prompt that
+   shares much more with one being prefilled waits a pass for that prompt's prefix;
 4. each sequence whose run is complete advances (its plan's head scores its own exact state) and
    asks for its next run at once, so a finished sequence leaves the batch in the same pass.
 
@@ -50,7 +51,7 @@ from .batch_limits import DEFAULT_LIMITS, BatchLimits, Full, kv_bytes_per_positi
 from .forward_numpy import KVCache
 from .loop import DecodeState
 from .options import DecodeOptions
-from .pass_threads import ThreadChooser
+from .pass_threads import ThreadChooser, kernel_threads
 from .prefix_cache import PrefixCache, followers
 from .routing import RouterPolicy
 from .session import result_of
@@ -314,7 +315,7 @@ class Scheduler:
         threads = self.threads.choose(total)
         t0 = clock()
         try:
-            with _kernel_threads(threads):
+            with kernel_threads(threads):
                 outs = self.body.forward_batch(seqs)
         except Exception as exc:  # noqa: BLE001  (fail this pass's sequences, keep serving)
             for seq, _ in packed:
@@ -426,14 +427,3 @@ class Scheduler:
             else:
                 with self._guard:
                     self.step()
-
-
-@contextlib.contextmanager
-def _kernel_threads(n: int):
-    """The q kernel on ``n`` threads within the block (the scheduler's thread is the only one
-    decoding; the count is restored after)."""
-    old = qkernel.set_threads(n)
-    try:
-        yield
-    finally:
-        qkernel.set_threads(old)
