@@ -3,7 +3,8 @@
 Usage: ``python bench/service_load.py [--clients 50] [--rounds 1] [--deadline 300]``, or
 ``--streaming 1,4,8,16`` for the continuous-batching load (:mod:`stream_load`: concurrent
 streaming function-call completions at each concurrency, tokens/s, time to first token,
-per-token latency, exactness against C = 1; ``--max-batch`` is the server's).
+per-token latency, exactness against C = 1; ``--max-batch`` is the server's; each level runs
+against a fresh server after one unmeasured warm-up request).
 
 It starts ``python -m app.backend --port 0`` (decoding the fetched model when present, else
 measurements only, said in the output), runs ``--clients`` threads of ``--rounds`` requests each
@@ -140,32 +141,38 @@ def _stop(proc) -> None:
 
 
 def _streaming(args) -> int:
-    """The continuous-batching load: each level of ``--streaming`` against one server."""
-    from stream_load import function_calls, run_level
+    """The continuous-batching load: each level of ``--streaming`` against a fresh server (its
+    prompt-prefix cache empty) after one unmeasured warm-up request."""
+    from stream_load import function_calls, run_level, warm_up
 
     levels = [int(c) for c in args.streaming.split(",")]
     if not all(1 <= c <= 64 for c in levels) or not 1 <= args.max_batch <= 256:
         raise SystemExit("--streaming levels in [1, 64], --max-batch in [1, 256]")
     bodies = function_calls(HERE / "workload" / "requests.jsonl", args.max_tokens)
-    proc, port = _start(["--max-batch", str(args.max_batch)])
-    if port is None:
-        return 1
-    try:
-        model = _request(port, "GET", "/v1/models")[1]["data"][0]["id"]
-        report = {"max_batch": args.max_batch, "max_tokens": args.max_tokens,
-                  "baseline_rss_bytes": _vm(proc.pid, "VmRSS"), "levels": []}  # fmt: skip
-        solo = None
-        for c in levels:
+    report = {"max_batch": args.max_batch, "max_batch_tokens": args.max_batch_tokens,
+              "max_tokens": args.max_tokens, "levels": []}  # fmt: skip
+    pass_tokens = [] if args.max_batch_tokens is None else ["--max-batch-tokens",
+                                                            str(args.max_batch_tokens)]  # fmt: skip
+    solo = None
+    for c in levels:
+        proc, port = _start(["--max-batch", str(args.max_batch), *pass_tokens])
+        if port is None:
+            return 1
+        try:
+            model = _request(port, "GET", "/v1/models")[1]["data"][0]["id"]
+            report.setdefault("baseline_rss_bytes", _vm(proc.pid, "VmRSS"))
+            warm = warm_up(port, model, bodies[0], args.deadline)
             level = run_level(port, model, bodies, c, args.rounds, args.deadline,
-                              lambda: _vm(proc.pid, "VmHWM"))  # fmt: skip
-            outputs = level.pop("outputs")
-            solo = outputs if solo is None else solo
-            same = [outputs[j] == solo[j] for j in outputs if j in solo]
-            level["exact_vs_first_level"] = f"{sum(same)}/{len(same)}"
-            report["levels"].append(level)
-            print(json.dumps(level), file=sys.stderr, flush=True)
-    finally:
-        _stop(proc)
+                              lambda pid=proc.pid: _vm(pid, "VmHWM"))  # fmt: skip
+        finally:
+            _stop(proc)
+        level["warm_up_status"] = warm
+        outputs = level.pop("outputs")
+        solo = outputs if solo is None else solo
+        same = [outputs[n] == solo[n] for n in outputs if n in solo]
+        level["exact_vs_first_level"] = f"{sum(same)}/{len(same)}"
+        report["levels"].append(level)
+        print(json.dumps(level), file=sys.stderr, flush=True)
     out = Path(args.out or HERE / "results" / "service_stream.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -183,6 +190,8 @@ def main(argv=None) -> int:
     p.add_argument("--streaming", default=None, help="concurrency levels, e.g. 1,4,8,16")
     p.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
     p.add_argument("--max-tokens", type=int, default=24, help="per streamed request")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="the server's --max-batch-tokens (default: the server's)")  # fmt: skip
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 200 and 1 <= args.rounds <= 20 and 0 < args.deadline <= 900):
         p.error("--clients in [1, 200], --rounds in [1, 20], --deadline in (0, 900]")

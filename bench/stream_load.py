@@ -8,6 +8,11 @@ token (request sent → first token's chunk) and per-token latency (gaps between
 p50/p99, the server's peak resident memory so far, the body passes' mean batch, and whether every
 request's tokens equal the same request's tokens at C = 1 (exactness under batching). Bounded:
 C × R requests per level, each level stopped at its deadline.
+
+Request ``n = i·R + r`` (client i's r-th) is body ``n mod len(bodies)`` with its user turn headed
+"Request n." — so no two requests of a level share a whole prompt (the server reuses shared
+prompt prefixes: this keeps the reuse to what real traffic shares, the chat template's system
+turn), and request n is the same prompt at every level (compared with the C = 1 level's).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["function_calls", "run_level"]
+__all__ = ["function_calls", "run_level", "tagged", "warm_up"]
 
 
 def function_calls(path: Path, max_tokens: int) -> list[dict]:
@@ -32,6 +37,13 @@ def function_calls(path: Path, max_tokens: int) -> list[dict]:
         bodies.append({"id": req["id"], "messages": [{"role": "user", "content": req["prompt"]}],
                        "response_format": fmt, "max_tokens": max_tokens})  # fmt: skip
     return bodies
+
+
+def tagged(body: dict, n) -> dict:
+    """``body`` with its user turn headed "Request n." (one prompt per request number)."""
+    first, *rest = body["messages"]
+    head = {**first, "content": f"Request {n}. {first['content']}"}
+    return {**body, "messages": [head, *rest]}
 
 
 def _stream_one(port: int, model: str, body: dict, timeout: float) -> dict:
@@ -66,6 +78,11 @@ def _stream_one(port: int, model: str, body: dict, timeout: float) -> dict:
             "n_chunks": len(times)}  # fmt: skip
 
 
+def warm_up(port: int, model: str, body: dict, timeout: float) -> int:
+    """One unmeasured request (a server's first decode pays one-time costs); its status."""
+    return _stream_one(port, model, tagged(body, "warm-up"), timeout)["status"]
+
+
 def _pct(values, q):
     if not values:
         return None
@@ -74,8 +91,9 @@ def _pct(values, q):
 
 
 def run_level(port, model, bodies, clients, rounds, deadline_s, rss) -> dict:
-    """``clients`` threads × ``rounds`` requests; client i's r-th request is body
-    ``(i * rounds + r) % len(bodies)``. ``rss()`` reads the server's peak memory."""
+    """``clients`` threads × ``rounds`` requests; client i's r-th request is number
+    ``n = i * rounds + r``: body ``n % len(bodies)``, :func:`tagged` with n. ``rss()`` reads the
+    server's peak memory. ``outputs`` is keyed by n."""
     results: list[tuple[int, dict]] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + deadline_s
@@ -84,10 +102,10 @@ def run_level(port, model, bodies, clients, rounds, deadline_s, rss) -> dict:
         for r in range(rounds):
             if time.monotonic() > stop_at:
                 return
-            j = (i * rounds + r) % len(bodies)
-            out = _stream_one(port, model, bodies[j], timeout=deadline_s)
+            n = i * rounds + r
+            out = _stream_one(port, model, tagged(bodies[n % len(bodies)], n), deadline_s)
             with lock:
-                results.append((j, out))
+                results.append((n, out))
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]

@@ -9,7 +9,10 @@ Each pass (:meth:`Scheduler.step`):
 3. every active sequence's next body run — a prompt, one token, a forced run, a draft of guesses,
    a whole context: mixed lengths — is packed into one :meth:`forward_batch` of at most
    ``max_tokens`` tokens (short runs first, so decoding sequences are not held up by a long
-   prefill, which then runs in chunks over several passes);
+   prefill, which then runs in chunks over several passes); a prompt starts from the longest
+   prefix of a recent prompt it shares (:mod:`app.engine.prefix_cache`: the chat template's
+   system turn, a repeated request), so only its new positions run, and a fresh prompt that
+   shares much more with one being prefilled waits a pass for that prompt's prefix;
 4. each sequence whose run is complete advances (its plan's head scores its own exact state) and
    asks for its next run at once, so a finished sequence leaves the batch in the same pass.
 
@@ -21,6 +24,12 @@ of it is that sequence's solo logits bit for bit, and the weights are read once 
 plan decision is batch-aware: the ``auto`` rule prices K* at the pass's batch size
 (``Telemetry.batch``); every exact plan gives the same tokens, so the choice changes time only.
 
+Threads: a pass of at least 32 rows (prefills, large batches: compute-bound) runs the q kernel on
+one or two threads, whichever its recent large passes measured faster per row
+(:mod:`app.engine.pass_threads`: a second thread pays only while the second core is free); the
+kernel's results are the same for any thread count, so this changes time only. ``threads`` (or
+``LLMQP_KERNEL_THREADS`` in the environment) fixes the large passes' count instead.
+
 The scheduler runs on one thread: ``submit`` may be called from any thread, ``step`` (or the
 worker of :meth:`start`) on one; ``on_step`` and ``should_stop`` are called on that thread.
 """
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -36,15 +46,23 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import qkernel
 from .batch_limits import DEFAULT_LIMITS, BatchLimits, Full, kv_bytes_per_position
+from .forward_numpy import KVCache
 from .loop import DecodeState
 from .options import DecodeOptions
+from .pass_threads import ThreadChooser, kernel_threads
+from .prefix_cache import PrefixCache, followers
 from .routing import RouterPolicy
 from .session import result_of
 
 __all__ = ["Scheduler", "Sequence", "Full", "BatchLimits"]
 
 clock = time.perf_counter
+
+#: Rows (every sequence's new tokens) from which a pass may run the kernel on two threads: on a
+#: quiet machine 1.2-1.5x from 32 rows on, slower below 16 (thread start-up against a few ms).
+THREAD_MIN_PASS_ROWS = 32
 
 
 class Sequence:
@@ -59,6 +77,7 @@ class Sequence:
         self.off = 0  # its tokens run so far (a prefill may take several passes)
         self.rows: list[np.ndarray] = []
         self.body_s = 0.0  # this run's share of the passes' seconds
+        self.looked = -1  # the prefix store's version at this prefill's last lookup
         self.result = self.error = None
         self.on_admit = self.on_done = None  # () and (sequence) callbacks, scheduler thread
         self._done = threading.Event()
@@ -101,12 +120,28 @@ class _OwnIndices:
 
 
 class Scheduler:
-    """Continuous batching over ``session``'s engine (see the module doc) under ``limits``."""
+    """Continuous batching over ``session``'s engine (see the module doc) under ``limits``;
+    ``prefixes``: the prompts' :class:`PrefixCache` (default one of its default size; None: no
+    reuse); ``threads``: kernel threads for a large pass (default: measured, 1 or 2)."""
 
-    def __init__(self, session, limits: BatchLimits | None = None):
+    def __init__(self, session, limits: BatchLimits | None = None, prefixes="default",
+                 threads: int | None = None):  # fmt: skip
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, BatchLimits):
             raise ValueError(f"The 'limits' parameter must be BatchLimits. Got {limits!r}.")
+        if prefixes == "default":
+            prefixes = PrefixCache()
+        if prefixes is not None and not isinstance(prefixes, PrefixCache):
+            raise ValueError(f"The 'prefixes' parameter must be a PrefixCache or None. "
+                             f"Got {prefixes!r}.")  # fmt: skip
+        self.prefixes = prefixes
+        env = os.environ.get("LLMQP_KERNEL_THREADS")
+        fixed = threads if threads is not None else (int(env) if env else None)
+        if fixed is not None and not 1 <= int(fixed) <= qkernel.MAX_THREADS:
+            raise ValueError(f"The 'threads' parameter must be in [1, {qkernel.MAX_THREADS}]. "
+                             f"Got {fixed!r}.")  # fmt: skip
+        two = (1, 2) if (os.cpu_count() or 1) >= 2 else (1,)
+        self.threads = ThreadChooser(two, THREAD_MIN_PASS_ROWS, fixed=fixed)
         self.session, self.engine, self.limits = session, session.engine, limits
         self.body = self.engine.body
         self.per_position = kv_bytes_per_position(self.engine.config)
@@ -223,16 +258,24 @@ class Scheduler:
             seq.run = seq.state.next_run()
         except Exception as exc:  # noqa: BLE001  (one request's failure is its own)
             seq.error, seq.run = exc, None
-        seq.off, seq.rows, seq.body_s = 0, [], 0.0
+        seq.off, seq.rows, seq.body_s, seq.looked = 0, [], 0.0, -1
         if seq.run is None:
             self._retire(seq)
+
+    def _prefill(self, seq: Sequence) -> bool:
+        """Whether ``seq``'s run is its prompt's prefill into a fresh numpy cache (what the
+        prefix cache can fill and keep)."""
+        run = seq.run
+        return (self.prefixes is not None and seq.state.h is None and run.start == 0
+                and isinstance(run.cache, KVCache))  # fmt: skip
 
     def _pack(self) -> list[tuple[Sequence, int]]:
         """(sequence, tokens it runs now) for this pass: shortest remaining runs first, within
         ``max_tokens`` (the first always runs, at least partly)."""
         left = self.limits.max_tokens
+        waits = self._share_prefixes()
         order = sorted(
-            (s for s in self.active if s.run is not None),
+            (s for s in self.active if s.run is not None and s not in waits),
             key=lambda s: (len(s.run.ids) - s.off, s.order),
         )
         packed = []
@@ -244,18 +287,43 @@ class Scheduler:
             left -= take
         return packed
 
+    def _share_prefixes(self) -> set[Sequence]:
+        """Fill each fresh prefill (none of its rows run yet) from the prefix store, again when
+        the store has grown; return those that wait a pass for a running prompt's prefix."""
+        if self.prefixes is None:
+            return set()
+        fresh, running = [], []
+        for seq in self.active:
+            if seq.run is None or not self._prefill(seq):
+                continue
+            if seq.rows:
+                running.append(seq.run.ids)
+                continue
+            if seq.looked != self.prefixes.version:
+                seq.off = self.prefixes.fill(seq.run.ids, seq.run.cache, have=seq.off)
+                seq.looked = self.prefixes.version
+            fresh.append(seq)
+        if len(fresh) + len(running) < 2:
+            return set()
+        fresh.sort(key=lambda s: s.order)
+        waits = followers(running, [(s.run.ids, s.off) for s in fresh])
+        return {fresh[i] for i in waits}
+
     def _run_pass(self, packed: list[tuple[Sequence, int]]) -> None:
         seqs = [(s.run.ids[s.off : s.off + n], s.run.cache, s.run.start + s.off) for s, n in packed]
         total = sum(n for _, n in packed)
+        threads = self.threads.choose(total)
         t0 = clock()
         try:
-            outs = self.body.forward_batch(seqs)
+            with kernel_threads(threads):
+                outs = self.body.forward_batch(seqs)
         except Exception as exc:  # noqa: BLE001  (fail this pass's sequences, keep serving)
             for seq, _ in packed:
                 seq.error = exc
                 self._retire(seq)
             return
         seconds = clock() - t0
+        self.threads.record(threads, total, seconds)
         self.passes += 1
         self.pass_sizes = self.pass_sizes[-9999:] + [(len(packed), total)]
         ready = []
@@ -265,6 +333,8 @@ class Scheduler:
             seq.body_s += seconds * n / total
             if seq.off < len(seq.run.ids):
                 continue  # a prefill in chunks: more passes to go
+            if self._prefill(seq):
+                self.prefixes.store(seq.run.ids, seq.run.cache)
             ready.append((seq, seq.rows[0] if len(seq.rows) == 1 else np.concatenate(seq.rows)))
         with self._dense_heads(ready):
             for seq, rows in ready:
@@ -302,6 +372,12 @@ class Scheduler:
         seq._done.set()
         if seq.on_done is not None:
             seq.on_done(seq)
+
+    def stats(self) -> dict:
+        """Passes, the dense heads they shared, the prefix cache's counts."""
+        prefixes = self.prefixes.stats() if self.prefixes is not None else None
+        return {"passes": self.passes, "dense_batched": self.dense_batched,
+                "kernel_threads": self.threads.stats(), "prefixes": prefixes}  # fmt: skip
 
     # -- offline: a list of requests -----------------------------------------------------------
     def decode_all(self, reqs, options: DecodeOptions | None = None, on_done=None) -> list:

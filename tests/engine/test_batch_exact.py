@@ -78,7 +78,8 @@ def test_mixed_plans_chunked_prefills_and_a_stop(engine, requests, solo):
     over several passes; a KV budget of two requests keeps two in flight; one sequence is
     stopped after three tokens and ends with a prefix of its solo tokens."""
     session = engine.session()
-    per = Scheduler(session).per_position * 200  # one request's reservation is < 200 positions
+    # each request reserves 47-64 positions (prompt + MAX_TOKENS): any two fit in 2 x 65, no three
+    per = Scheduler(session).per_position * 65
     sched = Scheduler(session, BatchLimits(max_batch=8, max_tokens=7, kv_bytes=2 * per))
     seen = []
     stop_after = requests[1].id
