@@ -149,7 +149,7 @@ def test_the_features_of_each_workload_are_defined_once():
     assert FEATURES is F.SYNTHETIC_FEATURES and np.array_equal(X, st.X)
     assert REAL_FEATURES is F.REAL_FEATURES and context_features is F.real_features
     tel = dict(k=5, vocab=100, last_forced_run=2, last_margin=None, position=7, pending=1,
-               accept=0.5)  # fmt: skip
+               accept=0.5, match=3, draft_accept=0.25)  # fmt: skip
     assert np.array_equal(engine_features(SimpleNamespace(**tel)), F.real_features(**tel))
     x = compiler_routing_features(1, 30, 0.1, 49_152, 512)
     want = [1.0, 1.0 * (1.0 / 49_152), 1.0, float(np.float32(0.1)), 30 * (1.0 / 512)]

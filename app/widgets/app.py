@@ -261,10 +261,27 @@ def _drop_unparseable(location) -> None:
         location.search = ("?" + urlencode(keep)) if keep else ""
 
 
+def _lock_queued_events() -> None:
+    """Under ``panel serve``, run queued widget changes and clicks holding the document lock.
+
+    A click (or a priority change) that reaches Panel (1.9) while another change is still
+    debounced is run as a next-tick callback *without* the session's document lock, and it
+    first applies the pending change there. Our watchers and click handlers edit Bokeh models
+    directly (sources, spans, labels), which Bokeh only allows under the lock ("_pending_writes
+    should be non-None ..."): the change and the click were lost. ``.lock = True`` is Panel's
+    own marker for a callback that must hold it (``panel.io.document.with_lock``)."""
+    from panel.reactive import Syncable
+
+    for name in ("_change_coroutine", "_event_coroutine"):
+        getattr(Syncable, name).lock = True
+
+
 def build_app(state: ScenarioState | None = None, server: bool | None = None, client=None):
     """Build the app for the current session; sync its state with the page URL when there is
     one. Returns the Panel layout (call ``.servable()`` on it)."""
     server = (not IN_BROWSER) if server is None else server
+    if server:
+        _lock_queued_events()
     if state is None:
         state = ScenarioState()
         if server:  # the scenario of the model the server decodes, before a link's values
