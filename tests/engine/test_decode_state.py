@@ -164,7 +164,8 @@ def test_the_synthetic_routers_and_harness_look_arms_up_by_name():
 
     s = Scenario(horizon=400)
     stream = make_stream(s, 400, np.random.Generator(np.random.PCG64(1)), plans=TOY_PLANS)
-    assert stream.plans == tuple(p.name for p in TOY_PLANS) and stream.expected.shape[1] == len(TOY_PLANS)
+    assert stream.plans == tuple(p.name for p in TOY_PLANS)
+    assert stream.expected.shape[1] == len(TOY_PLANS)
     arms = {}
     for name in LEARNERS:
         live = LiveRun(s, name, stream=stream)
