@@ -4,6 +4,7 @@ the standard Python stack, with identical outputs checked. Results in bench/resu
     python bench/engine.py [--requests bench/workload/requests.jsonl] [--limit N]
                            [--full-subset 6] [--reference-python PYTHON]
     python bench/engine.py --workload bfcl [--per-category 100] [--max-tokens 128]
+                           [--blas-limit 40] [--stack-limit 40] [--plans dense,auto,...]
 
 ``--workload bfcl`` decodes BFCL's four single-call categories (``llmqp bfcl requests``: the
 first ``--per-category`` of each; 100 gives 400 requests) and adds their accuracy against
@@ -11,18 +12,25 @@ BFCL's accepted answers (the same for every exact plan: they decode the same tok
 
 Every plan decodes every request, the plans in turn on each request (FullRecompute only the
 first ``--full-subset``, beside DenseHead on the same requests); ratios are against DenseHead
-measured in the same run. The
-standard stack (transformers on torch, the same GGUF, llguidance's mask as a logits processor)
-runs in ``--reference-python`` (an interpreter with torch + transformers; default: this one, if
-it has them) as a subprocess, so its memory is its own. Also written: the workload's K and
-forced-run distribution (bench/results/k_distribution.csv) and where a step's time goes.
+measured in the same run. Two baselines join the turn on the first requests only: DenseHead on
+a second engine with the float32 BLAS body (``--kernel blas``; first ``--blas-limit``) and the
+standard stack (transformers on torch, the same GGUF, llguidance's mask as a logits processor;
+first ``--stack-limit``), which runs in ``--reference-python`` (an interpreter with torch +
+transformers; default: this one, if it has them) as a subprocess, so its memory is its own;
+every plan's speed-up over each is on the same requests. Ctrl-C or SIGTERM stops the run after
+the request in progress and writes what was decoded, marked ``partial``. Also written: the
+workload's K and forced-run distribution (bench/results/k_distribution.csv), where a step's time
+goes, peak memory (the quantized engine alone, and with the BLAS engine beside it) and the
+machine's load average at the start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -74,16 +82,57 @@ def _decode_one(engine, sessions, req, run: str):
     return session.decode(req, options)
 
 
-def _decode_interleaved(engine, requests, plans) -> dict:
-    """``{plan: [result per request]}``, every plan on each request in turn, so a change of the
-    machine's load during the run falls on every plan alike."""
-    out = {p: [] for p in plans}
+class _StandardStack:
+    """bench/standard_stack.py in ``python`` (its own interpreter, so its memory is its own),
+    decoding one request of ``requests_path`` per call so it interleaves with the engine."""
+
+    def __init__(self, python: str, requests_path: Path):
+        cmd = [python, str(HERE / "standard_stack.py"), "--requests", str(requests_path)]
+        self.proc = subprocess.Popen(
+            [*cmd, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        if not self.proc.stdout.readline():  # no "ready" line: torch or transformers missing
+            self.proc.wait()
+            raise OSError(f"{python} could not load the standard stack (the reference extra)")
+
+    def decode(self, index: int) -> dict:
+        self.proc.stdin.write(f"{index}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> dict:
+        """The stack's totals (peak memory, versions), once its input is closed."""
+        self.proc.stdin.close()
+        summary = json.loads(self.proc.stdout.readline())
+        self.proc.wait()
+        return summary
+
+
+def _decode_interleaved(engine, requests, plans, extra=None) -> tuple[dict, int]:
+    """``({run: [result per request]}, requests done)``: every plan on each request in turn,
+    so a change of the machine's load during the run falls on every plan alike. ``extra`` maps
+    a run name to ``(limit, decode(index, request))``: runs on the first ``limit`` requests only
+    (another engine, the standard stack). Ctrl-C or SIGTERM stops after the last whole request
+    and keeps what was decoded."""
+    extra = extra or {}
+    out: dict = {p: [] for p in (*plans, *extra)}
     sessions: dict = {}
-    for n, req in enumerate(requests, 1):
-        for plan in plans:
-            out[plan].append(_decode_one(engine, sessions, req, plan))
-        print(f"  [{n}/{len(requests)}] {req.id}", file=sys.stderr, flush=True)
-    return out
+    done, t0 = 0, time.perf_counter()
+    try:
+        for n, req in enumerate(requests):
+            row = {plan: _decode_one(engine, sessions, req, plan) for plan in plans}
+            row |= {name: fn(n, req) for name, (limit, fn) in extra.items() if n < limit}
+            for name, result in row.items():
+                out[name].append(result)
+            done = n + 1
+            eta = (time.perf_counter() - t0) / done * (len(requests) - done)
+            print(f"  [{done}/{len(requests)}] {req.id}  ~{eta / 60:.0f} min left",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"stopped: {done} of {len(requests)} requests kept", file=sys.stderr, flush=True)
+        for name in out:
+            del out[name][done:]
+    return out, done
 
 
 def _breakdown(results) -> dict:
@@ -180,19 +229,27 @@ def _synthetic_k(vocab: int, steps: int = 5000) -> list[dict]:
     ]
 
 
-def _standard_stack(python: str, requests_path: Path, limit: int | None) -> dict | None:
-    cmd = [python, str(HERE / "standard_stack.py"), "--requests", str(requests_path), "--json"]
-    if limit:
-        cmd += ["--limit", str(limit)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as exc:
-        print(f"standard stack skipped: {exc}", file=sys.stderr)
-        return None
-    if proc.returncode != 0:
-        print(f"standard stack skipped: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout)
+class _Result:
+    """A standard-stack answer (a dict) read like an engine result by :func:`_stats`."""
+
+    def __init__(self, row: dict):
+        self.id, self.tokens = row["id"], row["tokens"]
+        self.seconds, self.prefill_s = row["seconds"], row["prefill_s"]
+
+
+def _on_subset(results: dict, baseline: list, plans) -> dict:
+    """A run on the first ``len(baseline)`` requests only: its tokens/s, whether its tokens are
+    DenseHead's, and every plan's speed-up over it on those same requests."""
+    n = len(baseline)
+    row = _stats(baseline)
+    row["requests"] = n
+    row["identical_to_dense"] = [r.tokens for r in baseline] == [
+        r.tokens for r in results["dense"][:n]
+    ]
+    row["speedup_of_plans"] = {
+        p: _stats(results[p][:n])["tokens_per_s"] / row["tokens_per_s"] for p in plans
+    }
+    return row
 
 
 def _bfcl_requests(args) -> str:
@@ -232,6 +289,10 @@ def main(argv=None) -> int:
         help="comma-separated runs: --plan names, lookup-4 (--draft 4), auto-nodraft",
     )
     ap.add_argument("--reference-python", default=sys.executable)
+    ap.add_argument(
+        "--blas-limit", type=int, default=40, help="always-DenseHead on --kernel blas: first N"
+    )
+    ap.add_argument("--stack-limit", type=int, default=40, help="the standard stack: first N")
     ap.add_argument("--out", default=None, help="default: bench/results/engine[_bfcl].json")
     args = ap.parse_args(argv)
     suffix = "_bfcl" if args.workload == "bfcl" else ""
@@ -240,6 +301,8 @@ def main(argv=None) -> int:
         args.requests = _bfcl_requests(args)
 
     requests = load_requests(args.requests)[: args.limit]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run still reports
+    load_at_start = os.getloadavg()
     engine = Engine.load()
     engine.decode(requests[0], plan="dense")  # warm: page the weights in once for everyone
     report: dict = {
@@ -247,9 +310,27 @@ def main(argv=None) -> int:
         "model": engine.name,
         "plans": {},
         "versions": engine.versions,
+        "peak_rss_mb_quantized_engine": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    extra: dict = {}
+    if args.blas_limit:
+        blas = Engine.load(kernel="blas")
+        blas.decode(requests[0], plan="dense")
+        extra["dense-blas"] = (args.blas_limit, lambda n, req: blas.decode(req, plan="dense"))
+    stack = None
+    if args.stack_limit:
+        try:
+            stack = _StandardStack(args.reference_python, Path(args.requests))
+            stack.decode(0)  # warm, as the engines are
+            extra["standard-stack"] = (args.stack_limit, lambda n, req: stack.decode(n))
+        except OSError as exc:
+            print(f"standard stack skipped: {exc}", file=sys.stderr)
     plans = tuple(dict.fromkeys(("dense", *args.plans.split(","))))
-    results = _decode_interleaved(engine, requests, plans)
+    results, done = _decode_interleaved(engine, requests, plans, extra)
+    if done < len(requests):
+        report["partial"] = {"requests_done": done, "requests_planned": len(requests)}
+        requests = requests[:done]
+    report["requests"] = done
     report["plans"] = {plan: _stats(results[plan]) for plan in plans}
     report["drafts"] = {
         p: _drafts(results[p]) for p in plans if p in ("auto", "lookup", "lookup-4", "router")
@@ -261,10 +342,12 @@ def main(argv=None) -> int:
         report["plans"][plan]["speedup_vs_dense"] = (
             report["plans"][plan]["tokens_per_s"] / report["plans"]["dense"]["tokens_per_s"]
         )
-    sub = requests[: args.full_subset]
+    if results.get("dense-blas"):
+        report["dense_blas"] = _on_subset(results, results["dense-blas"], plans)
+    sub = requests[: args.full_subset] if done == len(requests) else []
     if sub:
         print("== full (subset)", file=sys.stderr, flush=True)
-        both = _decode_interleaved(engine, sub, ("full", "dense"))
+        both, _ = _decode_interleaved(engine, sub, ("full", "dense"))
         full_stats = _stats(both["full"])
         full_stats["identical_to_dense"] = [r.tokens for r in both["full"]] == ref[: len(sub)]
         full_stats["speedup_vs_dense_on_subset"] = (
@@ -285,20 +368,16 @@ def main(argv=None) -> int:
 
     if args.workload == "bfcl":
         report["bfcl_accuracy_dense"] = _bfcl_accuracy(results["dense"])
-    stack = _standard_stack(args.reference_python, Path(args.requests), args.limit)
     if stack is not None:
-        stack_tokens = [r["tokens"] for r in stack["results"]]
-        stack["identical_to_dense"] = stack_tokens == ref
-        stack["mismatched_requests"] = [
-            req.id for req, a, b in zip(requests, stack_tokens, ref) if a != b
-        ]
-        auto = report["plans"].get("auto", report["plans"]["dense"])["tokens_per_s"]
-        stack["auto_speedup_vs_standard_stack"] = auto / stack["tokens_per_s"]
-        stack["dense_speedup_vs_standard_stack"] = (
-            report["plans"]["dense"]["tokens_per_s"] / stack["tokens_per_s"]
-        )
-        stack.pop("results")
-        report["standard_stack"] = stack
+        stack_results = [_Result(r) for r in results["standard-stack"]]
+        report["standard_stack"] = {
+            **stack.close(),
+            **_on_subset(results, stack_results, plans),
+            "mismatched_requests": [
+                r.id for r, d in zip(stack_results, results["dense"]) if r.tokens != d.tokens
+            ],
+        }
+    report["load_average"] = {"start": load_at_start, "end": os.getloadavg()}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -314,12 +393,14 @@ def main(argv=None) -> int:
         print(
             f"{plan:>7}: {row['tokens_per_s']:6.2f} tokens/s  identical={row['identical_to_dense']}"
         )
-    if "standard_stack" in report:
-        s = report["standard_stack"]
-        print(
-            f"  stack: {s['tokens_per_s']:6.2f} tokens/s  identical={s['identical_to_dense']}  "
-            f"auto/stack = {s['auto_speedup_vs_standard_stack']:.2f}x"
-        )
+    for name in ("dense_blas", "standard_stack"):
+        if name in report:
+            s = report[name]
+            print(
+                f"{name}: {s['tokens_per_s']:6.2f} tokens/s on {s['requests']} requests  "
+                f"identical={s['identical_to_dense']}  auto = "
+                f"{s['speedup_of_plans'].get('auto', float('nan')):.2f}x it"
+            )
     if "bfcl_accuracy_dense" in report:
         acc = report["bfcl_accuracy_dense"]
         print(f"  BFCL accuracy (every exact plan): {acc['accuracy']:.3f} on {acc['requests']}")

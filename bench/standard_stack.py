@@ -21,6 +21,7 @@ Usage::
 
     python bench/standard_stack.py [--gguf PATH] [--max-tokens 64] [--repeats 3]
     python bench/standard_stack.py --requests bench/workload/requests.jsonl --json [--limit N]
+    python bench/standard_stack.py --requests FILE --serve   # request indices on stdin
 """
 
 from __future__ import annotations
@@ -281,47 +282,70 @@ def chat_prompt_ids(hf_tokenizer: Any, user_text: str) -> list[int]:
     return list(hf_tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def run_requests(stack: StandardStack, path: str, limit: int | None) -> dict:
-    """Decode a JSONL workload (app.engine.requests) the standard way; the summary
-    bench/engine.py compares with the engine: per request the ids and seconds, and totals."""
+def decode_request(stack: StandardStack, req) -> dict:
+    """One request (app.engine.requests.Request) the standard way: its ids and seconds."""
+    if req.chat:
+        prompt = chat_prompt_ids(stack.hf_tokenizer, req.prompt)
+    else:
+        prompt = list(stack.hf_tokenizer(req.prompt, add_special_tokens=False)["input_ids"])
+    spec = None if req.grammar is None else {req.grammar[0]: req.grammar[1]}
+    timings: dict = {}
+    ids, secs = standard_stack_decode(
+        stack.model, stack.lltok, prompt, spec, req.max_tokens, timings
+    )
+    return {
+        "id": req.id,
+        "prompt_tokens": prompt,
+        "tokens": ids,
+        "seconds": secs,
+        "prefill_s": timings["prefill_s"],
+    }
+
+
+def summarize(results: list[dict]) -> dict:
+    """Totals over :func:`decode_request` results, as bench/engine.py reports its plans."""
     import resource
 
-    from app.engine.requests import load_requests
-
-    results = []
-    for req in load_requests(path)[:limit]:
-        if req.chat:
-            prompt = chat_prompt_ids(stack.hf_tokenizer, req.prompt)
-        else:
-            prompt = list(stack.hf_tokenizer(req.prompt, add_special_tokens=False)["input_ids"])
-        spec = None if req.grammar is None else {req.grammar[0]: req.grammar[1]}
-        timings: dict = {}
-        ids, secs = standard_stack_decode(
-            stack.model, stack.lltok, prompt, spec, req.max_tokens, timings
-        )
-        results.append(
-            {
-                "id": req.id,
-                "prompt_tokens": prompt,
-                "tokens": ids,
-                "seconds": secs,
-                "prefill_s": timings["prefill_s"],
-            }
-        )
-    tokens = sum(len(r["tokens"]) for r in results)
-    decode_s = sum(r["seconds"] - r["prefill_s"] for r in results)
     import torch
     import transformers
 
+    tokens = sum(len(r["tokens"]) for r in results)
+    decode_s = sum(r["seconds"] - r["prefill_s"] for r in results)
     return {
         "results": results,
+        "requests": len(results),
         "tokens": tokens,
         "decode_s": decode_s,
-        "tokens_per_s": tokens / decode_s,
-        "tokens_per_s_with_prefill": tokens / sum(r["seconds"] for r in results),
+        "tokens_per_s": tokens / decode_s if decode_s else 0.0,
+        "tokens_per_s_with_prefill": tokens / max(sum(r["seconds"] for r in results), 1e-9),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
+
+
+def run_requests(stack: StandardStack, path: str, limit: int | None) -> dict:
+    """Decode a JSONL workload the standard way; the summary bench/engine.py compares."""
+    from app.engine.requests import load_requests
+
+    return summarize([decode_request(stack, req) for req in load_requests(path)[:limit]])
+
+
+def serve_requests(stack: StandardStack, path: str, inp=sys.stdin, out=sys.stdout) -> None:
+    """Line mode, so a bench can interleave this stack with its own per request: each input
+    line is a request's index in ``path``; each answer is one JSON line (that request's
+    :func:`decode_request`). At end of input, one last line: the :func:`summarize` totals
+    without the per-request results."""
+    from app.engine.requests import load_requests
+
+    requests = load_requests(path)
+    results = []
+    print(json.dumps({"ready": True}), file=out, flush=True)
+    for line in inp:
+        results.append(decode_request(stack, requests[int(line)]))
+        print(json.dumps(results[-1]), file=out, flush=True)
+    summary = summarize(results)
+    summary.pop("results")
+    print(json.dumps(summary), file=out, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,8 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", default=None, help="a JSONL workload: decode it all")
     ap.add_argument("--limit", type=int, default=None, help="with --requests: the first N")
     ap.add_argument("--json", action="store_true", help="with --requests: the summary as JSON")
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="with --requests: read request indices on stdin, answer one JSON line each",
+    )
     args = ap.parse_args(argv)
 
+    if args.requests and args.serve:
+        stack, _ = load_standard_stack(args.gguf)
+        serve_requests(stack, args.requests)
+        return 0
     if args.requests:
         stack, load_s = load_standard_stack(args.gguf)
         summary = run_requests(stack, args.requests, args.limit)

@@ -144,3 +144,23 @@ def test_matches_numpy_engine_loop(stack):
     ours, _ = ss.standard_stack_decode(st.model, st.lltok, prompt, spec, 48)
     theirs = _numpy_constrained_greedy(weights, engine_tok.to_json(), prompt, spec, 48)
     assert ours == theirs
+
+
+def test_serve_mode_answers_each_index_with_that_request(stack):
+    """The line mode bench/engine.py interleaves with: one JSON line per index, in the order
+    asked, each the same tokens as decoding that request directly; totals at end of input."""
+    import io
+
+    from app.engine.requests import load_requests
+
+    st, _ = stack
+    path = ROOT / "bench" / "workload" / "requests.jsonl"
+    requests = load_requests(path)
+    out = io.StringIO()
+    ss.serve_requests(st, path, io.StringIO("1\n0\n"), out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {"ready": True}
+    assert [r["id"] for r in lines[1:3]] == [requests[1].id, requests[0].id]
+    assert lines[1]["tokens"] == ss.decode_request(st, requests[1])["tokens"]
+    assert lines[3]["requests"] == 2
+    assert lines[3]["tokens"] == len(lines[1]["tokens"]) + len(lines[2]["tokens"])
