@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from html import escape
 
-from bokeh.models import Div
+from bokeh.models import Div, InlineStyleSheet
 
 from app.model import Scenario, explain_dict
 from app.model.explain import format_bytes, format_seconds
 
 __all__ = ["ExplainTable", "explain_html"]
 
-_STYLE = (
-    "<style>"
+# The Div's own stylesheet, parsed once: a <style> inside its text was parsed again on every
+# K move, and each new sheet restyles the page.
+_CSS = (
     "table.explain{border-collapse:collapse;font:12px/1.35 system-ui,sans-serif;width:100%}"
     ".explain th,.explain td{padding:2px 8px;text-align:right;white-space:nowrap}"
     ".explain th:first-child,.explain td:first-child{text-align:left}"
@@ -28,7 +29,6 @@ _STYLE = (
     ".explain tr.plan td{border-top:1px solid #ddd;font-weight:600}"
     ".explain tr.op td{color:#555;font-family:ui-monospace,monospace;font-size:11px}"
     ".explain tr.chosen td{background:#fff3c4}"
-    "</style>"
 )
 _HEAD = ("plan / operator", "latency", "bytes", "FLOPs", "regime", "refine p", "error", "util.")
 
@@ -55,8 +55,8 @@ def _op_rows(op: dict, depth: int, chosen: bool) -> list[str]:
 
 
 def explain_html(s: Scenario, ex: dict | None = None) -> str:
-    """The plan table for ``s`` as an HTML string (a ``<style>`` block and a ``<table>``);
-    ``ex`` is ``explain_dict(s)`` when the caller has it already."""
+    """The plan table for ``s`` as an HTML ``<table>`` (styled by :class:`ExplainTable`'s
+    stylesheet); ``ex`` is ``explain_dict(s)`` when the caller has it already."""
     ex = explain_dict(s) if ex is None else ex
     rows = []
     for plan in ex["plans"]:
@@ -86,7 +86,7 @@ def explain_html(s: Scenario, ex: dict | None = None) -> str:
         f"the fastest plan with expected decision error ≤ {budget:g}"
     )
     return (
-        f'{_STYLE}<table class="explain" data-chosen-plan="{escape(ex["chosen"])}">'
+        f'<table class="explain" data-chosen-plan="{escape(ex["chosen"])}">'
         f"<caption style='text-align:left;padding-bottom:4px'>{caption}</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
@@ -96,7 +96,11 @@ class ExplainTable:
     """The plan table as a Bokeh Div named ``explain_table``."""
 
     def __init__(self):
-        self.div = Div(name="explain_table", sizing_mode="stretch_width")
+        self.div = Div(
+            name="explain_table",
+            sizing_mode="stretch_width",
+            stylesheets=[InlineStyleSheet(css=_CSS)],
+        )
         self.layout = self.div
         self.chosen = None
 

@@ -120,3 +120,28 @@ def test_page_and_worker_hold_the_same_figure_data_after_a_step(open_page, stati
     )
     page = app.data("regret_linucb")["step"]
     assert page == worker and len(page) > 1 and page == sorted(page)
+
+
+def test_bokeh_style_sheets_rewritten_only_when_changed(open_page, static_url):
+    """templates/bokeh_paint.js: a renderer's <style> set to its own text is left alone (no
+    re-parse), a new text still lands; a K move still redraws the figure."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    got = app.page.evaluate(
+        """async () => {
+      const sheet = new (Bokeh.require("core/dom").InlineStyleSheet)({":host": {left: "1px"}});
+      const seen = [];
+      new MutationObserver((m) => seen.push(m.length)).observe(sheet.el, {childList: true});
+      sheet.replace(":host", {left: "1px"});
+      await new Promise((r) => setTimeout(r, 0));
+      const same = seen.length;
+      sheet.replace(":host", {left: "2px"});
+      await new Promise((r) => setTimeout(r, 0));
+      return [same, seen.length, sheet.css];
+    }"""
+    )
+    assert got[0] == 0
+    assert got[1] == 1
+    assert "2px" in got[2]
+    app.set_value("k_input", 4321)
+    app.page.wait_for_function("window.__data('crossover_dense').k.includes(4321)", timeout=15_000)

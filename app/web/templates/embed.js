@@ -36,6 +36,8 @@
     return;
   }
 
+  __BOKEH_PAINT_JS__
+
   const loadScript = (src) =>
     new Promise((resolve, reject) => {
       const tag = document.createElement("script");
@@ -141,6 +143,7 @@
 
   (async () => {
     for (const src of CONFIG.scripts) await loadScript(src); // in order: Bokeh, then Panel
+    quietBokehStyleSheets();
     mark("scripts");
     const snapshots = showSnapshots().catch((e) => console.warn("llmqp snapshots: " + e));
     if (typeof Worker === "undefined" || location.protocol === "file:") {

@@ -9,6 +9,9 @@ const llmqp = (window.llmqp = {
 });
 const statusEl = document.getElementById("llmqp-status");
 
+__BOKEH_PAINT_JS__
+if (window.Bokeh) quietBokehStyleSheets(); // before the pre-rendered figures paint
+
 function setState(state, text) {
   llmqp.state = state;
   document.documentElement.dataset.llmqp = state;
