@@ -18,16 +18,63 @@
 #define P 16
 #define AI static inline __attribute__((always_inline))
 
-/* Σ a[i]·b[i], i < n: 16 in-order partials, then a fixed tree. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+/* acc[0] + … + acc[15] in a fixed tree: lanes l and l + 8, then l + 4, l + 2, l + 1. Written
+ * with vector halves so the compiler keeps it in registers (the same additions as a loop). */
+AI float tree16(const float *acc) {
+    v8 lo, hi;
+    memcpy(&lo, acc, sizeof lo);
+    memcpy(&hi, acc + 8, sizeof hi);
+    v8 s8 = lo + hi;
+    v4 a4, b4;
+    memcpy(&a4, &s8, sizeof a4);
+    memcpy(&b4, (const float *)&s8 + 4, sizeof b4);
+    v4 s4 = a4 + b4;
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+/* Σ a[i]·b[i], i < n: 16 in-order partials, then the fixed tree. */
 AI float dot16(const float *a, const float *b, int64_t n) {
     float acc[P] = {0};
     int64_t i = 0;
     for (; i + P <= n; i += P)
         for (int l = 0; l < P; l++) acc[l] = fmaf(a[i + l], b[i + l], acc[l]);
     for (; i < n; i++) acc[i % P] = fmaf(a[i], b[i], acc[i % P]);
-    for (int s = P / 2; s > 0; s /= 2)
-        for (int l = 0; l < s; l++) acc[l] += acc[l + s];
-    return acc[0];
+    return tree16(acc);
+}
+
+/* e^x for x <= 0 (a score minus the row's max) in IEEE operations only, no libm: the loop over
+ * a row's scores vectorizes and every ISA gets the same bits. x = n ln2 + r with |r| <= ln2/2
+ * (ln2 in two parts, Cody-Waite), e^r by Cephes' polynomial (relative error ~1e-7), 2^n through
+ * the exponent bits; below -87 it gives e^-87 (~1e-38, nothing beside the max's 1). */
+AI float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = x * 1.44269504f + 12582912.0f; /* + 1.5 * 2^23 rounds x log2(e) to an integer */
+    n = n - 12582912.0f;
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return p * two_n;
+}
+
+/* Σ s[j], j < n: 16 in-order partials, then the fixed tree. */
+AI float sum16(const float *s, int64_t n) {
+    float acc[P] = {0};
+    int64_t i = 0;
+    for (; i + P <= n; i += P)
+        for (int l = 0; l < P; l++) acc[l] += s[i + l];
+    for (; i < n; i++) acc[i % P] += s[i];
+    return tree16(acc);
 }
 
 AI void rmsnorm_body(const float *x, const float *g, float eps, int64_t n, int64_t d, float *y) {
@@ -59,24 +106,34 @@ typedef struct {
     int64_t t, start, H, Hkv, hd, cap;
     float scale;
     const float *qkv, *cos, *sin; /* qkv (t, (H + 2 Hkv) hd); tables (start + t, hd/2) */
-    float *kc, *vc, *out, *work;  /* caches (Hkv, cap, hd); out (t, H hd); work: n + hd floats */
+    float *kc, *vc, *out, *work;  /* caches (Hkv, cap, hd); out (t, H hd); work: see py_attention */
 } Attn;
 
-/* One query head (already rotated) against the first n cached positions of kv head kv. */
-AI void attend_one(const Attn *a, const float *q, int64_t kv, int64_t n, float *o) {
-    const float *K = a->kc + kv * a->cap * a->hd, *V = a->vc + kv * a->cap * a->hd;
-    float *s = a->work, mx = -INFINITY, sum = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-        s[j] = dot16(q, K + j * a->hd, a->hd) * a->scale;
-        mx = s[j] > mx ? s[j] : mx;
+/* The query heads of one kv head (``group`` of them, rotated, side by side in q) against its
+ * first n cached positions, into o (group heads side by side): each K and V row is read once
+ * for the whole group. Every head's numbers come out as one head alone would get them. */
+AI void attend_group(const Attn *a, const float *q, int64_t kv, int64_t group, int64_t n,
+                     float *o) {
+    const int64_t hd = a->hd;
+    const float *K = a->kc + kv * a->cap * hd, *V = a->vc + kv * a->cap * hd;
+    float *s = a->work, mx[group], inv[group]; /* scores: group rows of n */
+    for (int64_t g = 0; g < group; g++) mx[g] = -INFINITY;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t g = 0; g < group; g++) {
+            float v = s[g * n + j] = dot16(q + g * hd, K + j * hd, hd) * a->scale;
+            mx[g] = v > mx[g] ? v : mx[g];
+        }
+    for (int64_t g = 0; g < group; g++) {
+        float *sg = s + g * n;
+        for (int64_t j = 0; j < n; j++) sg[j] = exp_neg(sg[j] - mx[g]);
+        inv[g] = 1.0f / sum16(sg, n);
     }
-    for (int64_t j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
-    float inv = 1.0f / sum;
-    for (int64_t i = 0; i < a->hd; i++) o[i] = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-        float p = s[j] * inv;
-        for (int64_t i = 0; i < a->hd; i++) o[i] = fmaf(p, V[j * a->hd + i], o[i]);
-    }
+    for (int64_t i = 0; i < group * hd; i++) o[i] = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t g = 0; g < group; g++) {
+            float p = s[g * n + j] * inv[g];
+            for (int64_t i = 0; i < hd; i++) o[g * hd + i] = fmaf(p, V[j * hd + i], o[g * hd + i]);
+        }
 }
 
 AI void attention_body(const Attn *a) {
@@ -90,12 +147,14 @@ AI void attention_body(const Attn *a) {
             memcpy(a->vc + (kv * a->cap + pos) * hd, k + a->Hkv * hd, sizeof(float) * hd);
         }
     }
-    float *q = a->work + a->start + a->t; /* hd floats after the scores */
+    float *q = a->work + group * (a->start + a->t); /* group heads of hd after the scores */
     for (int64_t r = 0; r < a->t; r++) { /* row r sees positions [0, start + r] */
         int64_t pos = a->start + r;
-        for (int64_t h = 0; h < a->H; h++) {
-            rope(a->qkv + r * w + h * hd, a->cos + pos * (hd / 2), a->sin + pos * (hd / 2), hd, q);
-            attend_one(a, q, h / group, pos + 1, a->out + r * a->H * hd + h * hd);
+        const float *c = a->cos + pos * (hd / 2), *s = a->sin + pos * (hd / 2);
+        for (int64_t kv = 0; kv < a->Hkv; kv++) {
+            for (int64_t g = 0; g < group; g++)
+                rope(a->qkv + r * w + (kv * group + g) * hd, c, s, hd, q + g * hd);
+            attend_group(a, q, kv, group, pos + 1, a->out + (r * a->H + kv * group) * hd);
         }
     }
 }
@@ -196,7 +255,7 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     ok = ok && sized(&qkv, t * (H + 2 * Hkv) * hd, "qkv") && sized(&out, t * H * hd, "out");
     ok = ok && sized(&cs, (start + t) * hd / 2, "cos") && sized(&sn, (start + t) * hd / 2, "sin");
     ok = ok && sized(&kc, Hkv * cap * hd, "k cache") && sized(&vc, Hkv * cap * hd, "v cache");
-    a.work = ok ? malloc(sizeof(float) * (start + t + hd)) : NULL;
+    a.work = ok ? malloc(sizeof(float) * (H / Hkv) * (start + t + hd)) : NULL; /* scores, q */
     if (ok && !a.work) ok = 0, PyErr_NoMemory();
     if (ok && t > 0) {
         a.qkv = qkv.buf, a.cos = cs.buf, a.sin = sn.buf, a.kc = kc.buf, a.vc = vc.buf;

@@ -21,8 +21,9 @@ __all__ = ["NumpyKernels", "cpu_name", "LAUNCHES"]
 
 # 3: the heads are the engine's kernels (gathers in whole 64-row chunks); 4: the body is the
 # engine's Llama body (app/measure/llama.py), no longer a one-layer ReLU stand-in; 5: that body
-# on the exact quantized kernel and C row routines (10 calls a layer instead of 65).
-VERSION = "numpy-5"
+# on the exact quantized kernel and C row routines (10 calls a layer instead of 65); 6: the
+# attention routine's own vectorized exponential and grouped query heads (same call counts).
+VERSION = "numpy-6"
 
 #: Library calls this implementation makes per operation of the cost model (keys of
 #: :data:`app.model.LAUNCHES`), counted from the code below: every numpy call that computes or
