@@ -215,12 +215,14 @@ def whole_steps(engines: dict, requests) -> dict:
 
 
 def peak_rss(kernel: str, requests_path: Path) -> float:
-    """MiB: a fresh process loads the engine with ``kernel`` and decodes the first request."""
+    """MiB: a fresh process loads the engine with ``kernel`` and decodes the first request.
+    Its own high-water mark (VmHWM): ``ru_maxrss`` starts a forked child at its parent's RSS."""
     code = (
-        "import resource, sys; from app.engine.engine import Engine;"
+        "from app.engine.engine import Engine;"
         "from app.engine.requests import load_requests;"
         f"e = Engine.load(kernel={kernel!r}); e.decode(load_requests({str(requests_path)!r})[0],"
-        " plan='dense'); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        " plan='dense');"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
