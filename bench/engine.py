@@ -290,11 +290,19 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--reference-python", default=sys.executable)
     ap.add_argument(
-        "--blas-limit", type=int, default=40, help="always-DenseHead on --kernel blas: first N"
+        "--blas-limit",
+        type=int,
+        default=40,
+        help="always-DenseHead on --kernel blas: first N (0: none)",
     )
-    ap.add_argument("--stack-limit", type=int, default=40, help="the standard stack: first N")
+    ap.add_argument(
+        "--stack-limit", type=int, default=40, help="the standard stack: first N (0: none)"
+    )
     ap.add_argument("--out", default=None, help="default: bench/results/engine[_bfcl].json")
     args = ap.parse_args(argv)
+    for name in ("blas_limit", "stack_limit", "full_subset"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     suffix = "_bfcl" if args.workload == "bfcl" else ""
     args.out = args.out or str(HERE / "results" / f"engine{suffix}.json")
     if args.workload == "bfcl":
@@ -327,6 +335,9 @@ def main(argv=None) -> int:
             print(f"standard stack skipped: {exc}", file=sys.stderr)
     plans = tuple(dict.fromkeys(("dense", *args.plans.split(","))))
     results, done = _decode_interleaved(engine, requests, plans, extra)
+    if done == 0:
+        print("stopped before the first request ended: nothing to report", file=sys.stderr)
+        return 1
     if done < len(requests):
         report["partial"] = {"requests_done": done, "requests_planned": len(requests)}
         requests = requests[:done]
@@ -368,10 +379,11 @@ def main(argv=None) -> int:
 
     if args.workload == "bfcl":
         report["bfcl_accuracy_dense"] = _bfcl_accuracy(results["dense"])
-    if stack is not None:
+    stack_summary = stack.close() if stack is not None else None
+    if results.get("standard-stack"):
         stack_results = [_Result(r) for r in results["standard-stack"]]
         report["standard_stack"] = {
-            **stack.close(),
+            **stack_summary,
             **_on_subset(results, stack_results, plans),
             "mismatched_requests": [
                 r.id for r, d in zip(stack_results, results["dense"]) if r.tokens != d.tokens
