@@ -355,7 +355,7 @@ def main(argv=None) -> int:
         )
     if results.get("dense-blas"):
         report["dense_blas"] = _on_subset(results, results["dense-blas"], plans)
-    sub = requests[: args.full_subset] if done == len(requests) else []
+    sub = [] if "partial" in report else requests[: args.full_subset]  # a stopped run ends
     if sub:
         print("== full (subset)", file=sys.stderr, flush=True)
         both, _ = _decode_interleaved(engine, sub, ("full", "dense"))
