@@ -252,19 +252,26 @@ def _on_subset(results: dict, baseline: list, plans) -> dict:
     return row
 
 
-def _bfcl_requests(args) -> str:
-    """Write BFCL's requests (fetching the data once) next to --out; return the file."""
+def bfcl_requests(path, per_category: int, max_tokens: int) -> str:
+    """Write BFCL's requests to ``path`` (fetching the data once): the first ``per_category``
+    of each category, in app/engine/bfcl.py's order, as ``llmqp bfcl requests`` converts them
+    (bench/stream_load.py reuses this); return the file."""
     from app.cli.bfcl import write_requests
     from app.engine.fetch import fetch_bfcl
 
     fetch_bfcl(progress=lambda line: print(line, file=sys.stderr))
-    path = Path(args.out).with_name("bfcl_requests.jsonl")
-    kept, notes, bad = write_requests(path, None, args.per_category, args.max_tokens)
+    kept, notes, bad = write_requests(path, None, per_category, max_tokens)
     print(
         f"BFCL: {len(kept)} requests ({len(notes)} with a changed feature, {len(bad)} left out)",
         file=sys.stderr,
     )
     return str(path)
+
+
+def _bfcl_requests(args) -> str:
+    """BFCL's requests next to --out (:func:`bfcl_requests`); return the file."""
+    path = Path(args.out).with_name("bfcl_requests.jsonl")
+    return bfcl_requests(path, args.per_category, args.max_tokens)
 
 
 def _bfcl_accuracy(results) -> dict:

@@ -3,8 +3,11 @@
 Usage: ``python bench/service_load.py [--clients 50] [--rounds 1] [--deadline 300]``, or
 ``--streaming 1,4,8,16`` for the continuous-batching load (:mod:`stream_load`: concurrent
 streaming function-call completions at each concurrency, tokens/s, time to first token,
-per-token latency, exactness against C = 1; ``--max-batch`` is the server's; each level runs
-against a fresh server after one unmeasured warm-up request).
+per-token latency, exactness against C = 1; ``--max-batch`` is the server's, by default the
+largest level or 16; each level runs against a fresh server after one unmeasured warm-up
+request). ``--streaming 1,4,8,16,32 --bfcl 32`` sends BFCL requests instead: every level the
+same 32 (the first 8 of each category, mixed), each compared with its C = 1 decode; results in
+``bench/results/service_stream_bfcl.json``.
 
 It starts ``python -m app.backend --port 0`` (decoding the fetched model when present, else
 measurements only, said in the output), runs ``--clients`` threads of ``--rounds`` requests each
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -143,41 +147,76 @@ def _stop(proc) -> None:
 def _streaming(args) -> int:
     """The continuous-batching load: each level of ``--streaming`` against a fresh server (its
     prompt-prefix cache empty) after one unmeasured warm-up request."""
-    from stream_load import function_calls, run_level, warm_up
+    from stream_load import bfcl_requests, chat_body, function_calls, run_level, warm_up
 
     levels = [int(c) for c in args.streaming.split(",")]
-    if not all(1 <= c <= 64 for c in levels) or not 1 <= args.max_batch <= 256:
-        raise SystemExit("--streaming levels in [1, 64], --max-batch in [1, 256]")
-    bodies = function_calls(HERE / "workload" / "requests.jsonl", args.max_tokens)
-    report = {"max_batch": args.max_batch, "max_batch_tokens": args.max_batch_tokens,
+    if not all(1 <= c <= 64 for c in levels):
+        raise SystemExit(f"--streaming levels must be in [1, 64], got {args.streaming}")
+    max_batch = args.max_batch or max(16, *levels)
+    server = ["--max-batch", str(max_batch)]
+    if args.max_batch_tokens is not None:
+        server += ["--max-batch-tokens", str(args.max_batch_tokens)]
+    report = {"max_batch": max_batch, "max_batch_tokens": args.max_batch_tokens,
               "max_tokens": args.max_tokens, "levels": []}  # fmt: skip
-    pass_tokens = [] if args.max_batch_tokens is None else ["--max-batch-tokens",
-                                                            str(args.max_batch_tokens)]  # fmt: skip
+    if args.bfcl:
+        reqs = bfcl_requests(args.bfcl, args.max_tokens)
+        bodies = [chat_body(r, args.max_tokens) for r in reqs]
+        server += ["--decode-deadline", str(args.deadline)]  # the bench's bound, not 60 s
+        report |= {"workload": "bfcl", "request_ids": [r["id"] for r in reqs]}
+    else:
+        bodies = function_calls(HERE / "workload" / "requests.jsonl", args.max_tokens)
+    report["server_flags"] = server
     solo = None
     for c in levels:
-        proc, port = _start(["--max-batch", str(args.max_batch), *pass_tokens])
+        proc, port = _start(server)
         if port is None:
             return 1
+        load = os.getloadavg()
         try:
             model = _request(port, "GET", "/v1/models")[1]["data"][0]["id"]
             report.setdefault("baseline_rss_bytes", _vm(proc.pid, "VmRSS"))
             warm = warm_up(port, model, bodies[0], args.deadline)
             level = run_level(port, model, bodies, c, args.rounds, args.deadline,
-                              lambda pid=proc.pid: _vm(pid, "VmHWM"))  # fmt: skip
+                              lambda pid=proc.pid: _vm(pid, "VmHWM"), bool(args.bfcl))  # fmt: skip
         finally:
             _stop(proc)
         level["warm_up_status"] = warm
+        level["load_average"] = {"start": load, "end": os.getloadavg()}
         outputs = level.pop("outputs")
-        solo = outputs if solo is None else solo
+        if solo is None:
+            solo = outputs
+            report["first_level"] = c
+            name = (lambda n: bodies[int(n)]["id"]) if args.bfcl else str
+            report["tokens_first_level"] = {name(n): outputs[n] for n in sorted(outputs, key=int)}
         same = [outputs[n] == solo[n] for n in outputs if n in solo]
         level["exact_vs_first_level"] = f"{sum(same)}/{len(same)}"
+        level["not_exact"] = [n for n in outputs if n in solo and outputs[n] != solo[n]]
         report["levels"].append(level)
         print(json.dumps(level), file=sys.stderr, flush=True)
-    out = Path(args.out or HERE / "results" / "service_stream.json")
+    name = "service_stream_bfcl.json" if args.bfcl else "service_stream.json"
+    out = Path(args.out or HERE / "results" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _check_bfcl(p, args) -> None:
+    """``--bfcl N`` at the boundary: with --streaming, N in [largest level, 400], one round."""
+    from stream_load import BFCL_MAX
+
+    if not args.streaming:
+        p.error("--bfcl needs --streaming (the levels it is sent at)")
+    try:
+        top = max(int(c) for c in args.streaming.split(","))
+    except ValueError:
+        p.error(f"--streaming must be comma-separated integers, got {args.streaming!r}")
+    if not top <= args.bfcl <= BFCL_MAX:
+        p.error(f"--bfcl must be in [{top}, {BFCL_MAX}] (at least the largest --streaming "
+                f"level, so every client has a request), got {args.bfcl}")  # fmt: skip
+    if args.rounds != 1:
+        p.error(f"--rounds must be 1 with --bfcl (every level sends the N requests once), "
+                f"got {args.rounds}")  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -188,13 +227,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="default bench/results/service_load.json "
                    "(service_stream.json with --streaming)")  # fmt: skip
     p.add_argument("--streaming", default=None, help="concurrency levels, e.g. 1,4,8,16")
-    p.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="the server's --max-batch (default: the largest level, >= 16)")  # fmt: skip
     p.add_argument("--max-tokens", type=int, default=24, help="per streamed request")
+    p.add_argument("--bfcl", type=int, default=None, metavar="N",
+                   help="with --streaming: each level sends the first N BFCL requests")  # fmt: skip
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="the server's --max-batch-tokens (default: the server's)")  # fmt: skip
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 200 and 1 <= args.rounds <= 20 and 0 < args.deadline <= 900):
         p.error("--clients in [1, 200], --rounds in [1, 20], --deadline in (0, 900]")
+    if args.max_batch is not None and not 1 <= args.max_batch <= 256:
+        p.error(f"--max-batch must be in [1, 256], got {args.max_batch}")
+    if not 1 <= args.max_tokens <= 4096:
+        p.error(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
+    if args.bfcl is not None:
+        _check_bfcl(p, args)
     if args.streaming:
         return _streaming(args)
 

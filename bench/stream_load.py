@@ -13,30 +13,60 @@ Request ``n = i·R + r`` (client i's r-th) is body ``n mod len(bodies)`` with it
 "Request n." — so no two requests of a level share a whole prompt (the server reuses shared
 prompt prefixes: this keeps the reuse to what real traffic shares, the chat template's system
 turn), and request n is the same prompt at every level (compared with the C = 1 level's).
+
+BFCL (``--bfcl N``, :func:`bfcl_requests`): every level sends the same N requests, untagged
+(BFCL's own prompts), the C clients taking them in order from one queue (each its next when its
+last one ends), so every request is compared with its C = 1 decode and every level does the same
+work.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
-__all__ = ["function_calls", "run_level", "tagged", "warm_up"]
+__all__ = ["bfcl_requests", "chat_body", "function_calls", "run_level", "tagged", "warm_up"]
+
+#: How many BFCL requests ``--bfcl`` may ask for (the four categories hold 1,911).
+BFCL_MAX = 400
+
+
+def chat_body(req: dict, max_tokens: int) -> dict:
+    """A JSON-schema request (a line of the engine's request JSONL) as a chat body: the prompt
+    as the user turn, the schema as ``response_format``."""
+    fmt = {"type": "json_schema", "json_schema": {"name": req["id"], "schema": req["schema"]}}
+    return {"id": req["id"], "messages": [{"role": "user", "content": req["prompt"]}],
+            "response_format": fmt, "max_tokens": max_tokens}  # fmt: skip
 
 
 def function_calls(path: Path, max_tokens: int) -> list[dict]:
     """The workload's JSON-schema requests as chat bodies with ``response_format``."""
-    bodies = []
-    for line in path.read_text().splitlines():
-        req = json.loads(line)
-        if "schema" not in req:
-            continue
-        fmt = {"type": "json_schema", "json_schema": {"name": req["id"], "schema": req["schema"]}}
-        bodies.append({"id": req["id"], "messages": [{"role": "user", "content": req["prompt"]}],
-                       "response_format": fmt, "max_tokens": max_tokens})  # fmt: skip
-    return bodies
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [chat_body(req, max_tokens) for req in lines if "schema" in req]
+
+
+def bfcl_requests(n: int, max_tokens: int) -> list[dict]:
+    """The first ``n`` BFCL requests (engine request dicts): bench/engine.py's BFCL requests
+    (the first ``ceil(n / 4)`` of each category, converted by ``llmqp bfcl requests``), taken
+    one per category in turn (simple_python, multiple, live_simple, live_multiple, then each
+    one's second, …), so any prefix of them mixes the categories."""
+    from engine import bfcl_requests as write  # bench/engine.py
+
+    from app.engine.bfcl import BFCL_CATEGORIES
+
+    if not 1 <= n <= BFCL_MAX:
+        raise ValueError(f"--bfcl must be in [1, {BFCL_MAX}], got {n}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(write(Path(tmp) / "bfcl.jsonl", -(-n // len(BFCL_CATEGORIES)), max_tokens))
+        reqs = [json.loads(line) for line in path.read_text().splitlines()]
+    by_cat = {c: [r for r in reqs if r["id"].startswith(c + "_")] for c in BFCL_CATEGORIES}
+    mixed = [r for row in zip(*by_cat.values()) for r in row]
+    return mixed[:n]
 
 
 def tagged(body: dict, n) -> dict:
@@ -59,7 +89,7 @@ def _stream_one(port: int, model: str, body: dict, timeout: float) -> dict:
         out = {"status": resp.status, "error": resp.read()[:200].decode("utf-8", "replace")}
         conn.close()
         return out
-    times, tokens, stop = [], [], None
+    times, tokens, stop, usage = [], [], None, {}
     while line := resp.readline():
         line = line.strip()
         if not line.startswith(b"data: ") or line == b"data: [DONE]":
@@ -71,11 +101,12 @@ def _stream_one(port: int, model: str, body: dict, timeout: float) -> dict:
         tail = event.get("llmqp") or {}
         if "tokens" in tail:
             tokens, stop = tail["tokens"], tail.get("stop")
+        usage = event.get("usage") or usage
     conn.close()
     gaps = [b - a for a, b in zip(times, times[1:])]
     return {"status": 200, "tokens": tokens, "stop": stop,
             "ttft": times[0] - t0 if times else None, "gaps": gaps,
-            "n_chunks": len(times)}  # fmt: skip
+            "n_chunks": len(times), "prompt_tokens": usage.get("prompt_tokens")}  # fmt: skip
 
 
 def warm_up(port: int, model: str, body: dict, timeout: float) -> int:
@@ -90,20 +121,33 @@ def _pct(values, q):
     return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
 
 
-def run_level(port, model, bodies, clients, rounds, deadline_s, rss) -> dict:
+def run_level(port, model, bodies, clients, rounds, deadline_s, rss, shared=False) -> dict:
     """``clients`` threads × ``rounds`` requests; client i's r-th request is number
-    ``n = i * rounds + r``: body ``n % len(bodies)``, :func:`tagged` with n. ``rss()`` reads the
-    server's peak memory. ``outputs`` is keyed by n."""
+    ``n = i * rounds + r``: body ``n % len(bodies)``, :func:`tagged` with n. ``shared``
+    (``rounds`` unused): request n is body n as it is, every body once, the clients taking the
+    next from one queue. ``rss()`` reads the server's peak memory. ``outputs`` is keyed by n."""
     results: list[tuple[int, dict]] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + deadline_s
+    queue = iter(range(len(bodies)))
+
+    def requests(i):
+        if not shared:
+            yield from ((n, tagged(bodies[n % len(bodies)], n))
+                        for n in range(i * rounds, (i + 1) * rounds))  # fmt: skip
+            return
+        while True:
+            with lock:
+                n = next(queue, None)
+            if n is None:
+                return
+            yield n, bodies[n]
 
     def client(i):
-        for r in range(rounds):
+        for n, body in requests(i):
             if time.monotonic() > stop_at:
                 return
-            n = i * rounds + r
-            out = _stream_one(port, model, tagged(bodies[n % len(bodies)], n), deadline_s)
+            out = _stream_one(port, model, body, deadline_s)
             with lock:
                 results.append((n, out))
 
@@ -129,5 +173,7 @@ def run_level(port, model, bodies, clients, rounds, deadline_s, rss) -> dict:
         "ttft_s": {"p50": _pct(ttft, 0.5), "p99": _pct(ttft, 0.99)},
         "per_token_s": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99)},
         "peak_rss_bytes": rss(),
+        "stops": dict(Counter(str(o["stop"]) for _, o in ok)),
+        "prompt_tokens": sum(o["prompt_tokens"] or 0 for _, o in ok),
         "outputs": {str(j): o["tokens"] for j, o in ok},
     }
