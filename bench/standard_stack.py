@@ -14,6 +14,16 @@ Stopping, in this order after each chosen token ``t`` is appended to the output:
 * the matcher is stopped after consuming ``t`` (the grammar admits no more bytes): stop, no EOS.
 * ``max_tokens`` ids have been returned: stop.
 
+Batched (``--batch 1,4,8,16,32 --bfcl 32``, :func:`batched_decode`): the same loop over a
+left-padded batch of B sequences, as transformers batches: one forward a step for every sequence
+still running (attention mask over the padding, position ids counted from each sequence's first
+real token), each sequence's own llguidance mask and greedy pick, a finished sequence retired at
+once (its rows dropped from the batch and the KV cache). At each B the N requests run as
+consecutive batches of B (static batching: a batch ends when its last sequence does). Reported
+per B: aggregate tokens/s, time to first token, per-token gaps, peak memory, and how many
+requests' tokens equal B = 1's and the engine's (``--engine-tokens``, a
+bench/service_load.py BFCL result); bench/results/stack_batch_bfcl.json.
+
 Needs the ``reference`` extra (torch, transformers, accelerate) plus ``gguf``, ``tokenizers`` and
 ``llguidance``; none of them is imported by the project's app at import time.
 
@@ -22,6 +32,8 @@ Usage::
     python bench/standard_stack.py [--gguf PATH] [--max-tokens 64] [--repeats 3]
     python bench/standard_stack.py --requests bench/workload/requests.jsonl --json [--limit N]
     python bench/standard_stack.py --requests FILE --serve   # request indices on stdin
+    python bench/standard_stack.py --batch 1,4,8,16,32 --bfcl 32 --max-tokens 128
+                                   [--engine-tokens bench/results/service_stream_bfcl.json]
 """
 
 from __future__ import annotations
@@ -273,6 +285,162 @@ def standard_stack_generate(
     return [int(t) for t in seq[0, n_prompt:]], time.perf_counter() - t0
 
 
+def batched_decode(
+    stack: StandardStack, prompts: list[list[int]], specs: list[dict], max_tokens: list[int]
+) -> list[dict]:
+    """Greedy constrained decodes of ``prompts`` as one left-padded batch (see the module
+    docstring); per sequence its ``tokens`` and the seconds from the batch's start (its
+    matchers' compilation included) to each token (``times``)."""
+    import torch
+
+    _set_one_thread()
+    t0 = time.perf_counter()
+    procs = [LLGuidanceLogitsProcessor(make_matcher(stack.lltok, s)) for s in specs]
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), EOS_ID, dtype=torch.long)  # padding: masked out
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = new_kv_cache(stack.model)
+    (kv,) = cache.values()
+    out: list[dict] = [{"tokens": [], "times": []} for _ in prompts]
+    active = list(range(len(prompts)))  # the sequence of each batch row
+    with torch.inference_mode():
+        res = stack.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                          logits_to_keep=1, **cache)  # fmt: skip
+        while True:
+            logits, keep = res.logits[:, -1, :].float(), []
+            for row, i in enumerate(active):
+                scores = logits[row].clone()
+                procs[i](None, scores)
+                tok = int(torch.argmax(scores))
+                procs[i].consume(tok)
+                out[i]["tokens"].append(tok)
+                out[i]["times"].append(time.perf_counter() - t0)
+                stopped = tok == EOS_ID or procs[i].matcher.is_stopped()
+                if not (stopped or len(out[i]["tokens"]) >= max_tokens[i]):
+                    keep.append(row)
+            if not keep:
+                return out
+            step = torch.tensor([[out[active[r]]["tokens"][-1]] for r in keep], dtype=torch.long)
+            if len(keep) < len(active):  # retire the finished sequences
+                rows = torch.tensor(keep, dtype=torch.long)
+                kv.batch_select_indices(rows)
+                mask, pos = mask[rows], pos[rows]
+                active = [active[r] for r in keep]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+            pos = pos[:, -1:] + 1
+            res = stack.model(input_ids=step, attention_mask=mask, position_ids=pos,
+                              use_cache=True, **cache)  # fmt: skip
+
+
+def _peak_rss_reset() -> bool:
+    """Reset this process's VmHWM (Linux ``clear_refs``); whether it could."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _pct(values, q):
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
+
+
+def batch_level(stack: StandardStack, reqs: list, batch: int, stop_at: float) -> dict:
+    """``reqs`` (DecodeRequests) as consecutive batches of ``batch``: the level's totals and
+    each request's tokens. TTFT two ways: from its batch's start, and as ``batch`` clients of a
+    static-batching server see it (client r sends its next request when its last one ends and
+    it joins the next batch: row r of batch j follows row r of batch j - 1)."""
+    reset = _peak_rss_reset()
+    results, wall, prev_end = [], 0.0, {}
+    ttft, ttft_client, gaps, rows, padded = [], [], [], 0, 0
+    for j in range(0, len(reqs), batch):
+        if time.monotonic() > stop_at:
+            break
+        group = reqs[j : j + batch]
+        prompts = [chat_prompt_ids(stack.hf_tokenizer, r.prompt) for r in group]
+        specs = [{r.grammar[0]: r.grammar[1]} for r in group]
+        out = batched_decode(stack, prompts, specs, [r.max_tokens for r in group])
+        rows += sum(map(len, prompts))
+        padded += len(prompts) * max(map(len, prompts))
+        for r, (req, o) in enumerate(zip(group, out)):
+            ttft.append(o["times"][0])
+            ttft_client.append(wall + o["times"][0] - prev_end.get(r, 0.0))
+            prev_end[r] = wall + o["times"][-1]
+            gaps += [b - a for a, b in zip(o["times"], o["times"][1:])]
+            results.append({"id": req.id, "tokens": o["tokens"]})
+        wall += max(o["times"][-1] for o in out)
+    tokens = sum(len(r["tokens"]) for r in results)
+    return {
+        "batch": batch,
+        "requests": len(results),
+        "tokens": tokens,
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 2) if wall else None,
+        "ttft_s": {"p50": _pct(ttft, 0.5), "p99": _pct(ttft, 0.99)},
+        "ttft_clients_s": {"p50": _pct(ttft_client, 0.5), "p99": _pct(ttft_client, 0.99)},
+        "per_token_s": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99)},
+        "prompt_rows": rows,
+        "padded_prompt_rows": padded,
+        "peak_rss_bytes": _vm_hwm() if reset else None,
+        "results": results,
+    }
+
+
+def run_batched(stack: StandardStack, args) -> dict:
+    """Every ``--batch`` level on the first ``--bfcl`` BFCL requests (bench/stream_load.py's,
+    the same as bench/service_load.py --bfcl sends), after one unmeasured warm-up decode."""
+    import torch
+    import transformers
+    from stream_load import bfcl_requests
+
+    from app.engine.requests import DecodeRequest
+
+    reqs = [DecodeRequest.from_dict(r) for r in bfcl_requests(args.bfcl, args.max_tokens)]
+    engine = {}
+    if args.engine_tokens:
+        engine = json.loads(Path(args.engine_tokens).read_text())["tokens_first_level"]
+    batched_decode(stack, [chat_prompt_ids(stack.hf_tokenizer, reqs[0].prompt)],
+                   [{reqs[0].grammar[0]: reqs[0].grammar[1]}], [8])  # fmt: skip
+    stop_at = time.monotonic() + args.deadline
+    report = {"requests": [r.id for r in reqs], "max_tokens": args.max_tokens,
+              "torch_threads": torch.get_num_threads(), "levels": [],
+              "versions": {"torch": torch.__version__,
+                           "transformers": transformers.__version__}}  # fmt: skip
+    solo = None
+    for b in args.levels:
+        load = os.getloadavg()
+        level = batch_level(stack, reqs, b, stop_at)
+        level["load_average"] = {"start": load, "end": os.getloadavg()}
+        toks = {r["id"]: r["tokens"] for r in level.pop("results")}
+        solo = toks if solo is None else solo
+        same = [toks[i] == solo[i] for i in toks if i in solo]
+        level["equal_to_first_level"] = f"{sum(same)}/{len(same)}"
+        level["not_equal_to_first_level"] = [i for i in toks if i in solo and toks[i] != solo[i]]
+        same = [toks[i] == engine[i] for i in toks if i in engine]
+        level["equal_to_engine"] = f"{sum(same)}/{len(same)}" if engine else None
+        level["not_equal_to_engine"] = [i for i in toks if i in engine and toks[i] != engine[i]]
+        if b == args.levels[0]:
+            report["tokens_first_level"] = toks
+        report["levels"].append(level)
+        print(json.dumps(level), file=sys.stderr, flush=True)
+    report["first_level"] = args.levels[0]
+    return report
+
+
 def chat_prompt_ids(hf_tokenizer: Any, user_text: str) -> list[int]:
     """The GGUF chat template applied to one user message (the template adds SmolLM's default
     system message), with the assistant turn opened; tokenized without extra special tokens."""
@@ -348,6 +516,30 @@ def serve_requests(stack: StandardStack, path: str, inp=sys.stdin, out=sys.stdou
     print(json.dumps(summary), file=out, flush=True)
 
 
+def _check_batched(ap, args) -> None:
+    """``--batch`` and ``--bfcl`` at the boundary (each needs the other)."""
+    from stream_load import BFCL_MAX
+
+    if not (args.batch and args.bfcl is not None):
+        ap.error("--batch and --bfcl go together (batch sizes, and the BFCL requests they run)")
+    try:
+        args.levels = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        ap.error(f"--batch must be comma-separated integers, got {args.batch!r}")
+    if not all(1 <= b <= 64 for b in args.levels):
+        ap.error(f"--batch sizes must be in [1, 64], got {args.batch}")
+    top = max(args.levels)
+    if not top <= args.bfcl <= BFCL_MAX:
+        ap.error(f"--bfcl must be in [{top}, {BFCL_MAX}] (at least the largest --batch, so "
+                 f"that batch is full), got {args.bfcl}")  # fmt: skip
+    if not 1 <= args.max_tokens <= 4096:
+        ap.error(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
+    if not 0 < args.deadline <= 7200:
+        ap.error(f"--deadline must be in (0, 7200] seconds, got {args.deadline}")
+    if args.engine_tokens and not Path(args.engine_tokens).is_file():
+        ap.error(f"--engine-tokens: no such file {args.engine_tokens}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gguf", default=None, help="GGUF path (default: the project cache)")
@@ -361,7 +553,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --requests: read request indices on stdin, answer one JSON line each",
     )
+    ap.add_argument("--batch", default=None, help="batch sizes, e.g. 1,4,8,16,32 (with --bfcl)")
+    ap.add_argument("--bfcl", type=int, default=None, metavar="N", help="the first N BFCL requests")
+    ap.add_argument("--engine-tokens", default=None, help="a service_load.py --bfcl result")
+    ap.add_argument("--deadline", type=float, default=1800.0, help="seconds for the whole run")
+    ap.add_argument("--out", default=None, help="default bench/results/stack_batch_bfcl.json")
     args = ap.parse_args(argv)
+    if args.batch or args.bfcl:
+        _check_batched(ap, args)
+        stack, load_s = load_standard_stack(args.gguf)
+        report = run_batched(stack, args)
+        report["load_s"] = load_s
+        out = Path(args.out or Path(__file__).parent / "results" / "stack_batch_bfcl.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
 
     if args.requests and args.serve:
         stack, _ = load_standard_stack(args.gguf)
