@@ -1,6 +1,8 @@
 """Where a continuous-batching run's time goes, in the engine (no HTTP): phases of the passes.
 
-Usage: ``python bench/batch_profile.py [--batch 1,4,16] [--requests 16] [--max-tokens 16]``.
+Usage: ``python bench/batch_profile.py [--batch 1,4,16] [--requests 16] [--max-tokens 16]
+[--bfcl]`` (``--bfcl``: the first ``--requests`` BFCL requests as bench/service_load.py --bfcl
+sends them, untagged).
 
 For each batch size B, a :class:`~app.engine.scheduler.Scheduler` decodes the same requests (the
 workload's JSON-schema function calls, each user turn headed "Request n." as the streaming load
@@ -58,6 +60,14 @@ def _requests(n: int, max_tokens: int):
             for i in range(n)]  # fmt: skip
 
 
+def _bfcl(n: int, max_tokens: int):
+    from stream_load import bfcl_requests
+
+    from app.engine.requests import DecodeRequest
+
+    return [DecodeRequest.from_dict(r) for r in bfcl_requests(n, max_tokens)]
+
+
 def profile(engine, reqs, batch: int, threads: int | None) -> dict:
     from app.engine.batch_limits import BatchLimits
     from app.engine.scheduler import Scheduler
@@ -66,18 +76,23 @@ def profile(engine, reqs, batch: int, threads: int | None) -> dict:
     sched = Scheduler(engine.session(), BatchLimits(max_batch=batch), threads=threads)
     warm = dataclasses.replace(reqs[0], id="warm-up", prompt="Request warm-up. " + reqs[0].prompt)
     sched.decode_all([warm])  # as the streaming load: the template's prefix is stored once
+    warm_passes, warm_reused = len(sched.pass_sizes), sched.stats()["prefixes"]["reused_positions"]
     body_fn = _wrap(sched.body, "forward_batch", "body", acc)
     t0 = time.perf_counter()
     results = sched.decode_all(reqs)
     wall = time.perf_counter() - t0
     sched.body.forward_batch = body_fn
-    rows = sum(n for _, n in sched.pass_sizes)
+    rows = sum(n for _, n in sched.pass_sizes[warm_passes:])  # the warm-up's passes left out
+    reused = sched.stats()["prefixes"]["reused_positions"] - warm_reused
+    prefill = sum(len(engine.prompt_ids(r)) for r in reqs) - reused
     tokens = sum(len(r.tokens) for r in results)
     phases = {k: round(v, 3) for k, v in acc.items()}
     phases["other"] = round(wall - sum(acc.values()), 3)
     return {"batch": batch, "threads": sched.threads.stats(), "wall_s": round(wall, 3),
             "tokens": tokens, "tokens_per_s": round(tokens / wall, 1), "passes": sched.passes,
             "body_rows": rows, "rows_per_request": round(rows / len(reqs), 1),
+            "prefill_rows_per_request": round(prefill / len(reqs), 1),
+            "decode_rows_per_request": round((rows - prefill) / len(reqs), 1),
             "ms_per_row": round(1e3 * acc["body"] / rows, 2), "phases_s": phases,
             "prefixes": sched.stats()["prefixes"],
             "tokens_by_request": [r.tokens for r in results]}  # fmt: skip
@@ -94,10 +109,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="kernel threads of a large pass")
     p.add_argument("--out", default=None)
+    p.add_argument("--bfcl", action="store_true", help="BFCL requests instead of the workload's")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batch.split(",")]
     if not (all(1 <= b <= 64 for b in batches) and 1 <= args.requests <= 64):
         p.error("--batch sizes in [1, 64], --requests in [1, 64]")
+    if not 1 <= args.max_tokens <= 4096:
+        p.error(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
     engine = Engine.load()
     acc = defaultdict(float)
     for key, (mod, cls, names) in TIMED.items():
@@ -105,7 +123,7 @@ def main(argv=None) -> int:
         klass = module if cls is None else getattr(module, cls)
         for name in names:
             _wrap(klass, name, key, acc)
-    reqs = _requests(args.requests, args.max_tokens)
+    reqs = (_bfcl if args.bfcl else _requests)(args.requests, args.max_tokens)
     report, first = [], None
     for b in batches:
         acc.clear()
