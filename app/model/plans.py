@@ -9,6 +9,7 @@ arm order there); this module only reads them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .amortization import decision_error_rate, refine_probability
@@ -99,6 +100,14 @@ def annotate(plan: Plan, s: Scenario, plans=PLANS) -> Plan:
 
 def plan_costs(s: Scenario, plans=PLANS) -> tuple[Plan, ...]:
     """Expand and annotate every physical plan of the scenario's step."""
+    check_instance("s", s, Scenario)
+    return _plan_costs(s, check_plans(plans))
+
+
+@functools.lru_cache(maxsize=32)
+def _plan_costs(s: Scenario, plans: tuple) -> tuple[Plan, ...]:
+    # Cached (the arguments and the result are immutable): a K move in the app prices the
+    # plans for Figure 1's readout and again for the EXPLAIN table.
     return tuple(annotate(p, s, plans) for p in expand(s, plans))
 
 
