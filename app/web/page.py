@@ -38,15 +38,15 @@ class Page:
     bundled: frozenset[str]  # Panel ``dist/bundled/<name>`` folders the page refers to
 
 
-def _with_bokeh_paint(script: str) -> str:
-    """``script`` with ``templates/bokeh_paint.js`` (BokehJS paint fixes) in place."""
-    return script.replace("__BOKEH_PAINT_JS__", (TEMPLATES / "bokeh_paint.js").read_text())
+def _with_bokeh_patches(script: str) -> str:
+    """``script`` with ``templates/bokeh_patches.js`` (cheaper K moves) in place."""
+    return script.replace("__BOKEH_PATCHES_JS__", (TEMPLATES / "bokeh_patches.js").read_text())
 
 
 def _handler_template(config: dict):
     from jinja2 import Template
 
-    text = _with_bokeh_paint((TEMPLATES / "handler.js").read_text())
+    text = _with_bokeh_patches((TEMPLATES / "handler.js").read_text())
     text = text.replace("__CONFIG__", json.dumps(config))
     return Template("{% raw %}" + text + "{% endraw %}")
 
@@ -334,7 +334,7 @@ def worker_script(
 
 def embed_script(config: dict) -> str:
     """``embed.js`` (templates/embed.js) with its ``config``: worker, scripts, figure names."""
-    text = _with_bokeh_paint((TEMPLATES / "embed.js").read_text())
+    text = _with_bokeh_patches((TEMPLATES / "embed.js").read_text())
     return text.replace("__CONFIG__", json.dumps(config))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 
 def test_site_is_interactive_offline(open_page, static_url, app_checks):
@@ -123,7 +124,7 @@ def test_page_and_worker_hold_the_same_figure_data_after_a_step(open_page, stati
 
 
 def test_bokeh_style_sheets_rewritten_only_when_changed(open_page, static_url):
-    """templates/bokeh_paint.js: a renderer's <style> set to its own text is left alone (no
+    """templates/bokeh_patches.js: a renderer's <style> set to its own text is left alone (no
     re-parse), a new text still lands; a K move still redraws the figure."""
     app = open_page(static_url)
     app.wait_static_ready()
@@ -145,3 +146,39 @@ def test_bokeh_style_sheets_rewritten_only_when_changed(open_page, static_url):
     assert "2px" in got[2]
     app.set_value("k_input", 4321)
     app.page.wait_for_function("window.__data('crossover_dense').k.includes(4321)", timeout=15_000)
+
+
+def test_bokeh_visuals_ignore_css_variables(open_page, static_url):
+    """templates/bokeh_patches.js: a visual takes its value from the model, not from a `--bk-*`
+    CSS variable (reading one forces a restyle on every paint); the variable is there."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    got = app.page.evaluate(
+        """() => {
+      document.documentElement.style.setProperty('--bk-major-label-text-color', 'rgb(255, 0, 0)');
+      const doc = Bokeh.documents[Bokeh.documents.length - 1];
+      const axis = [...doc.all_models].find((m) => m.type && m.type.endsWith('Axis'));
+      const view = Bokeh.index.find_one(axis);
+      const css = getComputedStyle(view.el).getPropertyValue('--bk-major-label-text-color');
+      return [axis.major_label_text_color, view.visuals.major_label_text.get_text_color(), css];
+    }"""
+    )
+    assert got[1] == got[0] != "rgb(255, 0, 0)"
+    assert got[2] == "rgb(255, 0, 0)"
+
+
+def test_k_moves_replace_the_address_once_they_pause(open_page, static_url):
+    """templates/bokeh_patches.js: K moves add no history entries (Panel pushed one per move);
+    the address shows the last K once the moves pause, and Python sees it (location.href)."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    length = app.page.evaluate("history.length")
+    for k in (1234, 2345, 3456):
+        app.set_value("k_input", k)
+        app.page.wait_for_function(f"window.__data('crossover_dense').k.includes({k})")
+    app.page.wait_for_function("location.search.includes('K=3456')", timeout=15_000)
+    assert app.page.evaluate("history.length") == length
+    deadline = time.monotonic() + 15
+    while "K=3456" not in app.eval("import panel as pn; pn.state.location.href"):
+        assert time.monotonic() < deadline, "Python never saw the new address"
+        time.sleep(0.2)

@@ -1,14 +1,43 @@
-// BokehJS rewrites every renderer's <style> element (its box) each time it paints a plot, and
-// the browser parses and restyles a sheet whose text is set, changed or not: ~100 sheets per K
-// move here, half the style work of the move. An unchanged sheet is left alone, so what is on
-// screen stays the same. Inlined into the page's handler and embed.js (page.py).
-function quietBokehStyleSheets() {
-  try {
+// What a K move costs the page, cut without changing what it shows. Inlined into the page's
+// handler and embed.js (page.py); each patch is applied once Bokeh (and Panel) are loaded.
+function patchBokehJS() {
+  const patch = (what, apply) => {
+    try {
+      apply();
+    } catch (e) {
+      console.warn("llmqp: " + what + " left as it is (" + e + ")");
+    }
+  };
+  // BokehJS rewrites every renderer's <style> element (its box) each time it paints a plot,
+  // and the browser parses and restyles a sheet whose text is set, changed or not: ~100
+  // sheets per K move here, half the style work of the move. An unchanged sheet is left alone.
+  patch("BokehJS style sheets", () => {
     const proto = Bokeh.require("core/dom").InlineStyleSheet.prototype;
     proto._update = function (css) {
       if (this.el.textContent !== css) this.el.textContent = css;
     };
-  } catch (e) {
-    console.warn("llmqp: BokehJS style sheets left as they are (" + e + ")");
-  }
+  });
+  // Each visual property a paint reads (a line's colour, a label's font...) first asks the
+  // element's computed style for a `--bk-*` variable, and that read forces the browser to
+  // restyle the page whenever the paint has just touched the DOM: ~13 ms of a K move. These
+  // figures take every visual from Python and no stylesheet of the site sets `--bk-*`
+  // variables, so the answer is always "none": say so without asking.
+  patch("BokehJS CSS visuals", () => {
+    Bokeh.require("core/visuals/visual").VisualProperties.prototype._get_css_value = () => "";
+  });
+  // Panel's Location pushes a browser history entry for every change of the query string,
+  // i.e. one per slider move (Back then steps through them), and echoes the new href back to
+  // Python (another patch round trip). The address is replaced instead, once the moves pause.
+  patch("Panel's Location", () => {
+    const pauseMs = 250;
+    const Location = Bokeh.require("base").default_resolver.get("panel.models.location.Location");
+    const proto = Location.prototype.default_view.prototype;
+    proto._set_url_gated = function (url) {
+      clearTimeout(this._llmqp_url_timer);
+      this._llmqp_url_timer = setTimeout(() => {
+        window.history.replaceState(window.history.state, "", url);
+        this.model.href = window.location.href;
+      }, pauseMs);
+    };
+  });
 }

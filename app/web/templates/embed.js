@@ -36,7 +36,7 @@
     return;
   }
 
-  __BOKEH_PAINT_JS__
+  __BOKEH_PATCHES_JS__
 
   const loadScript = (src) =>
     new Promise((resolve, reject) => {
@@ -143,7 +143,7 @@
 
   (async () => {
     for (const src of CONFIG.scripts) await loadScript(src); // in order: Bokeh, then Panel
-    quietBokehStyleSheets();
+    patchBokehJS();
     mark("scripts");
     const snapshots = showSnapshots().catch((e) => console.warn("llmqp snapshots: " + e));
     if (typeof Worker === "undefined" || location.protocol === "file:") {

@@ -9,8 +9,8 @@ const llmqp = (window.llmqp = {
 });
 const statusEl = document.getElementById("llmqp-status");
 
-__BOKEH_PAINT_JS__
-if (window.Bokeh) quietBokehStyleSheets(); // before the pre-rendered figures paint
+__BOKEH_PATCHES_JS__
+if (window.Bokeh) patchBokehJS(); // before the pre-rendered figures paint
 
 function setState(state, text) {
   llmqp.state = state;
