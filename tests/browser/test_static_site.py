@@ -167,6 +167,40 @@ def test_bokeh_visuals_ignore_css_variables(open_page, static_url):
     assert got[2] == "rgb(255, 0, 0)"
 
 
+def test_k_moves_leave_legends_alone(open_page, static_url):
+    """templates/bokeh_patches.js: a K move (new data for legended renderers) rebuilds no
+    legend; a legend item's own change still does."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    entries = """() => [...Bokeh.documents[Bokeh.documents.length - 1].all_models]
+      .filter((m) => m.type === "Legend")
+      .map((m) => Bokeh.index.find_one(m).entries.map((e) => e.label))"""
+    shown = app.page.evaluate(entries)
+    app.page.evaluate(
+        """() => {
+      const proto = Bokeh.require("models/annotations/legend").LegendView.prototype;
+      const render = proto._render_items;
+      window.__legendRenders = 0;
+      proto._render_items = function () { window.__legendRenders++; return render.call(this); };
+    }"""
+    )
+    app.set_value("k_input", 2345)
+    app.page.wait_for_function("window.__data('crossover_dense').k.includes(2345)")
+    app.page.wait_for_timeout(300)
+    assert app.page.evaluate("window.__legendRenders") == 0
+    assert app.page.evaluate(entries) == shown and all(shown)
+    got = app.page.evaluate(
+        """() => {
+      const doc = Bokeh.documents[Bokeh.documents.length - 1];
+      const legend = [...doc.all_models].find((m) => m.type === "Legend");
+      legend.items.find((item) => item.visible).label = {value: "renamed"};
+      const labels = Bokeh.index.find_one(legend).entries.map((e) => e.label);
+      return [window.__legendRenders, labels.includes("renamed")];
+    }"""
+    )
+    assert got == [1, True]
+
+
 def test_k_moves_replace_the_address_once_they_pause(open_page, static_url):
     """templates/bokeh_patches.js: K moves add no history entries (Panel pushed one per move);
     the address shows the last K once the moves pause, and Python sees it (location.href)."""

@@ -25,6 +25,19 @@ function patchBokehJS() {
   patch("BokehJS CSS visuals", () => {
     Bokeh.require("core/visuals/visual").VisualProperties.prototype._get_css_value = () => "";
   });
+  // A legend rebuilds its items' DOM (a canvas each) whenever anything its items reach changes,
+  // their renderers' data included, i.e. on every K move (~9 rebuilds and a forced layout per
+  // move here). Only the items themselves (labels, renderers, visibility) change what it
+  // shows: a paint redraws the item glyphs from the renderers anyway. Legends labelled by a
+  // data column keep listening to the data.
+  patch("BokehJS legends", () => {
+    const proto = Bokeh.require("models/annotations/legend").LegendView.prototype;
+    const on = proto.on_transitive_change;
+    proto.on_transitive_change = function (property, fn, options) {
+      const byField = this.model.items.some((item) => item.label != null && "field" in item.label);
+      return on.call(this, property, fn, byField ? options : {...options, recursive: false});
+    };
+  });
   // Panel's Location pushes a browser history entry for every change of the query string,
   // i.e. one per slider move (Back then steps through them), and echoes the new href back to
   // Python (another patch round trip). The address is replaced instead, once the moves pause.
