@@ -167,6 +167,35 @@ def test_bokeh_visuals_ignore_css_variables(open_page, static_url):
     assert got[2] == "rgb(255, 0, 0)"
 
 
+def test_plot_font_size_read_once_a_frame(open_page, static_url):
+    """templates/bokeh_patches.js: a plot's font size (read by every axis label it lays out)
+    is read from the style once a frame; a new size shows in the next frame."""
+    app = open_page(static_url)
+    app.wait_static_ready()
+    got = app.page.evaluate(
+        """async () => {
+      const doc = Bokeh.documents[Bokeh.documents.length - 1];
+      const view = Bokeh.index.find_one([...doc.all_models].find((m) => m.type === "Figure"));
+      const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+      await frame();
+      const style = window.getComputedStyle;
+      let reads = 0;
+      window.getComputedStyle = (...args) => (reads++, style(...args));
+      const sizes = [view.base_font_size, view.base_font_size, view.base_font_size];
+      const sameFrame = reads;
+      view.el.style.fontSize = "21px";
+      await frame();
+      sizes.push(view.base_font_size);
+      window.getComputedStyle = style;
+      view.el.style.fontSize = "";
+      return [sizes, sameFrame];
+    }"""
+    )
+    sizes, reads = got
+    assert sizes[0] == sizes[1] == sizes[2] != 21 and reads <= 1
+    assert sizes[3] == 21
+
+
 def test_k_moves_leave_legends_alone(open_page, static_url):
     """templates/bokeh_patches.js: a K move (new data for legended renderers) rebuilds no
     legend; a legend item's own change still does."""

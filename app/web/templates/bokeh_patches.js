@@ -25,6 +25,25 @@ function patchBokehJS() {
   patch("BokehJS CSS visuals", () => {
     Bokeh.require("core/visuals/visual").VisualProperties.prototype._get_css_value = () => "";
   });
+  // Every axis label a paint lays out asks the plot for its element's computed font size (for
+  // `em` sizes): ~90 reads a K move here, each forcing a restyle when the paint has just
+  // touched the DOM. The answer is kept for the rest of the frame (document.timeline's time
+  // stays the same until the next one).
+  patch("BokehJS font size", () => {
+    const proto = Bokeh.require("models/plots/plot").PlotView.prototype;
+    const read = Object.getOwnPropertyDescriptor(proto, "base_font_size").get;
+    Object.defineProperty(proto, "base_font_size", {
+      configurable: true,
+      get() {
+        const frame = document.timeline.currentTime;
+        if (frame == null || this._llmqp_font_frame !== frame) {
+          this._llmqp_font_size = read.call(this);
+          this._llmqp_font_frame = frame;
+        }
+        return this._llmqp_font_size;
+      },
+    });
+  });
   // A legend rebuilds its items' DOM (a canvas each) whenever anything its items reach changes,
   // their renderers' data included, i.e. on every K move (~9 rebuilds and a forced layout per
   // move here). Only the items themselves (labels, renderers, visibility) change what it
