@@ -95,6 +95,8 @@ def test_scenario_bounds_and_errors():
     [
         (lambda: expand({"d": 4096}), r"The 's' parameter must be a Scenario. Got \{'d': 4096\}"),
         (lambda: plan_costs(None), r"The 's' parameter must be a Scenario. Got None instead."),
+        (lambda: plan_costs({"k": 1}), r"The 's' parameter must be a Scenario."),  # (cached)
+        (lambda: plan_costs(Scenario(), [None]), r"The 'plans' parameter must be a non-empty"),
         (lambda: annotate("DenseHead", Scenario()), r"The 'plan' parameter must be a Plan."),
         (lambda: explain_text("h100"), r"The 's' parameter must be a Scenario."),
         (lambda: amortization_curves(None), r"The 's' parameter must be a Scenario."),
@@ -107,6 +109,14 @@ def test_scenario_bounds_and_errors():
 def test_plan_entry_points_validate(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_plan_costs_cached_per_scenario():
+    """A K move reads the plans twice: the second read is the first's (immutable) result."""
+    s = Scenario(k=321)
+    assert plan_costs(s) is plan_costs(Scenario(k=321))
+    assert plan_costs(s) is not plan_costs(s.replace(k=322))
+    assert plan_costs(s) == tuple(annotate(p, s) for p in expand(s))
 
 
 def test_choose_says_when_the_budget_admits_no_plan():
