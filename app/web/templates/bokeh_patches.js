@@ -53,7 +53,9 @@ function patchBokehJS() {
     const proto = Bokeh.require("models/annotations/legend").LegendView.prototype;
     const on = proto.on_transitive_change;
     proto.on_transitive_change = function (property, fn, options) {
-      const byField = this.model.items.some((item) => item.label != null && "field" in item.label);
+      const byField = this.model.items.some(
+        (item) => item.label != null && typeof item.label === "object" && "field" in item.label
+      );
       return on.call(this, property, fn, byField ? options : {...options, recursive: false});
     };
   });
