@@ -77,7 +77,19 @@ def profile(engine, reqs, batch: int, threads: int | None) -> dict:
     warm = dataclasses.replace(reqs[0], id="warm-up", prompt="Request warm-up. " + reqs[0].prompt)
     sched.decode_all([warm])  # as the streaming load: the template's prefix is stored once
     warm_passes, warm_reused = len(sched.pass_sizes), sched.stats()["prefixes"]["reused_positions"]
-    body_fn = _wrap(sched.body, "forward_batch", "body", acc)
+    body_fn, bins = sched.body.forward_batch, defaultdict(lambda: [0, 0, 0.0])
+
+    def body(seqs):  # the body's time, also by the pass's rows: [passes, rows, seconds]
+        t0 = time.perf_counter()
+        try:
+            return body_fn(seqs)
+        finally:
+            dt, rows = time.perf_counter() - t0, sum(len(ids) for ids, _, _ in seqs)
+            acc["body"] += dt
+            row = bins["1" if rows == 1 else "2-31" if rows < 32 else "32+"]
+            row[0], row[1], row[2] = row[0] + 1, row[1] + rows, row[2] + dt
+
+    sched.body.forward_batch = body
     t0 = time.perf_counter()
     results = sched.decode_all(reqs)
     wall = time.perf_counter() - t0
@@ -94,6 +106,9 @@ def profile(engine, reqs, batch: int, threads: int | None) -> dict:
             "prefill_rows_per_request": round(prefill / len(reqs), 1),
             "decode_rows_per_request": round((rows - prefill) / len(reqs), 1),
             "ms_per_row": round(1e3 * acc["body"] / rows, 2), "phases_s": phases,
+            "passes_by_rows": {k: {"passes": n, "rows": r, "s": round(t, 3),
+                                   "ms_per_row": round(1e3 * t / r, 2)}
+                               for k, (n, r, t) in sorted(bins.items())},
             "prefixes": sched.stats()["prefixes"],
             "tokens_by_request": [r.tokens for r in results]}  # fmt: skip
 
