@@ -352,18 +352,13 @@ def _vm_hwm() -> int:
     return 0
 
 
-def _pct(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 4)
-
-
 def batch_level(stack: StandardStack, reqs: list, batch: int, stop_at: float) -> dict:
     """``reqs`` (DecodeRequests) as consecutive batches of ``batch``: the level's totals and
     each request's tokens. TTFT two ways: from its batch's start, and as ``batch`` clients of a
     static-batching server see it (client r sends its next request when its last one ends and
     it joins the next batch: row r of batch j follows row r of batch j - 1)."""
+    from stream_load import percentile
+
     reset = _peak_rss_reset()
     results, wall, prev_end = [], 0.0, {}
     ttft, ttft_client, gaps, rows, padded = [], [], [], 0, 0
@@ -390,9 +385,12 @@ def batch_level(stack: StandardStack, reqs: list, batch: int, stop_at: float) ->
         "tokens": tokens,
         "wall_s": round(wall, 2),
         "tokens_per_s": round(tokens / wall, 2) if wall else None,
-        "ttft_s": {"p50": _pct(ttft, 0.5), "p99": _pct(ttft, 0.99)},
-        "ttft_clients_s": {"p50": _pct(ttft_client, 0.5), "p99": _pct(ttft_client, 0.99)},
-        "per_token_s": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99)},
+        "ttft_s": {"p50": percentile(ttft, 0.5), "p99": percentile(ttft, 0.99)},
+        "ttft_clients_s": {
+            "p50": percentile(ttft_client, 0.5),
+            "p99": percentile(ttft_client, 0.99),
+        },
+        "per_token_s": {"p50": percentile(gaps, 0.5), "p99": percentile(gaps, 0.99)},
         "prompt_rows": rows,
         "padded_prompt_rows": padded,
         "peak_rss_bytes": _vm_hwm() if reset else None,

@@ -30,7 +30,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["bfcl_requests", "chat_body", "function_calls", "run_level", "tagged", "warm_up"]
+__all__ = [
+    "bfcl_requests",
+    "chat_body",
+    "function_calls",
+    "percentile",
+    "run_level",
+    "tagged",
+    "warm_up",
+]
 
 #: How many BFCL requests ``--bfcl`` may ask for (the four categories hold 1,911).
 BFCL_MAX = 400
@@ -114,7 +122,8 @@ def warm_up(port: int, model: str, body: dict, timeout: float) -> int:
     return _stream_one(port, model, tagged(body, "warm-up"), timeout)["status"]
 
 
-def _pct(values, q):
+def percentile(values, q):
+    """The ``q`` quantile of ``values`` (nearest rank, rounded to 0.1 ms); None when empty."""
     if not values:
         return None
     s = sorted(values)
@@ -170,8 +179,8 @@ def run_level(port, model, bodies, clients, rounds, deadline_s, rss, shared=Fals
         "wall_s": round(wall, 2),
         "tokens": tokens,
         "tokens_per_s": round(tokens / wall, 2) if wall > 0 else None,
-        "ttft_s": {"p50": _pct(ttft, 0.5), "p99": _pct(ttft, 0.99)},
-        "per_token_s": {"p50": _pct(gaps, 0.5), "p99": _pct(gaps, 0.99)},
+        "ttft_s": {"p50": percentile(ttft, 0.5), "p99": percentile(ttft, 0.99)},
+        "per_token_s": {"p50": percentile(gaps, 0.5), "p99": percentile(gaps, 0.99)},
         "peak_rss_bytes": rss(),
         "stops": dict(Counter(str(o["stop"]) for _, o in ok)),
         "prompt_tokens": sum(o["prompt_tokens"] or 0 for _, o in ok),
